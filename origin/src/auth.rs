@@ -1,0 +1,122 @@
+//! Who is calling: the bearer token, from `Authorization: Bearer <t>` or `?token=<t>`.
+//!
+//! The query form exists because browsers' EventSource and WebSocket cannot set headers.
+//! Tokens are never logged: they appear in no span, field or error message.
+
+use axum::extract::FromRequestParts;
+use http::{header::AUTHORIZATION, request::Parts};
+use ridecast_protocol::{Claims, Id, Role, TokenError, TokenKeys};
+
+use crate::{clock, http::error::ApiError, state::AppState};
+
+/// Verifies tokens against the configured secrets. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Authenticator {
+    keys: TokenKeys,
+}
+
+impl Authenticator {
+    pub fn new(keys: TokenKeys) -> Self {
+        Self { keys }
+    }
+
+    /// # Errors
+    /// [`AuthError::Token`] when the token does not verify now.
+    pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        Ok(Principal { claims: self.keys.verify(token, clock::now_secs())? })
+    }
+
+    pub fn keys(&self) -> &TokenKeys {
+        &self.keys
+    }
+}
+
+/// Why a request is not allowed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("no bearer token: send `Authorization: Bearer <token>` or `?token=<token>`")]
+    Missing,
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error("a {actual} token cannot be used here; this needs a {needed} token")]
+    WrongRole { needed: &'static str, actual: &'static str },
+    #[error("this token does not allow tracking driver {0}")]
+    WrongDriver(Id),
+}
+
+/// A caller whose token verified.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub claims: Claims,
+}
+
+impl Principal {
+    /// # Errors
+    /// [`AuthError::WrongRole`] unless the token has `role`.
+    pub fn require_role(&self, role: Role) -> Result<(), AuthError> {
+        if self.claims.role == role {
+            Ok(())
+        } else {
+            Err(AuthError::WrongRole { needed: role.as_str(), actual: self.claims.role.as_str() })
+        }
+    }
+
+    /// A rider token whose `drv` is `driver`: what the location stream and polling take.
+    ///
+    /// # Errors
+    /// [`AuthError::WrongRole`] or [`AuthError::WrongDriver`].
+    pub fn require_tracking(&self, driver: &Id) -> Result<(), AuthError> {
+        self.require_role(Role::Rider)?;
+        if self.claims.drv.as_ref() == Some(driver) { Ok(()) } else { Err(AuthError::WrongDriver(driver.clone())) }
+    }
+}
+
+/// The token a request carries, if any: the header wins over the query.
+pub fn bearer_token(parts: &Parts) -> Option<String> {
+    if let Some(value) = parts.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        let (scheme, token) = value.trim().split_once(' ')?;
+        return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned());
+    }
+    let query = parts.uri.query()?;
+    form_urlencoded::parse(query.as_bytes()).find(|(key, _)| key == "token").map(|(_, value)| value.into_owned())
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let token = bearer_token(parts).filter(|t| !t.is_empty()).ok_or(AuthError::Missing)?;
+        Ok(state.auth.verify(&token)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(uri: &str, authorization: Option<&str>) -> Parts {
+        let mut builder = http::Request::builder().uri(uri);
+        if let Some(value) = authorization {
+            builder = builder.header(AUTHORIZATION, value);
+        }
+        builder.body(()).expect("request").into_parts().0
+    }
+
+    #[test]
+    fn the_header_and_the_query_both_carry_tokens() {
+        assert_eq!(bearer_token(&parts("/x", Some("Bearer abc"))).as_deref(), Some("abc"));
+        assert_eq!(bearer_token(&parts("/x", Some("bearer  abc "))).as_deref(), Some("abc"));
+        assert_eq!(bearer_token(&parts("/x?a=1&token=t.u.v", None)).as_deref(), Some("t.u.v"));
+        assert_eq!(
+            bearer_token(&parts("/x?token=from-query", Some("Bearer from-header"))).as_deref(),
+            Some("from-header")
+        );
+    }
+
+    #[test]
+    fn other_schemes_and_absent_tokens_give_none() {
+        assert_eq!(bearer_token(&parts("/x", Some("Basic abc"))), None);
+        assert_eq!(bearer_token(&parts("/x?tok=1", None)), None);
+        assert_eq!(bearer_token(&parts("/x", None)), None);
+    }
+}

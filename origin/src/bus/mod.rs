@@ -1,0 +1,87 @@
+//! The boundary between an instance and what it shares with other instances.
+//!
+//! A [`Backend`] stores each key's latest value and carries published values to every instance
+//! that subscribed to the channel. Two implementations: [`redis::RedisBackend`] (many instances,
+//! through Redis) and [`embedded::EmbeddedBackend`] (one process, no Redis). Values that arrive on
+//! a subscribed channel are handed to the local [`Hubs`](crate::fanout::Hubs).
+
+pub mod embedded;
+pub mod redis;
+
+use std::fmt::Debug;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use ridecast_protocol::{GridCell, Id, channels};
+
+/// A key whose latest value riders can follow.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Topic {
+    DriverLocation(Id),
+}
+
+impl Topic {
+    /// The pub/sub channel its pushed values travel on.
+    pub fn channel(&self) -> String {
+        match self {
+            Self::DriverLocation(driver) => channels::driver_location(driver),
+        }
+    }
+
+    /// The SSE `event:` name of its values.
+    pub fn event_name(&self) -> &'static str {
+        match self {
+            Self::DriverLocation(_) => "location",
+        }
+    }
+}
+
+/// One accepted location update, serialized once.
+#[derive(Debug, Clone)]
+pub struct LocationUpdate {
+    pub driver: Id,
+    pub ts: u64,
+    pub cell: GridCell,
+    /// The rider-facing location JSON, exactly as pushed and stored.
+    pub json: Bytes,
+}
+
+/// What happened to an update at ingest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngestOutcome {
+    /// Not newer than the stored update: dropped.
+    Stale,
+    /// Stored, but in the same cell as the last pushed one: not pushed.
+    Stored,
+    /// Stored and published: the cell changed.
+    Published,
+}
+
+/// Why the backend could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("redis: {0}")]
+    Redis(#[from] fred::error::Error),
+    #[error("redis answered {0:?}, which this version does not understand")]
+    UnexpectedReply(String),
+}
+
+/// Storage and pub/sub shared between instances.
+#[async_trait]
+pub trait Backend: Send + Sync + Debug + 'static {
+    /// Stores `update` as its driver's latest if it is newer, and publishes it on the driver's
+    /// channel if its grid cell differs from the last published one. Atomic per driver.
+    async fn ingest_location(&self, update: &LocationUpdate) -> Result<IngestOutcome, BackendError>;
+
+    /// The latest stored value of `topic`, as its JSON.
+    async fn latest(&self, topic: &Topic) -> Result<Option<Bytes>, BackendError>;
+
+    /// Starts delivering `channels`' messages to the local hubs.
+    async fn subscribe(&self, channels: Vec<String>) -> Result<(), BackendError>;
+
+    /// Stops delivering `channels`' messages.
+    async fn unsubscribe(&self, channels: Vec<String>) -> Result<(), BackendError>;
+
+    /// Whether the backend can serve requests now (Redis connected).
+    fn is_ready(&self) -> bool;
+}

@@ -1,0 +1,217 @@
+//! The Redis backend: many instances share stores and channels through one Redis.
+//!
+//! Two connections per instance: one for commands (store, ingest script) and one subscriber
+//! connection that carries every channel this instance has local riders for. Both reconnect
+//! with backoff on their own; after the subscriber reconnects it resubscribes and then asks
+//! the hubs to reload from the store, since anything published meanwhile was lost.
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use fred::{
+    clients::SubscriberClient,
+    prelude::{Client, ClientLike, Config as RedisConfig, EventInterface, HashesInterface, PubsubInterface},
+    types::{Builder, config::ReconnectPolicy, scripts::Script},
+};
+use ridecast_protocol::channels;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+
+use super::{Backend, BackendError, IngestOutcome, LocationUpdate, Topic};
+use crate::{fanout::Hubs, metrics::Metrics};
+
+/// Stores an update if it is newer than the stored one and publishes it if its cell changed,
+/// atomically, in one round trip. Returns 0 (stale), 1 (stored) or 2 (stored and published).
+///
+/// KEYS[1] the driver's latest-location hash; ARGV: ts, json, cell, ttl ms, channel.
+/// Timestamps are epoch milliseconds, well within the 2^53 that Lua's doubles hold exactly.
+const INGEST_LUA: &str = r"
+local stored = redis.call('HMGET', KEYS[1], 'ts', 'cell')
+if stored[1] and tonumber(stored[1]) >= tonumber(ARGV[1]) then
+  return 0
+end
+local outcome = 1
+if stored[2] ~= ARGV[3] then
+  redis.call('HSET', KEYS[1], 'ts', ARGV[1], 'json', ARGV[2], 'cell', ARGV[3])
+  redis.call('PUBLISH', ARGV[5], ARGV[2])
+  outcome = 2
+else
+  redis.call('HSET', KEYS[1], 'ts', ARGV[1], 'json', ARGV[2])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return outcome
+";
+
+/// How long one Redis command may take before it fails (and the caller degrades).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+/// How many pub/sub messages may wait for the delivery task before it counts as lagging.
+const MESSAGE_BUFFER: usize = 16 * 1024;
+
+/// Redis-backed store and bus. Cheap to clone.
+#[derive(Clone)]
+pub struct RedisBackend {
+    commands: Client,
+    subscriber: SubscriberClient,
+    ingest: Arc<Script>,
+    ttl_ms: u64,
+}
+
+impl std::fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBackend").field("ready", &self.is_ready()).finish_non_exhaustive()
+    }
+}
+
+impl RedisBackend {
+    /// Connects to `url` (waiting up to a few seconds, then carrying on and reconnecting in the
+    /// background) and starts delivering subscribed messages to `hubs`.
+    ///
+    /// # Errors
+    /// [`BackendError::Redis`] if the URL is invalid.
+    pub async fn connect(
+        url: &str,
+        ttl: Duration,
+        hubs: Hubs,
+        metrics: Metrics,
+        shutdown: CancellationToken,
+    ) -> Result<Self, BackendError> {
+        let config = RedisConfig::from_url(url)?;
+        let mut builder = Builder::from_config(config);
+        builder
+            .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2))
+            .with_performance_config(|performance| {
+                performance.default_command_timeout = COMMAND_TIMEOUT;
+                performance.broadcast_channel_capacity = MESSAGE_BUFFER;
+            })
+            .with_connection_config(|connection| {
+                connection.connection_timeout = Duration::from_secs(2);
+                connection.max_command_attempts = 1;
+            });
+        let commands = builder.build()?;
+        let subscriber = builder.build_subscriber_client()?;
+        commands.connect();
+        subscriber.connect();
+        for client in [&commands as &dyn WaitForConnect, &subscriber] {
+            if tokio::time::timeout(Duration::from_secs(5), client.wait()).await.is_err() {
+                tracing::error!("redis is not reachable yet; serving anyway and reconnecting in the background");
+                break;
+            }
+        }
+        let backend = Self {
+            commands,
+            subscriber,
+            ingest: Arc::new(Script::from_lua(INGEST_LUA)),
+            ttl_ms: ttl.as_millis() as u64,
+        };
+        backend.spawn_delivery(hubs.clone(), metrics, shutdown.clone());
+        backend.spawn_resubscriber(hubs, shutdown);
+        Ok(backend)
+    }
+
+    /// Hands every message on a subscribed channel to its hub.
+    fn spawn_delivery(&self, hubs: Hubs, metrics: Metrics, shutdown: CancellationToken) {
+        let mut messages = self.subscriber.message_rx();
+        tokio::spawn(async move {
+            loop {
+                let message = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    message = messages.recv() => message,
+                };
+                match message {
+                    Ok(message) => match message.value.as_bytes() {
+                        Some(json) => hubs.deliver(&message.channel, json),
+                        None => tracing::warn!(channel = %message.channel, "non-binary pub/sub message ignored"),
+                    },
+                    Err(RecvError::Lagged(missed)) => {
+                        Metrics::add(&metrics.values().backend_errors_total, missed);
+                        tracing::warn!(missed, "pub/sub delivery fell behind; reloading hubs from the store");
+                        hubs.request_refresh_all();
+                    }
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        });
+    }
+
+    /// After the subscriber connection comes back: subscribe again, then reload every hub,
+    /// in that order so that nothing published after the reload can be missed.
+    fn spawn_resubscriber(&self, hubs: Hubs, shutdown: CancellationToken) {
+        let mut reconnects = self.subscriber.reconnect_rx();
+        let subscriber = self.subscriber.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    event = reconnects.recv() => if let Err(RecvError::Closed) = event { return },
+                }
+                tracing::info!("redis subscriber reconnected; resubscribing");
+                if let Err(error) = subscriber.resubscribe_all().await {
+                    tracing::warn!(%error, "resubscribe failed; the next reconnect retries");
+                }
+                hubs.request_refresh_all();
+            }
+        });
+    }
+
+    /// Closes both connections.
+    pub async fn quit(&self) {
+        let _ = self.subscriber.quit().await;
+        let _ = self.commands.quit().await;
+    }
+}
+
+/// `wait_for_connect` for both client kinds, behind one object-safe face.
+#[async_trait]
+trait WaitForConnect: Sync {
+    async fn wait(&self);
+}
+
+#[async_trait]
+impl<C: ClientLike + Sync> WaitForConnect for C {
+    async fn wait(&self) {
+        let _ = self.wait_for_connect().await;
+    }
+}
+
+#[async_trait]
+impl Backend for RedisBackend {
+    async fn ingest_location(&self, update: &LocationUpdate) -> Result<IngestOutcome, BackendError> {
+        let key = channels::driver_latest_key(&update.driver);
+        let channel = channels::driver_location(&update.driver);
+        let args: Vec<fred::types::Value> = vec![
+            update.ts.to_string().into(),
+            update.json.clone().into(),
+            update.cell.to_string().into(),
+            self.ttl_ms.to_string().into(),
+            channel.into(),
+        ];
+        let outcome: i64 = self.ingest.evalsha_with_reload(&self.commands, key, args).await?;
+        match outcome {
+            0 => Ok(IngestOutcome::Stale),
+            1 => Ok(IngestOutcome::Stored),
+            2 => Ok(IngestOutcome::Published),
+            other => Err(BackendError::UnexpectedReply(other.to_string())),
+        }
+    }
+
+    async fn latest(&self, topic: &Topic) -> Result<Option<Bytes>, BackendError> {
+        match topic {
+            Topic::DriverLocation(driver) => {
+                Ok(self.commands.hget::<Option<Bytes>, _, _>(channels::driver_latest_key(driver), "json").await?)
+            }
+        }
+    }
+
+    async fn subscribe(&self, channels: Vec<String>) -> Result<(), BackendError> {
+        Ok(self.subscriber.subscribe(channels).await?)
+    }
+
+    async fn unsubscribe(&self, channels: Vec<String>) -> Result<(), BackendError> {
+        Ok(self.subscriber.unsubscribe(channels).await?)
+    }
+
+    fn is_ready(&self) -> bool {
+        self.commands.is_connected() && self.subscriber.is_connected()
+    }
+}

@@ -1,0 +1,238 @@
+//! Configuration: command-line flags, each also readable from a `RIDECAST_*` variable.
+//!
+//! Secrets are read from the environment only, never from flags, so they do not show up in
+//! `ps` output or shell history.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+use ridecast_protocol::{Role, TokenError, TokenKeys};
+
+/// Environment variable names, in one place.
+pub mod env {
+    pub const TOKEN_SECRET: &str = "RIDECAST_TOKEN_SECRET";
+    pub const TOKEN_SECRET_PREVIOUS: &str = "RIDECAST_TOKEN_SECRET_PREVIOUS";
+}
+
+/// The secret used when none is configured. Public on purpose: dev mode is for one laptop.
+pub const DEV_SECRET: &str = "ridecast-dev-secret";
+
+#[derive(Debug, Parser)]
+#[command(name = "ridecast-origin", version, about = "Ridecast origin: driver WebSockets in, rider SSE out.")]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default when no subcommand is given).
+    Serve(ServeArgs),
+    /// Print a signed token (uses RIDECAST_TOKEN_SECRET, or the dev secret when unset).
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on. Port 0 picks a free port (printed as `RIDECAST_LISTENING <addr>`).
+    #[arg(long, env = "RIDECAST_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Redis URL (redis://host:port/db). Unset: embedded in-process bus and store, one instance only.
+    #[arg(long, env = "RIDECAST_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Browser origins allowed by CORS, comma-separated. Default: `*` in dev mode, none otherwise.
+    #[arg(long, env = "RIDECAST_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+
+    /// On SIGTERM, longest time to wait for connections to finish before exiting.
+    #[arg(long, env = "RIDECAST_DRAIN_SECS", default_value_t = 30)]
+    pub drain_secs: u64,
+
+    /// Interval between SSE heartbeat comments. The contract requires at most 15.
+    #[arg(long, env = "RIDECAST_HEARTBEAT_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=15))]
+    pub heartbeat_secs: u64,
+
+    /// `retry:` (reconnect delay, ms) announced at the start of every SSE stream.
+    #[arg(long, env = "RIDECAST_SSE_RETRY_MS", default_value_t = 2000)]
+    pub sse_retry_ms: u64,
+
+    /// How long a driver's latest location is kept after its last update.
+    #[arg(long, env = "RIDECAST_LOCATION_TTL_SECS", default_value_t = 300)]
+    pub location_ttl_secs: u64,
+
+    /// Per driver, the minimum time between two ingested updates; faster updates are
+    /// coalesced and only the newest is kept. 0 ingests every update.
+    #[arg(long, env = "RIDECAST_INGEST_INTERVAL_MS", default_value_t = 200)]
+    pub ingest_interval_ms: u64,
+
+    /// Interval between pings on WebSockets.
+    #[arg(long, env = "RIDECAST_WS_PING_SECS", default_value_t = 20)]
+    pub ws_ping_secs: u64,
+
+    /// Close a WebSocket that sent nothing, not even a pong, for this long.
+    #[arg(long, env = "RIDECAST_WS_IDLE_SECS", default_value_t = 60)]
+    pub ws_idle_secs: u64,
+
+    /// Most concurrent connections; beyond it requests get 503 (SSE: a `retry:` and an end).
+    /// Default: the process's file-descriptor limit minus a reserve.
+    #[arg(long, env = "RIDECAST_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
+    /// Set SO_REUSEPORT so several processes can share one port.
+    #[arg(long, env = "RIDECAST_REUSE_PORT")]
+    pub reuse_port: bool,
+
+    /// Time a client has to send a complete request head.
+    #[arg(long, env = "RIDECAST_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_timeout_secs: u64,
+
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "RIDECAST_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// driver, rider, ops or edge.
+    #[arg(long)]
+    pub role: Role,
+    /// The principal: a driver's id for drivers.
+    #[arg(long)]
+    pub sub: String,
+    /// For riders: the one driver they may track.
+    #[arg(long)]
+    pub driver: Option<String>,
+    /// The ride this token is scoped to.
+    #[arg(long)]
+    pub ride: Option<String>,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub ttl: u64,
+}
+
+/// Where the token secrets came from.
+#[derive(Debug, Clone)]
+pub struct Secrets {
+    pub keys: TokenKeys,
+    /// No secret was configured: the public dev secret is in use.
+    pub dev_mode: bool,
+}
+
+impl Secrets {
+    /// Reads the secrets through `lookup` (the process environment in production, a map in tests).
+    ///
+    /// # Errors
+    /// [`TokenError::EmptySecret`] when a variable is set but empty.
+    pub fn load(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, TokenError> {
+        let previous = lookup(env::TOKEN_SECRET_PREVIOUS);
+        match lookup(env::TOKEN_SECRET) {
+            Some(current) => Ok(Self {
+                keys: TokenKeys::new(current.as_bytes(), previous.as_deref().map(str::as_bytes))?,
+                dev_mode: false,
+            }),
+            None => Ok(Self { keys: TokenKeys::new(DEV_SECRET.as_bytes(), None)?, dev_mode: true }),
+        }
+    }
+
+    pub fn from_env() -> Result<Self, TokenError> {
+        Self::load(|name| std::env::var(name).ok())
+    }
+}
+
+/// Everything the server needs, resolved.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub redis_url: Option<String>,
+    pub cors_origins: Vec<String>,
+    pub drain: Duration,
+    pub heartbeat: Duration,
+    pub sse_retry_ms: u64,
+    pub location_ttl: Duration,
+    pub ingest_interval: Duration,
+    pub ws_ping: Duration,
+    pub ws_idle: Duration,
+    pub max_connections: Option<usize>,
+    pub reuse_port: bool,
+    pub header_timeout: Duration,
+    pub secrets: Secrets,
+}
+
+impl Config {
+    pub fn new(args: ServeArgs, secrets: Secrets) -> Self {
+        let cors_origins = if args.cors_origins.is_empty() && secrets.dev_mode {
+            vec!["*".to_owned()]
+        } else {
+            args.cors_origins.into_iter().map(|o| o.trim().to_owned()).filter(|o| !o.is_empty()).collect()
+        };
+        Self {
+            listen: args.listen,
+            redis_url: args.redis_url.filter(|u| !u.is_empty()),
+            cors_origins,
+            drain: Duration::from_secs(args.drain_secs),
+            heartbeat: Duration::from_secs(args.heartbeat_secs),
+            sse_retry_ms: args.sse_retry_ms,
+            location_ttl: Duration::from_secs(args.location_ttl_secs.max(1)),
+            ingest_interval: Duration::from_millis(args.ingest_interval_ms),
+            ws_ping: Duration::from_secs(args.ws_ping_secs.max(1)),
+            ws_idle: Duration::from_secs(args.ws_idle_secs.max(2)),
+            max_connections: args.max_connections,
+            reuse_port: args.reuse_port,
+            header_timeout: Duration::from_secs(args.header_timeout_secs.max(1)),
+            secrets,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_a_secret_the_origin_is_in_dev_mode_with_open_cors() {
+        let secrets = Secrets::load(|_| None).expect("dev secret");
+        assert!(secrets.dev_mode);
+        let config = Config::new(Cli::parse_from(["ridecast-origin"]).serve, secrets);
+        assert_eq!(config.cors_origins, vec!["*"]);
+    }
+
+    #[test]
+    fn a_configured_secret_leaves_dev_mode_and_cors_closed() {
+        let secrets = Secrets::load(|n| (n == env::TOKEN_SECRET).then(|| "s".to_owned())).expect("secret");
+        assert!(!secrets.dev_mode);
+        let config = Config::new(Cli::parse_from(["ridecast-origin"]).serve, secrets);
+        assert!(config.cors_origins.is_empty());
+    }
+
+    #[test]
+    fn an_empty_secret_is_an_error_not_dev_mode() {
+        assert!(Secrets::load(|n| (n == env::TOKEN_SECRET).then(String::new)).is_err());
+    }
+
+    #[test]
+    fn flags_parse_with_their_documented_defaults() {
+        let cli = Cli::parse_from(["ridecast-origin", "--listen", "127.0.0.1:0", "--cors-origins", "a,b"]);
+        assert_eq!(cli.serve.listen.port(), 0);
+        assert_eq!(cli.serve.cors_origins, vec!["a", "b"]);
+        assert_eq!(cli.serve.drain_secs, 30);
+        assert_eq!(cli.serve.heartbeat_secs, 15);
+        assert!(Cli::try_parse_from(["ridecast-origin", "--heartbeat-secs", "16"]).is_err());
+    }
+
+    #[test]
+    fn the_token_subcommand_parses() {
+        let cli = Cli::parse_from(["ridecast-origin", "token", "--role", "rider", "--sub", "r1", "--driver", "d1"]);
+        assert!(matches!(cli.command, Some(Command::Token(TokenArgs { role: Role::Rider, ttl: 3600, .. }))));
+    }
+}

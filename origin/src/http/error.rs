@@ -1,0 +1,101 @@
+//! The one conversion from failures to contract error responses.
+
+use axum::{
+    Json,
+    response::{IntoResponse, Response},
+};
+use http::{HeaderValue, StatusCode, header::RETRY_AFTER};
+use ridecast_protocol::{ErrorBody, ErrorCode, InvalidId, TokenError};
+
+use crate::{auth::AuthError, bus::BackendError};
+
+/// Seconds a client is asked to wait before retrying a 503.
+pub const RETRY_AFTER_SECS: u64 = 2;
+
+/// Everything a handler can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("{what} is not a valid id: {source}")]
+    InvalidId {
+        what: &'static str,
+        #[source]
+        source: InvalidId,
+    },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("the store is unavailable; try again shortly")]
+    Backend(#[from] BackendError),
+    #[error("{0}; try again shortly")]
+    Unavailable(&'static str),
+    #[error("{0} is too large")]
+    TooLarge(&'static str),
+    #[error("{0}")]
+    BadRequest(String),
+}
+
+impl ApiError {
+    /// Adapter for `Id::parse(..).map_err(ApiError::invalid_id("driver id"))`.
+    pub fn invalid_id(what: &'static str) -> impl FnOnce(InvalidId) -> Self {
+        move |source| Self::InvalidId { what, source }
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Auth(AuthError::Missing) => ErrorCode::MissingToken,
+            Self::Auth(AuthError::Token(TokenError::Expired)) => ErrorCode::TokenExpired,
+            Self::Auth(AuthError::Token(_)) => ErrorCode::InvalidToken,
+            Self::Auth(AuthError::WrongRole { .. } | AuthError::WrongDriver(_)) => ErrorCode::Forbidden,
+            Self::InvalidId { .. } => ErrorCode::InvalidId,
+            Self::NotFound(_) => ErrorCode::NotFound,
+            Self::Backend(_) | Self::Unavailable(_) => ErrorCode::Unavailable,
+            Self::TooLarge(_) => ErrorCode::TooLarge,
+            Self::BadRequest(_) => ErrorCode::InvalidMessage,
+        }
+    }
+}
+
+/// Attached to 5xx responses so the logging middleware can say what went wrong.
+#[derive(Debug, Clone)]
+pub struct ServerFailure(pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let code = self.code();
+        let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (status, Json(ErrorBody::new(code, self.to_string()))).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        if status.is_server_error() {
+            let detail = match &self {
+                Self::Backend(source) => source.to_string(),
+                other => other.to_string(),
+            };
+            response.extensions_mut().insert(ServerFailure(detail));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_failures_are_401_or_403_with_distinct_codes() {
+        assert_eq!(ApiError::Auth(AuthError::Missing).into_response().status(), 401);
+        assert_eq!(ApiError::Auth(AuthError::Token(TokenError::Expired)).code(), ErrorCode::TokenExpired);
+        let forbidden = ApiError::Auth(AuthError::WrongRole { needed: "rider", actual: "driver" });
+        assert_eq!(forbidden.into_response().status(), 403);
+    }
+
+    #[test]
+    fn unavailability_says_when_to_come_back() {
+        let response = ApiError::Unavailable("draining").into_response();
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()[RETRY_AFTER], "2");
+        assert!(response.extensions().get::<ServerFailure>().is_some());
+    }
+}

@@ -1,0 +1,278 @@
+//! The connection front: reads each new connection's first request head itself.
+//!
+//! Rider SSE streams are most of an instance's connections and live for minutes. Serving them
+//! through a general HTTP server keeps that server's read and write buffers (tens of KiB) for
+//! the stream's whole life, and lets it queue frames for a stalled reader. So the front reads
+//! the head into a small buffer, lets the axum router decide (auth, ids, which hub: the same
+//! code either way), and when the answer is an SSE stream it writes the response head, drops
+//! the buffer, and serves the stream straight on the socket. Every other connection goes to
+//! hyper, with the bytes already read replayed first.
+
+use std::{
+    io,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use axum::{Router, body::Body, response::Response};
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderValue, Method, Request, Version, header};
+use http_body_util::BodyExt;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf},
+    net::TcpStream,
+};
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+use crate::{http::error::ApiError, rider_sse::SseHandoff};
+
+/// Longest request head accepted, in bytes.
+pub const MAX_HEAD_BYTES: usize = 8 * 1024;
+/// Most headers in one request.
+const MAX_HEADERS: usize = 48;
+/// Path prefix of the streams the front serves itself.
+const SSE_PREFIX: &str = "/api/sse/";
+
+/// Serves one accepted connection to its end.
+pub async fn serve_connection(
+    mut tcp: TcpStream,
+    router: Router,
+    header_timeout: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut buffer = BytesMut::with_capacity(1024);
+    let head = match tokio::time::timeout(header_timeout, read_head(&mut tcp, &mut buffer)).await {
+        Ok(Ok(Some(head))) => head,
+        Ok(Ok(None)) | Err(_) => return, // closed early, or too slow (slowloris): just close
+        Ok(Err(HeadError::TooLarge)) => return answer(&mut tcp, too_large()).await,
+        Ok(Err(HeadError::Malformed)) => return answer(&mut tcp, malformed()).await,
+        Ok(Err(HeadError::Io(_))) => return,
+    };
+    if head.method == Method::GET && head.path.starts_with(SSE_PREFIX) {
+        let response = router.oneshot(head.into_request()).await.unwrap_or_else(|never| match never {});
+        match response.extensions().get::<SseHandoff>().and_then(SseHandoff::take) {
+            Some(stream) => {
+                let head = encode_head(&response, None);
+                drop((buffer, response));
+                if tcp.write_all(&head).await.is_ok() {
+                    stream.serve_on(tcp).await;
+                }
+            }
+            None => answer(&mut tcp, response).await,
+        }
+        return;
+    }
+    serve_with_hyper(tcp, buffer.freeze(), router, header_timeout, shutdown).await;
+}
+
+async fn serve_with_hyper(
+    tcp: TcpStream,
+    already_read: Bytes,
+    router: Router,
+    header_timeout: Duration,
+    shutdown: CancellationToken,
+) {
+    let io = TokioIo::new(Rewind { prefix: already_read, inner: tcp });
+    let service = hyper_util::service::TowerToHyperService::new(router);
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        // hyper's smallest: bounds what it can hold for an SSE stream served here.
+        .max_buf_size(8 * 1024)
+        .serve_connection(io, service)
+        .with_upgrades();
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => log_connection_end(result),
+        () = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            log_connection_end(connection.await);
+        }
+    }
+}
+
+fn log_connection_end(result: Result<(), hyper::Error>) {
+    if let Err(error) = result {
+        tracing::debug!(%error, "connection ended with an error");
+    }
+}
+
+/// A parsed request head.
+#[derive(Debug)]
+struct Head {
+    method: Method,
+    path: String,
+    uri: String,
+    version: Version,
+    headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Head {
+    fn into_request(self) -> Request<Body> {
+        let mut request = Request::new(Body::empty());
+        *request.method_mut() = self.method;
+        *request.version_mut() = self.version;
+        if let Ok(uri) = self.uri.parse() {
+            *request.uri_mut() = uri;
+        }
+        let headers = request.headers_mut();
+        for (name, value) in self.headers {
+            if let (Ok(name), Ok(value)) =
+                (header::HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_bytes(&value))
+            {
+                headers.append(name, value);
+            }
+        }
+        request
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum HeadError {
+    #[error("request head larger than {MAX_HEAD_BYTES} bytes")]
+    TooLarge,
+    #[error("malformed request head")]
+    Malformed,
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// Reads until a complete head is in `buffer` (which keeps every byte read, for replay).
+/// `None`: the client closed before sending one.
+async fn read_head(tcp: &mut TcpStream, buffer: &mut BytesMut) -> Result<Option<Head>, HeadError> {
+    loop {
+        if tcp.read_buf(buffer).await? == 0 {
+            return Ok(None);
+        }
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut request = httparse::Request::new(&mut headers);
+        match request.parse(buffer) {
+            Ok(httparse::Status::Complete(_)) => {
+                let method =
+                    request.method.and_then(|m| Method::from_bytes(m.as_bytes()).ok()).ok_or(HeadError::Malformed)?;
+                let uri = request.path.ok_or(HeadError::Malformed)?.to_owned();
+                let path = uri.split('?').next().unwrap_or_default().to_owned();
+                let version = if request.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
+                let headers = request.headers.iter().map(|h| (h.name.to_owned(), h.value.to_vec())).collect();
+                return Ok(Some(Head { method, path, uri, version, headers }));
+            }
+            Ok(httparse::Status::Partial) if buffer.len() >= MAX_HEAD_BYTES => return Err(HeadError::TooLarge),
+            Ok(httparse::Status::Partial) => {
+                if buffer.capacity() - buffer.len() < 512 {
+                    buffer.reserve(buffer.len());
+                }
+            }
+            Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+            Err(_) => return Err(HeadError::Malformed),
+        }
+    }
+}
+
+fn too_large() -> Response {
+    let mut response = axum::response::IntoResponse::into_response(ApiError::TooLarge("request head"));
+    *response.status_mut() = http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+    response
+}
+
+fn malformed() -> Response {
+    axum::response::IntoResponse::into_response(ApiError::BadRequest("malformed HTTP request".into()))
+}
+
+/// A status line and headers ending the connection after the body: with `Some(length)` a
+/// sized body follows, with `None` the body runs until the connection closes (SSE streams).
+fn encode_head(response: &Response, content_length: Option<usize>) -> Vec<u8> {
+    let mut head = Vec::with_capacity(256);
+    let status = response.status();
+    head.extend_from_slice(
+        format!("HTTP/1.1 {} {}\r\n", status.as_u16(), status.canonical_reason().unwrap_or("")).as_bytes(),
+    );
+    for (name, value) in response.headers() {
+        if name == header::CONNECTION || name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    if let Some(length) = content_length {
+        head.extend_from_slice(format!("content-length: {length}\r\n").as_bytes());
+    }
+    head.extend_from_slice(b"connection: close\r\n\r\n");
+    head
+}
+
+/// Writes a complete (small) response and closes.
+async fn answer(tcp: &mut TcpStream, response: Response) {
+    let (parts, body) = response.into_parts();
+    let Ok(collected) = tokio::time::timeout(Duration::from_secs(5), body.collect()).await else { return };
+    let body = collected.map(|c| c.to_bytes()).unwrap_or_default();
+    let mut bytes = encode_head(&Response::from_parts(parts, Body::empty()), Some(body.len()));
+    bytes.extend_from_slice(&body);
+    let _ = tcp.write_all(&bytes).await;
+    let _ = tcp.shutdown().await;
+}
+
+/// A socket whose first reads return bytes already taken from it.
+struct Rewind {
+    prefix: Bytes,
+    inner: TcpStream,
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// Answers a connection the instance has no room for, and closes it: SSE requests get the
+/// contract's 200 `retry:` stream (EventSource would give up on a 503), everything else 503.
+pub async fn refuse_connection(mut tcp: TcpStream, retry_ms: u64) {
+    let mut buffer = BytesMut::with_capacity(1024);
+    let head = match tokio::time::timeout(Duration::from_secs(2), read_head(&mut tcp, &mut buffer)).await {
+        Ok(Ok(Some(head))) => head,
+        _ => return,
+    };
+    let response = if head.path.starts_with(SSE_PREFIX) {
+        crate::rider_sse::refusal(retry_ms, "this instance is full; reconnect")
+    } else {
+        axum::response::IntoResponse::into_response(ApiError::Unavailable("the instance is full"))
+    };
+    answer(&mut tcp, response).await;
+}

@@ -1,0 +1,67 @@
+//! The API's routes, in one table.
+
+use axum::{
+    Router,
+    extract::DefaultBodyLimit,
+    middleware,
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use http::{HeaderName, HeaderValue, Method, header};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use super::error::{ApiError, ServerFailure};
+use crate::{driver_ws, ops, polling, rider_sse, state::AppState};
+
+/// Largest request body accepted anywhere, in bytes.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// The whole API. Tests can drive it with `tower::ServiceExt::oneshot`.
+pub fn router(state: AppState) -> Router {
+    let cors = cors_layer(&state.config.cors_origins);
+    let routes = Router::new()
+        .route("/ws/rides", get(driver_ws::upgrade))
+        .route("/api/sse/drivers/{driver_id}/location", get(rider_sse::driver_location))
+        .route("/api/drivers/{driver_id}/location", get(polling::driver_location))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::map_response(log_server_failures))
+        .with_state(state);
+    match cors {
+        Some(cors) => routes.layer(cors),
+        None => routes,
+    }
+}
+
+async fn not_found(method: Method, uri: http::Uri) -> ApiError {
+    ApiError::NotFound(format!("no route for {method} {}", uri.path()))
+}
+
+/// Client errors are the client's business; server failures are logged here, once.
+async fn log_server_failures(response: Response) -> Response {
+    if let Some(ServerFailure(detail)) = response.extensions().get::<ServerFailure>() {
+        tracing::warn!(status = response.status().as_u16(), %detail, "request failed");
+    }
+    response.into_response()
+}
+
+fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow_origin = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow_origin)
+            .allow_methods([Method::GET, Method::POST, Method::DELETE])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("last-event-id")])
+            .expose_headers([header::ETAG, header::RETRY_AFTER]),
+    )
+}

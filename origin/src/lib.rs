@@ -1,0 +1,40 @@
+//! Ridecast's regional origin.
+//!
+//! Drivers hold one WebSocket here and send their positions; riders receive positions as
+//! Server-Sent Events. Instances share updates through a [`bus::Backend`]: Redis Pub/Sub when
+//! configured, an in-process bus otherwise.
+//!
+//! How a location travels, and where each step lives:
+//!
+//! 1. [`driver_ws`] reads a driver's frames, validates them and coalesces floods.
+//! 2. [`ingest`] stores each accepted update once and publishes it only when its grid cell changed.
+//! 3. [`bus`] carries it to every instance (Redis) or straight to local hubs (embedded).
+//! 4. [`fanout`] keeps one latest-value hub per channel with local subscribers and holds the
+//!    instance's single bus subscription for it.
+//! 5. [`rider_sse`] writes each hub value to every rider stream, latest-only.
+//!
+//! The rest: [`config`] (flags and env), [`auth`] (bearer tokens), [`http`] (connection front,
+//! router, errors), [`polling`] (the legacy polling endpoint), [`ops`] (health, readiness,
+//! metrics), [`metrics`], [`shutdown`] (drain), [`server`] (wiring it all together), [`dev`]
+//! (the dev-mode banner and token subcommand).
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod bus;
+pub mod clock;
+pub mod config;
+pub mod dev;
+pub mod driver_ws;
+pub mod fanout;
+pub mod http;
+pub mod ingest;
+pub mod metrics;
+pub mod ops;
+pub mod polling;
+pub mod rider_sse;
+pub mod server;
+pub mod shutdown;
+pub mod state;
+
+pub use config::Config;
+pub use server::run;

@@ -1,0 +1,136 @@
+//! Counters and gauges, rendered as Prometheus text on `/metrics`.
+//!
+//! Plain atomics rather than a metrics framework: every hot path increments one relaxed
+//! counter, and the whole set renders in one pass without locks.
+
+use std::{
+    fmt::Write,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+};
+
+macro_rules! metric_set {
+    ($($(#[doc = $help:literal])* $kind:ident $name:ident;)*) => {
+        /// All of the instance's metrics. Cheap to clone (one `Arc`).
+        #[derive(Debug, Default, Clone)]
+        pub struct Metrics(Arc<MetricValues>);
+
+        #[derive(Debug, Default)]
+        pub struct MetricValues {
+            $(pub $name: AtomicU64,)*
+        }
+
+        impl Metrics {
+            /// Prometheus text exposition format.
+            pub fn render(&self) -> String {
+                let mut out = String::with_capacity(4096);
+                $(
+                    let help = [$($help),*].join(" ");
+                    let _ = writeln!(out, "# HELP ridecast_{} {}", stringify!($name), help.trim());
+                    let _ = writeln!(out, "# TYPE ridecast_{} {}", stringify!($name), stringify!($kind));
+                    let _ = writeln!(out, "ridecast_{} {}", stringify!($name), self.0.$name.load(Relaxed));
+                )*
+                out
+            }
+        }
+    };
+}
+
+metric_set! {
+    /// Open rider SSE streams.
+    gauge sse_connections;
+    /// Open driver WebSockets.
+    gauge driver_connections;
+    /// Open TCP connections of any kind.
+    gauge tcp_connections;
+    /// Connections refused because the instance was full.
+    counter connections_refused_total;
+    /// Location updates received from drivers and valid.
+    counter updates_received_total;
+    /// Location updates refused as invalid.
+    counter updates_invalid_total;
+    /// Location updates dropped because their ts was not newer than the stored one.
+    counter updates_stale_total;
+    /// Location updates replaced by a newer one from the same driver before ingest (flood coalescing).
+    counter updates_coalesced_total;
+    /// Location updates stored but not pushed: same grid cell as the last pushed one.
+    counter updates_suppressed_total;
+    /// Location updates published to the bus (grid cell changed).
+    counter updates_published_total;
+    /// Location updates that could not be stored (backend unavailable).
+    counter updates_failed_total;
+    /// Values received from the bus and handed to local hubs.
+    counter bus_deliveries_total;
+    /// Events written to rider streams.
+    counter events_pushed_total;
+    /// Values a rider stream skipped because a newer one arrived first (latest-only delivery).
+    counter events_superseded_total;
+    /// Local hubs (channels with at least one local subscriber).
+    gauge hubs;
+    /// Backend (Redis) operations that failed.
+    counter backend_errors_total;
+}
+
+impl Metrics {
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Relaxed);
+    }
+
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+
+    pub fn dec(gauge: &AtomicU64) {
+        gauge.fetch_sub(1, Relaxed);
+    }
+
+    pub fn values(&self) -> &MetricValues {
+        &self.0
+    }
+}
+
+/// Increments a gauge now and decrements it when dropped, so early returns cannot leak a count.
+#[derive(Debug)]
+pub struct GaugeGuard {
+    metrics: Metrics,
+    gauge: fn(&MetricValues) -> &AtomicU64,
+}
+
+impl GaugeGuard {
+    pub fn new(metrics: &Metrics, gauge: fn(&MetricValues) -> &AtomicU64) -> Self {
+        Metrics::inc(gauge(metrics.values()));
+        Self { metrics: metrics.clone(), gauge }
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        Metrics::dec((self.gauge)(self.metrics.values()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_help_type_and_value_for_each_metric() {
+        let metrics = Metrics::default();
+        Metrics::inc(&metrics.values().updates_published_total);
+        let text = metrics.render();
+        assert!(text.contains("# TYPE ridecast_updates_published_total counter\nridecast_updates_published_total 1\n"));
+        assert!(text.contains("# TYPE ridecast_sse_connections gauge\n"));
+    }
+
+    #[test]
+    fn a_gauge_guard_gives_back_what_it_took() {
+        let metrics = Metrics::default();
+        {
+            let _guard = GaugeGuard::new(&metrics, |m| &m.sse_connections);
+            assert_eq!(metrics.values().sse_connections.load(Relaxed), 1);
+        }
+        assert_eq!(metrics.values().sse_connections.load(Relaxed), 0);
+    }
+}

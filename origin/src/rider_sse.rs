@@ -1,0 +1,287 @@
+//! Rider Server-Sent Events: a hub's latest value, pushed to each rider, latest-only.
+//!
+//! An [`SseStream`] is built by the handler (auth, ids, the current value) and then served in
+//! one of two ways: straight on the TCP socket by the [`front`](crate::http::front) (the normal
+//! case: nothing buffered but the frame being written), or as a hyper response body when the
+//! request arrived on a connection hyper already serves. Both pull frames from
+//! [`SseStream::next_frame`], so the stream's behaviour is defined once.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{
+    body::Body,
+    extract::{Path, State},
+    response::Response,
+};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use ridecast_protocol::{Id, sse};
+use tokio::{net::TcpStream, sync::watch};
+use tokio_util::{sync::CancellationToken, task::task_tracker::TaskTrackerToken};
+
+use crate::{
+    auth::Principal,
+    bus::Topic,
+    fanout::{HubValue, Subscription},
+    http::error::ApiError,
+    metrics::{GaugeGuard, Metrics},
+    state::AppState,
+};
+
+/// The heartbeat comment: short, since every open stream writes it every interval.
+const HEARTBEAT: &[u8] = b": hb\n\n";
+
+/// A rider whose socket accepts nothing for this long is dropped: its kernel buffer has been
+/// full the whole time, so it is gone or hopelessly behind.
+pub const STALLED_WRITE_LIMIT: Duration = Duration::from_secs(120);
+
+/// The headers every SSE response carries.
+pub fn sse_headers() -> [(header::HeaderName, HeaderValue); 3] {
+    [
+        (header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream")),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-transform")),
+        (header::HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no")),
+    ]
+}
+
+/// `GET /api/sse/drivers/{driverId}/location`: a rider follows one driver.
+pub async fn driver_location(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(driver_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let driver = Id::parse(&driver_id).map_err(ApiError::invalid_id("driver id"))?;
+    principal.require_tracking(&driver)?;
+    Ok(open(&state, Topic::DriverLocation(driver), &headers).await)
+}
+
+/// Opens a stream on `topic`'s hub, or a refusal stream when the instance is draining.
+pub async fn open(state: &AppState, topic: Topic, headers: &HeaderMap) -> Response {
+    if state.drain.is_draining() {
+        return refusal(state.config.sse_retry_ms, "this instance is draining; reconnect");
+    }
+    let last_event_id =
+        headers.get("last-event-id").and_then(|value| value.to_str().ok()).and_then(sse::parse_event_id).unwrap_or(0);
+    let mut subscription = state.hubs.subscribe(topic.clone());
+    // The stored value may be newer than the last pushed one (in-cell moves are stored only).
+    let stored = match state.backend.latest(&topic).await {
+        Ok(json) => json.and_then(|json| HubValue::from_json(&topic, &json)),
+        Err(error) => {
+            tracing::warn!(%error, "could not read the current value; the stream starts without it");
+            None
+        }
+    };
+    let pushed = subscription.current();
+    let current = match (stored, pushed) {
+        (Some(stored), Some(pushed)) if pushed.id >= stored.id => Some(pushed),
+        (Some(stored), _) => Some(Arc::new(stored)),
+        (None, pushed) => pushed,
+    };
+    let mut first = sse::retry(state.config.sse_retry_ms).into_bytes();
+    let mut last_id = last_event_id;
+    let mut last_seq = 0;
+    if let Some(current) = current.filter(|current| current.id > last_event_id) {
+        first.extend_from_slice(&current.frame);
+        last_id = current.id;
+        last_seq = current.seq;
+        Metrics::inc(&state.metrics.values().events_pushed_total);
+    }
+    let stream = SseStream {
+        first: Some(Bytes::from(first)),
+        subscription,
+        last_id,
+        last_seq,
+        heartbeat: state.heartbeat.clone(),
+        shutdown: state.drain.token().clone(),
+        metrics: state.metrics.clone(),
+        ended: false,
+        _open: GaugeGuard::new(&state.metrics, |m| &m.sse_connections),
+        _drain: state.drain.tracker().token(),
+    };
+    let handoff = SseHandoff(Arc::new(Mutex::new(Some(stream))));
+    let mut response = Response::new(handoff.clone().into_body());
+    response.headers_mut().extend(sse_headers());
+    response.extensions_mut().insert(handoff);
+    response
+}
+
+/// The answer to an SSE request this instance will not serve (full or draining): a browser's
+/// EventSource gives up for good on any non-200, so this is a 200 stream that asks the client to
+/// come back after a jittered delay, says why, and ends at once.
+pub fn refusal(retry_ms: u64, why: &str) -> Response {
+    let body = format!("{}{}", sse::retry(jittered(retry_ms)), sse::comment(why));
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = StatusCode::OK;
+    response.headers_mut().extend(sse_headers());
+    response
+}
+
+/// `ms` spread over ±50 %, so that riders dropped together do not all come back together.
+fn jittered(ms: u64) -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    let random = RandomState::new().hash_one(std::time::Instant::now());
+    ms / 2 + random % ms.max(1)
+}
+
+/// Moves a built stream from the handler to whoever serves it: the front takes it out of the
+/// response's extensions, or else the response body takes it on first poll.
+#[derive(Clone)]
+pub struct SseHandoff(Arc<Mutex<Option<SseStream>>>);
+
+impl std::fmt::Debug for SseHandoff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SseHandoff")
+    }
+}
+
+impl SseHandoff {
+    pub fn take(&self) -> Option<SseStream> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()
+    }
+
+    fn into_body(self) -> Body {
+        let frames = futures_util::stream::unfold((self, None::<SseStream>), |(handoff, stream)| async move {
+            let mut stream = match stream {
+                Some(stream) => stream,
+                None => handoff.take()?,
+            };
+            let frame = stream.next_frame().await?;
+            Some((Ok::<_, std::convert::Infallible>(frame), (handoff, Some(stream))))
+        });
+        Body::from_stream(frames)
+    }
+}
+
+/// One rider's stream.
+pub struct SseStream {
+    /// `retry:` and the current value, written first, in one write.
+    first: Option<Bytes>,
+    subscription: Subscription,
+    last_id: u64,
+    last_seq: u64,
+    heartbeat: watch::Receiver<()>,
+    shutdown: CancellationToken,
+    metrics: Metrics,
+    ended: bool,
+    _open: GaugeGuard,
+    _drain: TaskTrackerToken,
+}
+
+impl std::fmt::Debug for SseStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SseStream").field("last_id", &self.last_id).finish_non_exhaustive()
+    }
+}
+
+/// Why a hand-served stream stopped writing.
+#[derive(Debug, thiserror::Error)]
+enum WriteError {
+    #[error("socket error")]
+    Io(#[from] std::io::Error),
+    #[error("rider accepted nothing for {STALLED_WRITE_LIMIT:?}")]
+    Stalled,
+    #[error("draining")]
+    Draining,
+}
+
+impl SseStream {
+    /// The next bytes to write: the first frame, then values newer than the last written,
+    /// heartbeats, and a closing comment when the instance drains. `None`: the stream is over.
+    pub async fn next_frame(&mut self) -> Option<Bytes> {
+        if let Some(first) = self.first.take() {
+            return Some(first);
+        }
+        if self.ended {
+            return None;
+        }
+        loop {
+            tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => {
+                    self.ended = true;
+                    return Some(Bytes::from(sse::comment("server restarting; reconnect")));
+                }
+                changed = self.heartbeat.changed() => {
+                    if changed.is_ok() {
+                        return Some(Bytes::from_static(HEARTBEAT));
+                    }
+                    // The heartbeat ticker only stops at shutdown; wait for that branch.
+                    self.heartbeat = watch::channel(()).1;
+                }
+                value = self.subscription.next() => {
+                    let value = value?;
+                    if value.id <= self.last_id {
+                        continue;
+                    }
+                    let values = self.metrics.values();
+                    if self.last_seq != 0 && value.seq > self.last_seq + 1 {
+                        Metrics::add(&values.events_superseded_total, value.seq - self.last_seq - 1);
+                    }
+                    self.last_id = value.id;
+                    self.last_seq = value.seq;
+                    Metrics::inc(&values.events_pushed_total);
+                    return Some(value.frame.clone());
+                }
+            }
+        }
+    }
+
+    /// Serves the stream straight on the rider's socket until the rider leaves, stalls past
+    /// [`STALLED_WRITE_LIMIT`], or the instance drains.
+    pub async fn serve_on(mut self, tcp: TcpStream) {
+        loop {
+            let frame = tokio::select! {
+                frame = self.next_frame() => match frame {
+                    Some(frame) => frame,
+                    None => break,
+                },
+                gone = rider_left(&tcp) => if gone { break } else { continue },
+            };
+            if let Err(error) = write_frame(&tcp, &frame, &self.shutdown).await {
+                tracing::debug!(%error, "rider stream ended");
+                break;
+            }
+        }
+    }
+}
+
+/// Waits for the rider's side of the socket to say something. Riders send nothing after the
+/// request, so readable means closed (`true`); stray bytes are discarded (`false`).
+async fn rider_left(tcp: &TcpStream) -> bool {
+    if tcp.readable().await.is_err() {
+        return true;
+    }
+    let mut scratch = [0u8; 64];
+    match tcp.try_read(&mut scratch) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => false,
+        Err(_) => true,
+    }
+}
+
+/// Writes one whole frame. The fast path is one `write()` with no timer; only a full socket
+/// waits, and not forever. While it waits, newer values replace older ones in the hub, so the
+/// rider gets the newest value next, never a queue.
+async fn write_frame(tcp: &TcpStream, mut frame: &[u8], shutdown: &CancellationToken) -> Result<(), WriteError> {
+    while !frame.is_empty() {
+        match tcp.try_write(frame) {
+            Ok(0) => return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into()),
+            Ok(written) => frame = &frame[written..],
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                tokio::select! {
+                    ready = tokio::time::timeout(STALLED_WRITE_LIMIT, tcp.writable()) => {
+                        ready.map_err(|_| WriteError::Stalled)??;
+                    }
+                    () = shutdown.cancelled() => return Err(WriteError::Draining),
+                }
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,141 @@
+//! Wiring: the backend, hubs, router and accept loop of one origin instance.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use tokio::{
+    net::TcpListener,
+    sync::{Semaphore, watch},
+};
+
+use crate::{
+    auth::Authenticator,
+    bus::{Backend, BackendError, embedded::EmbeddedBackend, redis::RedisBackend},
+    config::Config,
+    fanout::{Hubs, SubscriptionManager},
+    http::{front, router::router},
+    ingest::Ingestor,
+    metrics::{GaugeGuard, Metrics},
+    shutdown::Drain,
+    state::AppState,
+};
+
+/// File descriptors kept back from the connection limit for Redis, logs and the listener.
+pub const FD_RESERVE: usize = 128;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("could not set up the backend")]
+    Backend(#[from] BackendError),
+}
+
+/// Serves `listener` until `shutdown` completes, then drains within `config.drain`.
+///
+/// # Errors
+/// [`ServerError::Backend`] if the Redis URL is invalid.
+pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+    let metrics = Metrics::default();
+    let drain = Drain::new();
+    let (hubs, commands) = Hubs::new(metrics.clone());
+    let (backend, redis): (Arc<dyn Backend>, Option<RedisBackend>) = match &config.redis_url {
+        Some(url) => {
+            let redis =
+                RedisBackend::connect(url, config.location_ttl, hubs.clone(), metrics.clone(), drain.token().clone())
+                    .await?;
+            (Arc::new(redis.clone()), Some(redis))
+        }
+        None => (Arc::new(EmbeddedBackend::new(hubs.clone(), config.location_ttl, drain.token().clone())), None),
+    };
+    tokio::spawn(SubscriptionManager::new(hubs.clone(), backend.clone()).run(commands, drain.token().clone()));
+
+    let state = AppState {
+        auth: Authenticator::new(config.secrets.keys.clone()),
+        ingestor: Ingestor::new(backend.clone(), metrics.clone()),
+        heartbeat: spawn_heartbeat(config.heartbeat, drain.clone()),
+        config: Arc::new(config),
+        backend,
+        hubs,
+        metrics,
+        drain: drain.clone(),
+    };
+    let max_connections = state.config.max_connections.unwrap_or_else(default_max_connections);
+    tracing::info!(max_connections, backend = if redis.is_some() { "redis" } else { "embedded" }, "serving");
+
+    accept_loop(&listener, &state, max_connections, shutdown).await;
+    drop(listener);
+    tracing::info!(grace = ?state.config.drain, "draining");
+    drain.begin();
+    if !drain.wait(state.config.drain).await {
+        tracing::warn!("drain time limit reached; closing the remaining connections");
+    }
+    if let Some(redis) = redis {
+        redis.quit().await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn accept_loop(
+    listener: &TcpListener,
+    state: &AppState,
+    max_connections: usize,
+    shutdown: impl Future<Output = ()>,
+) {
+    let router = router(state.clone());
+    let permits = Arc::new(Semaphore::new(max_connections));
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let accepted = tokio::select! {
+            () = &mut shutdown => return,
+            accepted = listener.accept() => accepted,
+        };
+        let tcp = match accepted {
+            Ok((tcp, _)) => {
+                backoff = Duration::from_millis(5);
+                tcp
+            }
+            Err(error) => {
+                // Usually EMFILE: back off instead of spinning, and let connections finish.
+                tracing::warn!(%error, ?backoff, "accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            Metrics::inc(&state.metrics.values().connections_refused_total);
+            tokio::spawn(front::refuse_connection(tcp, state.config.sse_retry_ms));
+            continue;
+        };
+        let router = router.clone();
+        let (header_timeout, token) = (state.config.header_timeout, state.drain.token().clone());
+        let open = GaugeGuard::new(&state.metrics, |m| &m.tcp_connections);
+        state.drain.tracker().spawn(async move {
+            front::serve_connection(tcp, router, header_timeout, token).await;
+            drop((permit, open));
+        });
+    }
+}
+
+/// One timer for every SSE stream's heartbeat.
+fn spawn_heartbeat(interval: Duration, drain: Drain) -> watch::Receiver<()> {
+    let (sender, receiver) = watch::channel(());
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(interval);
+        every.tick().await;
+        loop {
+            tokio::select! {
+                () = drain.token().cancelled() => return,
+                _ = every.tick() => { let _ = sender.send(()); }
+            }
+        }
+    });
+    receiver
+}
+
+/// The connection limit when none is configured: what the fd limit allows.
+pub fn default_max_connections() -> usize {
+    let (soft, _) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap_or((1024, 1024));
+    usize::try_from(soft).unwrap_or(usize::MAX).saturating_sub(FD_RESERVE).max(1)
+}

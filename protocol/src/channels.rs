@@ -1,0 +1,21 @@
+//! Names shared by every origin instance: pub/sub channels and store keys.
+//!
+//! Kept in one place so that an instance publishing and an instance subscribing can never
+//! disagree on a spelling.
+
+use crate::Id;
+
+/// Channel carrying a driver's pushed (cell-changing) locations, as location JSON.
+pub fn driver_location(driver: &Id) -> String {
+    format!("driver:location:{driver}")
+}
+
+/// Store key holding a driver's latest accepted location and the cell last pushed.
+pub fn driver_latest_key(driver: &Id) -> String {
+    format!("driver:latest:{driver}")
+}
+
+/// Channel carrying a surge zone's multiplier changes.
+pub fn surge_zone(zone: &Id) -> String {
+    format!("surge:zone:{zone}")
+}

@@ -1,0 +1,34 @@
+//! Ridecast's public contract (`shared/PROTOCOL.md`) as Rust types and pure functions.
+//!
+//! Everything here is free of I/O and of any async runtime so that the origin (tokio) and the
+//! edge worker (wasm32, workerd) share one definition of every message, rule and encoding.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`ids`] | driver, ride and zone ids: the `[A-Za-z0-9_-]{1,64}` rule |
+//! | [`location`] | a driver's position, its validation and staleness rule |
+//! | [`grid`] | the ~50 m grid cell that decides whether an update is worth pushing |
+//! | [`messages`] | WebSocket frames, driver to server and server to driver |
+//! | [`token`] | JWT claims, roles, minting and verification (HS256, key rotation) |
+//! | [`sse`] | Server-Sent Events framing that no payload can break |
+//! | [`error`] | the JSON error body shared by HTTP and WebSocket |
+//! | [`channels`] | names of pub/sub channels and store keys shared by every instance |
+#![forbid(unsafe_code)]
+
+pub mod channels;
+pub mod error;
+pub mod grid;
+pub mod ids;
+pub mod location;
+pub mod messages;
+pub mod sse;
+pub mod token;
+
+pub use error::{ErrorBody, ErrorCode};
+pub use grid::GridCell;
+pub use ids::{Id, InvalidId};
+pub use location::{InvalidLocation, Location, LocationReport};
+pub use token::{Claims, Role, TokenError, TokenKeys};
+
+/// Largest WebSocket frame (and message) accepted on any Ridecast socket, in bytes.
+pub const MAX_FRAME_BYTES: usize = 4 * 1024;

@@ -1,0 +1,146 @@
+//! WebSocket frames: JSON text with a `type` tag.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ErrorCode, LocationReport};
+
+/// A point on the map, as used by pickups and drop-offs.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LatLng {
+    pub lat: f64,
+    pub lng: f64,
+}
+
+/// What a driver's app sends on `/ws/rides`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum DriverMessage {
+    /// The driver's position; the driver is the socket's token holder.
+    Location(LocationReport),
+    /// Online for offers, or not.
+    Availability { available: bool },
+    /// The offer arrived; stop resending it.
+    #[serde(rename_all = "camelCase")]
+    OfferAck { offer_id: String },
+    #[serde(rename_all = "camelCase")]
+    Accept { offer_id: String },
+    #[serde(rename_all = "camelCase")]
+    Reject { offer_id: String },
+}
+
+/// How an offer ended, from the offered driver's point of view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OfferResult {
+    Confirmed,
+    Expired,
+    Taken,
+    Cancelled,
+}
+
+/// What the server sends to a driver.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    #[serde(rename_all = "camelCase")]
+    Offer {
+        offer_id: String,
+        ride_id: String,
+        pickup: LatLng,
+        dropoff: LatLng,
+        expires_at: u64,
+    },
+    #[serde(rename_all = "camelCase")]
+    OfferResult {
+        offer_id: String,
+        result: OfferResult,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+impl ServerMessage {
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::Error { code, message: message.into() }
+    }
+
+    /// The frame's text. Serializing these types cannot fail (no maps with non-string keys,
+    /// no foreign `Serialize` impls), so this is infallible.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self)
+            .unwrap_or_else(|_| r#"{"type":"error","code":"internal","message":"unencodable frame"}"#.to_owned())
+    }
+}
+
+/// Why a driver frame could not be understood.
+#[derive(Debug, thiserror::Error)]
+#[error("not a valid driver message: {0}")]
+pub struct MessageError(#[from] serde_json::Error);
+
+/// Parses one text frame from a driver.
+///
+/// # Errors
+/// [`MessageError`] when the text is not JSON, has no known `type`, or misses a field.
+pub fn parse_driver_message(text: &str) -> Result<DriverMessage, MessageError> {
+    Ok(serde_json::from_str(text)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_driver_message_of_the_contract() {
+        let location = parse_driver_message(r#"{"type":"location","lat":1.5,"lng":2.5,"ts":7}"#).expect("location");
+        assert_eq!(
+            location,
+            DriverMessage::Location(LocationReport { lat: 1.5, lng: 2.5, heading: None, speed: None, ts: 7 })
+        );
+        assert_eq!(
+            parse_driver_message(r#"{"type":"availability","available":true}"#).expect("availability"),
+            DriverMessage::Availability { available: true }
+        );
+        assert_eq!(
+            parse_driver_message(r#"{"type":"offer_ack","offerId":"o1"}"#).expect("ack"),
+            DriverMessage::OfferAck { offer_id: "o1".into() }
+        );
+        assert!(matches!(
+            parse_driver_message(r#"{"type":"accept","offerId":"o1"}"#),
+            Ok(DriverMessage::Accept { .. })
+        ));
+        assert!(matches!(
+            parse_driver_message(r#"{"type":"reject","offerId":"o1"}"#),
+            Ok(DriverMessage::Reject { .. })
+        ));
+    }
+
+    #[test]
+    fn refuses_garbage_unknown_types_and_missing_fields() {
+        for bad in
+            ["", "{", "null", r#"{"type":"teleport"}"#, r#"{"type":"location","lat":1}"#, r#"{"lat":1,"lng":2,"ts":3}"#]
+        {
+            assert!(parse_driver_message(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn server_frames_use_the_contract_field_names() {
+        let offer = ServerMessage::Offer {
+            offer_id: "o1".into(),
+            ride_id: "r1".into(),
+            pickup: LatLng { lat: 1.0, lng: 2.0 },
+            dropoff: LatLng { lat: 3.0, lng: 4.0 },
+            expires_at: 99,
+        };
+        assert_eq!(
+            offer.to_json(),
+            r#"{"type":"offer","offerId":"o1","rideId":"r1","pickup":{"lat":1.0,"lng":2.0},"dropoff":{"lat":3.0,"lng":4.0},"expiresAt":99}"#
+        );
+        assert_eq!(
+            ServerMessage::error(ErrorCode::InvalidLocation, "lat").to_json(),
+            r#"{"type":"error","code":"invalid_location","message":"lat"}"#
+        );
+    }
+}
