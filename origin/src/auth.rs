@@ -3,7 +3,7 @@
 //! The query form exists because browsers' EventSource and WebSocket cannot set headers.
 //! Tokens are never logged: they appear in no span, field or error message.
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, Path};
 use http::{header::AUTHORIZATION, request::Parts};
 use ridecast_protocol::{Claims, Id, Role, TokenError, TokenKeys};
 
@@ -87,6 +87,26 @@ impl FromRequestParts<AppState> for Principal {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let token = bearer_token(parts).filter(|t| !t.is_empty()).ok_or(AuthError::Missing)?;
         Ok(state.auth.verify(&token)?)
+    }
+}
+
+/// The driver a rider may follow, from a `/{driver_id}/` path segment: a verified rider token
+/// (401) whose `drv` (403) is that well-formed id (400). What the location stream and the
+/// polling endpoint both take.
+#[derive(Debug, Clone)]
+pub struct TrackedDriver(pub Id);
+
+impl FromRequestParts<AppState> for TrackedDriver {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let principal = Principal::from_request_parts(parts, state).await?;
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::BadRequest("expected one driver id in the path".into()))?;
+        let driver = Id::parse(&raw).map_err(ApiError::invalid_id("driver id"))?;
+        principal.require_tracking(&driver)?;
+        Ok(Self(driver))
     }
 }
 

@@ -3,23 +3,19 @@
 //! location costs a 304 and no body.
 
 use axum::{
-    extract::{Path, State},
+    extract::State,
     response::{IntoResponse, Response},
 };
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use ridecast_protocol::Id;
 use serde::Deserialize;
 
-use crate::{auth::Principal, bus::Topic, http::error::ApiError, state::AppState};
+use crate::{auth::TrackedDriver, bus::Topic, http::error::ApiError, state::AppState};
 
 pub async fn driver_location(
     State(state): State<AppState>,
-    principal: Principal,
-    Path(driver_id): Path<String>,
+    TrackedDriver(driver): TrackedDriver,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let driver = Id::parse(&driver_id).map_err(ApiError::invalid_id("driver id"))?;
-    principal.require_tracking(&driver)?;
     let json = state
         .backend
         .latest(&Topic::DriverLocation(driver.clone()))

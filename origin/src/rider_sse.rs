@@ -11,22 +11,17 @@ use std::{
     time::Duration,
 };
 
-use axum::{
-    body::Body,
-    extract::{Path, State},
-    response::Response,
-};
+use axum::{body::Body, extract::State, response::Response};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use ridecast_protocol::{Id, sse};
+use ridecast_protocol::sse;
 use tokio::{net::TcpStream, sync::watch};
 use tokio_util::{sync::CancellationToken, task::task_tracker::TaskTrackerToken};
 
 use crate::{
-    auth::Principal,
+    auth::TrackedDriver,
     bus::Topic,
     fanout::{HubValue, Subscription},
-    http::error::ApiError,
     metrics::{GaugeGuard, Metrics},
     state::AppState,
 };
@@ -50,13 +45,10 @@ pub fn sse_headers() -> [(header::HeaderName, HeaderValue); 3] {
 /// `GET /api/sse/drivers/{driverId}/location`: a rider follows one driver.
 pub async fn driver_location(
     State(state): State<AppState>,
-    principal: Principal,
-    Path(driver_id): Path<String>,
+    TrackedDriver(driver): TrackedDriver,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let driver = Id::parse(&driver_id).map_err(ApiError::invalid_id("driver id"))?;
-    principal.require_tracking(&driver)?;
-    Ok(open(&state, Topic::DriverLocation(driver), &headers).await)
+) -> Response {
+    open(&state, Topic::DriverLocation(driver), &headers).await
 }
 
 /// Opens a stream on `topic`'s hub, or a refusal stream when the instance is draining.

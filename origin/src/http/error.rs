@@ -68,12 +68,9 @@ impl IntoResponse for ApiError {
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
         }
-        if status.is_server_error() {
-            let detail = match &self {
-                Self::Backend(source) => source.to_string(),
-                other => other.to_string(),
-            };
-            response.extensions_mut().insert(ServerFailure(detail));
+        // Draining and full are expected states, not failures; a backend error is worth a log line.
+        if let Self::Backend(source) = &self {
+            response.extensions_mut().insert(ServerFailure(source.to_string()));
         }
         response
     }
@@ -96,6 +93,6 @@ mod tests {
         let response = ApiError::Unavailable("draining").into_response();
         assert_eq!(response.status(), 503);
         assert_eq!(response.headers()[RETRY_AFTER], "2");
-        assert!(response.extensions().get::<ServerFailure>().is_some());
+        assert!(response.extensions().get::<ServerFailure>().is_none(), "draining is not a failure to log");
     }
 }
