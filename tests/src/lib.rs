@@ -1,0 +1,70 @@
+//! End-to-end test harness for Ridecast.
+//!
+//! Everything here starts *real* things: `redis-server` processes, `ridecast-origin` processes,
+//! and third-party clients (tokio-tungstenite for the driver WebSocket, reqwest with
+//! eventsource-stream for rider SSE, plus a hand-written raw-TCP reader for the byte-level SSE
+//! checks). The tests in `tests/` are written against `shared/PROTOCOL.md` and read like it.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`wait`] | timeouts that say what was expected, quiet periods, the test clock |
+//! | [`net`] | free ports |
+//! | [`redis`] | [`RedisServer`]: a private `redis-server` that can be killed and restarted |
+//! | [`origin`] | [`Origin`]: builds, starts, signals and kills `ridecast-origin` |
+//! | [`cluster`] | [`Mode`] and [`Cluster`]: one embedded origin, or Redis plus several origins |
+//! | [`tokens`] | tokens for every role, good and bad, minted with `ridecast_protocol` |
+//! | [`geo`] | the contract's grid formula, written out again, and routes through its cells |
+//! | [`driver`] | [`DriverSocket`]: the driver's WebSocket (tokio-tungstenite) |
+//! | [`rider`] | [`RiderStream`]: the rider's SSE stream (reqwest + eventsource-stream) |
+//! | [`raw_sse`] | [`RawSse`]: SSE over a hand-driven TCP socket, for headers, comments and stalls |
+//! | [`http`] | plain requests and the contract's error-body check |
+//!
+//! Run with `cargo test -p ridecast-tests` (needs `redis-server` on `PATH`, and PyJWT for
+//! Python 3 for the one interop test, which says SKIPPED without it). Every test starts its own
+//! processes on free ports, so the tests run in parallel.
+//!
+//! The origin binary is built once per test binary with `escargot` (as `cargo build -p
+//! ridecast-origin` would build it, with the origin's own features); set
+//! `RIDECAST_TESTS_ORIGIN_BIN` to use a binary that is already built instead.
+#![forbid(unsafe_code)]
+
+pub mod cluster;
+pub mod driver;
+pub mod geo;
+pub mod http;
+pub mod net;
+pub mod origin;
+pub mod raw_sse;
+pub mod redis;
+pub mod rider;
+pub mod tokens;
+pub mod wait;
+
+pub use cluster::{Cluster, Mode};
+pub use driver::{DriverSocket, Fix};
+pub use geo::Route;
+pub use http::Auth;
+pub use origin::{Origin, OriginBuilder};
+pub use raw_sse::{RawOptions, RawSse, SseFrame};
+pub use redis::RedisServer;
+pub use rider::{Polled, RiderStream, SeenLocation, poll, wait_until_stored};
+pub use wait::{EXPECT, QUIET, TsClock};
+
+/// Runs an `async fn(Mode)` scenario once per deployment mode, as `<name>::embedded` and
+/// `<name>::redis`, so every core behaviour is checked with the in-process bus and with Redis.
+#[macro_export]
+macro_rules! in_both_modes {
+    ($($scenario:ident),+ $(,)?) => {$(
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn embedded() {
+                super::$scenario($crate::Mode::Embedded).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis() {
+                super::$scenario($crate::Mode::Redis).await;
+            }
+        }
+    )+};
+}

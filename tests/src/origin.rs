@@ -1,0 +1,265 @@
+//! `ridecast-origin` as a child process: built once, started on a free port, stopped for sure.
+//!
+//! ```no_run
+//! # async fn demo(redis: &ridecast_tests::RedisServer) {
+//! let origin = ridecast_tests::Origin::builder().redis(redis).heartbeat_secs(1).start().await;
+//! # }
+//! ```
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tempfile::TempDir;
+use tokio::process::{Child, Command};
+
+use crate::net::free_port;
+use crate::redis::{RedisServer, tail};
+use crate::tokens::TEST_SECRET;
+
+/// How long a fresh origin gets to answer `/healthz` and then `/readyz` with 200.
+const STARTUP_LIMIT: Duration = Duration::from_secs(20);
+
+/// Environment variable naming an already built `ridecast-origin` to use instead of building.
+pub const ORIGIN_BIN_ENV: &str = "RIDECAST_TESTS_ORIGIN_BIN";
+
+/// The `ridecast-origin` executable, built on first use (once per test binary).
+///
+/// # Panics
+/// If the build fails; the panic carries cargo's error.
+pub fn origin_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        if let Some(path) = std::env::var_os(ORIGIN_BIN_ENV) {
+            return PathBuf::from(path);
+        }
+        let workspace_manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        // No `current_target()`: passing `--target` would build into a second target directory.
+        let built = escargot::CargoBuild::new()
+            .package("ridecast-origin")
+            .bin("ridecast-origin")
+            .manifest_path(workspace_manifest)
+            .current_release()
+            .run()
+            .unwrap_or_else(|e| panic!("building ridecast-origin failed: {e}"));
+        built.path().to_owned()
+    })
+}
+
+/// Configures an [`Origin`] before starting it.
+#[derive(Debug, Clone)]
+pub struct OriginBuilder {
+    args: Vec<String>,
+    envs: Vec<(String, String)>,
+    secret: Option<String>,
+    wait_ready: bool,
+}
+
+impl OriginBuilder {
+    fn new() -> Self {
+        Self { args: Vec::new(), envs: Vec::new(), secret: Some(TEST_SECRET.to_owned()), wait_ready: true }
+    }
+
+    /// Uses `redis` for the bus and store (`--redis-url`); without it the origin is embedded.
+    pub fn redis(self, redis: &RedisServer) -> Self {
+        self.flag("--redis-url", redis.url())
+    }
+
+    /// `--heartbeat-secs`: the SSE comment heartbeat interval.
+    pub fn heartbeat_secs(self, secs: u64) -> Self {
+        self.flag("--heartbeat-secs", secs)
+    }
+
+    /// `--ingest-interval-ms`: per-driver coalescing of location floods (0 = none).
+    pub fn ingest_interval_ms(self, millis: u64) -> Self {
+        self.flag("--ingest-interval-ms", millis)
+    }
+
+    /// `--drain-secs`: the bound on the SIGTERM drain.
+    pub fn drain_secs(self, secs: u64) -> Self {
+        self.flag("--drain-secs", secs)
+    }
+
+    /// `--sse-retry-ms`: the `retry:` sent first on every SSE stream.
+    pub fn sse_retry_ms(self, millis: u64) -> Self {
+        self.flag("--sse-retry-ms", millis)
+    }
+
+    /// Any other `--name value` flag.
+    pub fn flag(mut self, name: &str, value: impl ToString) -> Self {
+        self.args.push(name.to_owned());
+        self.args.push(value.to_string());
+        self
+    }
+
+    /// Sets an environment variable for the process.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.envs.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// `RIDECAST_TOKEN_SECRET_PREVIOUS`: a retired secret whose tokens still verify.
+    pub fn previous_secret(self, secret: &str) -> Self {
+        self.env("RIDECAST_TOKEN_SECRET_PREVIOUS", secret)
+    }
+
+    /// Returns once `/healthz` is 200 without waiting for `/readyz`.
+    pub fn without_waiting_for_ready(mut self) -> Self {
+        self.wait_ready = false;
+        self
+    }
+
+    /// Starts the origin on a free port and waits until `/healthz` (and `/readyz`) answer 200.
+    ///
+    /// # Panics
+    /// If the process dies or never becomes healthy; the panic carries its log.
+    pub async fn start(self) -> Origin {
+        let binary = origin_binary();
+        let mut last_failure = String::new();
+        // A port found free can be taken before the origin binds it; try a few.
+        for _ in 0..3 {
+            let dir =
+                tempfile::Builder::new().prefix("ridecast-origin-").tempdir().expect("temp dir for the origin log");
+            let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            let mut origin = self.spawn(binary, addr, dir);
+            match origin.wait_healthy(self.wait_ready).await {
+                Ok(()) => return origin,
+                Err(why) => {
+                    last_failure = format!("{why}; log:\n{}", tail(&origin.log(), 60));
+                    let _ = origin.child.start_kill();
+                    origin.quiet_on_drop = true;
+                }
+            }
+        }
+        panic!("ridecast-origin did not become healthy: {last_failure}");
+    }
+
+    fn spawn(&self, binary: &Path, addr: SocketAddr, dir: TempDir) -> Origin {
+        let log_path = dir.path().join("origin.log");
+        let log = File::create(&log_path).expect("creating the origin log file");
+        let log_for_stderr = log.try_clone().expect("sharing the origin log file");
+        let mut command = Command::new(binary);
+        // The test's own environment must not configure the origin behind our back.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("RIDECAST_") {
+                command.env_remove(key);
+            }
+        }
+        if let Some(secret) = &self.secret {
+            command.env("RIDECAST_TOKEN_SECRET", secret);
+        }
+        command
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
+            .arg("--listen")
+            .arg(addr.to_string())
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log_for_stderr))
+            .kill_on_drop(true);
+        let child = command.spawn().unwrap_or_else(|e| panic!("spawning {}: {e}", binary.display()));
+        Origin { child, addr, log_path, _dir: dir, quiet_on_drop: false }
+    }
+}
+
+/// A running `ridecast-origin`, killed when dropped (its log is printed if the test failed).
+#[derive(Debug)]
+pub struct Origin {
+    child: Child,
+    addr: SocketAddr,
+    log_path: PathBuf,
+    _dir: TempDir,
+    quiet_on_drop: bool,
+}
+
+impl Origin {
+    /// An origin with the test secret, embedded mode and the documented defaults.
+    pub fn builder() -> OriginBuilder {
+        OriginBuilder::new()
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://<addr><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// `ws://<addr><path>`.
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
+    }
+
+    /// Everything the process wrote to stdout and stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_else(|e| format!("(no origin log: {e})"))
+    }
+
+    /// Sends SIGTERM: the origin should drain and exit.
+    pub fn sigterm(&self) {
+        let pid = self.child.id().expect("sigterm() on an origin that has already exited");
+        let pid = Pid::from_raw(i32::try_from(pid).expect("pids fit in i32"));
+        kill(pid, Signal::SIGTERM).expect("sending SIGTERM to the origin");
+    }
+
+    /// Kills the process with SIGKILL and reaps it.
+    pub async fn kill9(&mut self) {
+        self.child.kill().await.expect("SIGKILL to the origin");
+    }
+
+    /// Waits for the process to exit on its own.
+    ///
+    /// # Panics
+    /// If it is still running after `limit`.
+    pub async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        match tokio::time::timeout(limit, self.child.wait()).await {
+            Ok(status) => status.expect("waiting for the origin process"),
+            Err(_) => panic!("ridecast-origin did not exit within {limit:?}; log:\n{}", tail(&self.log(), 60)),
+        }
+    }
+
+    /// The status of `GET /readyz`, or `None` when nothing answers (listener closed).
+    pub async fn readyz(&self) -> Option<u16> {
+        crate::http::status_of(&self.url("/readyz")).await
+    }
+
+    async fn wait_healthy(&mut self, wait_ready: bool) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + STARTUP_LIMIT;
+        let mut endpoints = vec!["/healthz"];
+        if wait_ready {
+            endpoints.push("/readyz");
+        }
+        for endpoint in endpoints {
+            loop {
+                if crate::http::status_of(&self.url(endpoint)).await == Some(200) {
+                    break;
+                }
+                if let Ok(Some(status)) = self.child.try_wait() {
+                    return Err(format!("the process exited with {status} before {endpoint} answered 200"));
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(format!("{endpoint} did not answer 200 within {STARTUP_LIMIT:?}"));
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        if std::thread::panicking() && !self.quiet_on_drop {
+            eprintln!("---- ridecast-origin on {} log (tail) ----\n{}", self.addr, tail(&self.log(), 80));
+        }
+        let _ = self.child.start_kill();
+    }
+}
