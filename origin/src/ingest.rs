@@ -37,7 +37,10 @@ impl Ingestor {
         let json = Bytes::from(serde_json::to_vec(&location).unwrap_or_default());
         let update = LocationUpdate { driver: driver.clone(), ts, cell, json };
         let values = self.metrics.values();
-        match self.backend.ingest_location(&update).await {
+        let started = std::time::Instant::now();
+        let result = self.backend.ingest_location(&update).await;
+        self.metrics.ingest_latency().observe(started.elapsed());
+        match result {
             Ok(outcome) => {
                 Metrics::inc(match outcome {
                     IngestOutcome::Stale => &values.updates_stale_total,

@@ -13,26 +13,20 @@ use std::{
 
 macro_rules! metric_set {
     ($($(#[doc = $help:literal])* $kind:ident $name:ident;)*) => {
-        /// All of the instance's metrics. Cheap to clone (one `Arc`).
-        #[derive(Debug, Default, Clone)]
-        pub struct Metrics(Arc<MetricValues>);
-
+        /// The instance's counters and gauges.
         #[derive(Debug, Default)]
         pub struct MetricValues {
             $(pub $name: AtomicU64,)*
         }
 
-        impl Metrics {
-            /// Prometheus text exposition format.
-            pub fn render(&self) -> String {
-                let mut out = String::with_capacity(4096);
+        impl MetricValues {
+            fn render(&self, out: &mut String) {
                 $(
                     let help = [$($help),*].join(" ");
                     let _ = writeln!(out, "# HELP ridecast_{} {}", stringify!($name), help.trim());
                     let _ = writeln!(out, "# TYPE ridecast_{} {}", stringify!($name), stringify!($kind));
-                    let _ = writeln!(out, "ridecast_{} {}", stringify!($name), self.0.$name.load(Relaxed));
+                    let _ = writeln!(out, "ridecast_{} {}", stringify!($name), self.$name.load(Relaxed));
                 )*
-                out
             }
         }
     };
@@ -73,7 +67,45 @@ metric_set! {
     counter backend_errors_total;
 }
 
+/// All of the instance's metrics. Cheap to clone (one `Arc`).
+#[derive(Debug, Default, Clone)]
+pub struct Metrics(Arc<AllMetrics>);
+
+#[derive(Debug, Default)]
+struct AllMetrics {
+    values: MetricValues,
+    ingest_latency: LatencyHistogram,
+    delivery_age: LatencyHistogram,
+}
+
 impl Metrics {
+    /// Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(8192);
+        self.0.values.render(&mut out);
+        self.0.ingest_latency.render(
+            &mut out,
+            "ingest_seconds",
+            "Time to store (and publish) one location update in the backend.",
+        );
+        self.0.delivery_age.render(
+            &mut out,
+            "delivery_age_seconds",
+            "Age of a pushed location (server clock minus the device ts) when it reaches this instance's hub.",
+        );
+        out
+    }
+
+    /// Backend store-and-publish time of one update.
+    pub fn ingest_latency(&self) -> &LatencyHistogram {
+        &self.0.ingest_latency
+    }
+
+    /// Device-ts-to-hub age of a pushed value.
+    pub fn delivery_age(&self) -> &LatencyHistogram {
+        &self.0.delivery_age
+    }
+
     pub fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Relaxed);
     }
@@ -87,7 +119,47 @@ impl Metrics {
     }
 
     pub fn values(&self) -> &MetricValues {
-        &self.0
+        &self.0.values
+    }
+}
+
+/// Upper bounds of the latency buckets, in microseconds.
+const BUCKETS_MICROS: [u64; 12] =
+    [250, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 250_000, 500_000, 1_000_000];
+
+/// A Prometheus histogram of durations with fixed buckets: one relaxed add per observation.
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    buckets: [AtomicU64; BUCKETS_MICROS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl LatencyHistogram {
+    pub fn observe_micros(&self, micros: u64) {
+        if let Some(bucket) = BUCKETS_MICROS.iter().position(|bound| micros <= *bound) {
+            self.buckets[bucket].fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_micros.fetch_add(micros, Relaxed);
+    }
+
+    pub fn observe(&self, elapsed: std::time::Duration) {
+        self.observe_micros(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX));
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP ridecast_{name} {help}");
+        let _ = writeln!(out, "# TYPE ridecast_{name} histogram");
+        let mut cumulative = 0;
+        for (bound, bucket) in BUCKETS_MICROS.iter().zip(&self.buckets) {
+            cumulative += bucket.load(Relaxed);
+            let _ = writeln!(out, "ridecast_{name}_bucket{{le=\"{}\"}} {cumulative}", *bound as f64 / 1e6);
+        }
+        let count = self.count.load(Relaxed);
+        let _ = writeln!(out, "ridecast_{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "ridecast_{name}_sum {}", self.sum_micros.load(Relaxed) as f64 / 1e6);
+        let _ = writeln!(out, "ridecast_{name}_count {count}");
     }
 }
 
@@ -122,6 +194,19 @@ mod tests {
         let text = metrics.render();
         assert!(text.contains("# TYPE ridecast_updates_published_total counter\nridecast_updates_published_total 1\n"));
         assert!(text.contains("# TYPE ridecast_sse_connections gauge\n"));
+    }
+
+    #[test]
+    fn histograms_are_cumulative_with_an_inf_bucket() {
+        let metrics = Metrics::default();
+        metrics.ingest_latency().observe_micros(300);
+        metrics.ingest_latency().observe_micros(5_000_000);
+        let text = metrics.render();
+        assert!(text.contains("ridecast_ingest_seconds_bucket{le=\"0.00025\"} 0\n"), "{text}");
+        assert!(text.contains("ridecast_ingest_seconds_bucket{le=\"0.0005\"} 1\n"));
+        assert!(text.contains("ridecast_ingest_seconds_bucket{le=\"1\"} 1\n"));
+        assert!(text.contains("ridecast_ingest_seconds_bucket{le=\"+Inf\"} 2\n"));
+        assert!(text.contains("ridecast_ingest_seconds_count 2\n"));
     }
 
     #[test]
