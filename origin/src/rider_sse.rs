@@ -88,7 +88,9 @@ pub async fn open(state: &AppState, topic: Topic, headers: &HeaderMap) -> Respon
         last_id,
         last_seq,
         heartbeat: state.heartbeat.clone(),
-        shutdown: state.drain.token().clone(),
+        // A child token: waiting on it locks only this stream's node, not the one token every
+        // stream shares, and `next_frame` waits on it once per event.
+        shutdown: state.drain.token().child_token(),
         metrics: state.metrics.clone(),
         ended: false,
         _open: GaugeGuard::new(&state.metrics, |m| &m.sse_connections),

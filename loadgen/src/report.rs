@@ -1,0 +1,563 @@
+//! Tallies: what each worker counted, how tallies of several workers add up, and the final
+//! report (one JSON line on stdout, a table on stderr).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::procfs::ServerSample;
+use crate::stats::{Histogram, Summary};
+use crate::worker::Mode;
+
+/// Rider connections of one worker.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RiderTally {
+    pub attempted: u64,
+    /// Got `200 text/event-stream` (stream modes) or a TCP connection (poll mode).
+    pub connected: u64,
+    /// Failed attempts by kind (`http_503`, `timeout`, `io_connectionrefused`, …).
+    pub failures: BTreeMap<String, u64>,
+    pub connect_us: Histogram,
+    /// Streams still open when the report was taken.
+    pub open_at_end: u64,
+    /// Streams the server ended before `go` (a full server answers 200 then ends at once).
+    pub closed_before_go: u64,
+    pub closed_during_run: u64,
+}
+
+/// Driver connections and sends of one worker.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DriverTally {
+    pub attempted: u64,
+    pub connected: u64,
+    pub failures: BTreeMap<String, u64>,
+    pub sends: u64,
+    /// Sends that changed grid cell, which the server should push.
+    pub pushes: u64,
+    pub send_errors: u64,
+    /// `{"type":"error",...}` frames from the server.
+    pub error_frames: u64,
+    pub disconnects: u64,
+}
+
+/// Location events seen by one worker's riders.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EventTally {
+    /// New events sent during the measured window; each one is a latency sample.
+    pub received: u64,
+    /// Events older than the window (the current value sent on connect).
+    pub before_window: u64,
+    /// Events not newer than one already seen on the same stream.
+    pub duplicate: u64,
+    /// Events for updates that stayed in the same cell (which should not be pushed).
+    pub not_a_push: u64,
+    /// Other events, or location events without a usable `ts`.
+    pub other: u64,
+    /// Comment lines (heartbeats).
+    pub comments: u64,
+    pub latency_us: Histogram,
+    /// Samples whose send instant was estimated from `ts` (driver in another process).
+    pub latency_estimated: u64,
+}
+
+/// Poll-mode requests of one worker.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PollTally {
+    pub requests: u64,
+    pub ok: u64,
+    pub not_modified: u64,
+    pub not_found: u64,
+    pub other_status: u64,
+    pub errors: u64,
+    pub reconnects: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    pub request_us: Histogram,
+    /// From a driver's send to the first response showing it (or something newer).
+    pub staleness_us: Histogram,
+    pub staleness_estimated: u64,
+}
+
+/// Everything one worker counted.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkerReport {
+    pub riders: RiderTally,
+    pub drivers: DriverTally,
+    pub events: EventTally,
+    pub poll: PollTally,
+    /// `(driver, riders connected)` for the riders of this worker.
+    pub riders_by_driver: Vec<(u32, u64)>,
+    /// `(driver, pushes)` for the drivers this worker simulated.
+    pub pushes_by_driver: Vec<(u32, u64)>,
+}
+
+fn add_map(into: &mut BTreeMap<String, u64>, from: &BTreeMap<String, u64>) {
+    for (kind, n) in from {
+        *into.entry(kind.clone()).or_default() += n;
+    }
+}
+
+impl WorkerReport {
+    /// Adds another worker's tallies to these.
+    pub fn merge(&mut self, other: &WorkerReport) {
+        let (r, o) = (&mut self.riders, &other.riders);
+        r.attempted += o.attempted;
+        r.connected += o.connected;
+        add_map(&mut r.failures, &o.failures);
+        r.connect_us.merge(&o.connect_us);
+        r.open_at_end += o.open_at_end;
+        r.closed_before_go += o.closed_before_go;
+        r.closed_during_run += o.closed_during_run;
+
+        let (d, o) = (&mut self.drivers, &other.drivers);
+        d.attempted += o.attempted;
+        d.connected += o.connected;
+        add_map(&mut d.failures, &o.failures);
+        d.sends += o.sends;
+        d.pushes += o.pushes;
+        d.send_errors += o.send_errors;
+        d.error_frames += o.error_frames;
+        d.disconnects += o.disconnects;
+
+        let (e, o) = (&mut self.events, &other.events);
+        e.received += o.received;
+        e.before_window += o.before_window;
+        e.duplicate += o.duplicate;
+        e.not_a_push += o.not_a_push;
+        e.other += o.other;
+        e.comments += o.comments;
+        e.latency_us.merge(&o.latency_us);
+        e.latency_estimated += o.latency_estimated;
+
+        let (p, o) = (&mut self.poll, &other.poll);
+        p.requests += o.requests;
+        p.ok += o.ok;
+        p.not_modified += o.not_modified;
+        p.not_found += o.not_found;
+        p.other_status += o.other_status;
+        p.errors += o.errors;
+        p.reconnects += o.reconnects;
+        p.bytes_read += o.bytes_read;
+        p.bytes_written += o.bytes_written;
+        p.request_us.merge(&o.request_us);
+        p.staleness_us.merge(&o.staleness_us);
+        p.staleness_estimated += o.staleness_estimated;
+
+        self.riders_by_driver.extend_from_slice(&other.riders_by_driver);
+        self.pushes_by_driver.extend_from_slice(&other.pushes_by_driver);
+    }
+
+    /// Events the riders should have received: each driver's pushes times its connected
+    /// riders.
+    pub fn expected_events(&self) -> u64 {
+        let mut riders: BTreeMap<u32, u64> = BTreeMap::new();
+        for &(d, n) in &self.riders_by_driver {
+            *riders.entry(d).or_default() += n;
+        }
+        self.pushes_by_driver.iter().map(|&(d, pushes)| pushes * riders.get(&d).copied().unwrap_or(0)).sum()
+    }
+}
+
+/// The server readings of a run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ServerReadings {
+    pub pids: Vec<u32>,
+    /// Before any connection was opened.
+    pub before: ServerSample,
+    /// With every connection open, at `go`.
+    pub at_go: ServerSample,
+    /// At the end: after the hold (idle) or after the drain.
+    pub at_end: ServerSample,
+}
+
+/// The facts of a run that are not counted by workers.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunFacts {
+    pub mode: Mode,
+    pub procs: usize,
+    pub urls: Vec<String>,
+    pub run_tag: String,
+    /// The mode's parameters as given.
+    pub params: serde_json::Value,
+    /// Seconds from `go` to `stop`.
+    pub window_secs: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Delivery {
+    expected: u64,
+    received: u64,
+    ratio: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+struct ServerOut {
+    pids: Vec<u32>,
+    rss_kb_before: Option<u64>,
+    rss_kb_at_go: Option<u64>,
+    rss_kb_at_end: Option<u64>,
+    /// (RSS at end − RSS before) / rider streams open at the end.
+    rss_bytes_per_connection: Option<f64>,
+    /// CPU time (user + system) from `go` to the end.
+    cpu_us: Option<u64>,
+    cpu_percent_of_one_core: Option<f64>,
+    cpu_us_per_delivered_event: Option<f64>,
+    cpu_us_per_request: Option<f64>,
+    samples: ServerReadingsOut,
+}
+
+#[derive(Debug, Serialize)]
+struct ServerReadingsOut {
+    before: ServerSample,
+    at_go: ServerSample,
+    at_end: ServerSample,
+}
+
+#[derive(Debug, Serialize)]
+struct PollOut {
+    requests: u64,
+    requests_per_sec: Option<f64>,
+    responses: u64,
+    ok_200: u64,
+    not_modified_304: u64,
+    not_found_404: u64,
+    other_status: u64,
+    errors: u64,
+    reconnects: u64,
+    ratio_304: Option<f64>,
+    bytes_read: u64,
+    bytes_written: u64,
+    bytes_read_per_response: Option<f64>,
+    bytes_written_per_request: Option<f64>,
+    request_us: Summary,
+    staleness_us: Summary,
+    staleness_estimated: u64,
+}
+
+/// The final report, as printed.
+#[derive(Debug, Serialize)]
+pub struct RunReport {
+    #[serde(flatten)]
+    facts: RunFacts,
+    riders: RiderOut,
+    drivers: DriverTally,
+    delivery: Option<Delivery>,
+    latency_us: Option<Summary>,
+    events: EventsOut,
+    poll: Option<PollOut>,
+    server: ServerOut,
+}
+
+#[derive(Debug, Serialize)]
+struct RiderOut {
+    attempted: u64,
+    connected: u64,
+    failed: u64,
+    failures: BTreeMap<String, u64>,
+    open_at_end: u64,
+    closed_before_go: u64,
+    closed_during_run: u64,
+    connect_us: Summary,
+}
+
+#[derive(Debug, Serialize)]
+struct EventsOut {
+    received: u64,
+    before_window: u64,
+    duplicate: u64,
+    not_a_push: u64,
+    other: u64,
+    comments: u64,
+    latency_estimated: u64,
+}
+
+fn ratio(num: u64, den: u64) -> Option<f64> {
+    (den > 0).then(|| num as f64 / den as f64)
+}
+
+fn per(num: Option<u64>, den: u64) -> Option<f64> {
+    num.and_then(|n| ratio(n, den))
+}
+
+impl RunReport {
+    /// Combines the workers' merged tallies with the run's facts and server readings.
+    pub fn new(facts: RunFacts, all: &WorkerReport, server: &ServerReadings) -> Self {
+        let streams = facts.mode != Mode::Poll;
+        let pushes = facts.mode.has_drivers() && streams;
+        let cpu_us = match (server.at_end.cpu_us(), server.at_go.cpu_us()) {
+            (Some(end), Some(go)) => Some(end.saturating_sub(go)),
+            _ => None,
+        };
+        let rss_growth_bytes = match (server.at_end.rss_kb(), server.before.rss_kb()) {
+            (Some(end), Some(before)) => Some(end.saturating_sub(before) * 1024),
+            _ => None,
+        };
+        let open = if streams { all.riders.open_at_end } else { all.riders.connected };
+        let p = &all.poll;
+        let responses = p.ok + p.not_modified + p.not_found + p.other_status;
+        let poll = (facts.mode == Mode::Poll).then(|| PollOut {
+            requests: p.requests,
+            requests_per_sec: (facts.window_secs > 0.0).then(|| p.requests as f64 / facts.window_secs),
+            responses,
+            ok_200: p.ok,
+            not_modified_304: p.not_modified,
+            not_found_404: p.not_found,
+            other_status: p.other_status,
+            errors: p.errors,
+            reconnects: p.reconnects,
+            ratio_304: ratio(p.not_modified, responses),
+            bytes_read: p.bytes_read,
+            bytes_written: p.bytes_written,
+            bytes_read_per_response: ratio(p.bytes_read, responses),
+            bytes_written_per_request: ratio(p.bytes_written, p.requests),
+            request_us: p.request_us.summary(),
+            staleness_us: p.staleness_us.summary(),
+            staleness_estimated: p.staleness_estimated,
+        });
+        let server_out = ServerOut {
+            pids: server.pids.clone(),
+            rss_kb_before: server.before.rss_kb(),
+            rss_kb_at_go: server.at_go.rss_kb(),
+            rss_kb_at_end: server.at_end.rss_kb(),
+            rss_bytes_per_connection: per(rss_growth_bytes, open),
+            cpu_us,
+            cpu_percent_of_one_core: cpu_us
+                .filter(|_| facts.window_secs > 0.0)
+                .map(|us| us as f64 / (facts.window_secs * 1e6) * 100.0),
+            cpu_us_per_delivered_event: if pushes { per(cpu_us, all.events.received) } else { None },
+            cpu_us_per_request: if facts.mode == Mode::Poll { per(cpu_us, p.requests) } else { None },
+            samples: ServerReadingsOut {
+                before: server.before.clone(),
+                at_go: server.at_go.clone(),
+                at_end: server.at_end.clone(),
+            },
+        };
+        let r = &all.riders;
+        let e = &all.events;
+        Self {
+            riders: RiderOut {
+                attempted: r.attempted,
+                connected: r.connected,
+                failed: r.failures.values().sum(),
+                failures: r.failures.clone(),
+                open_at_end: r.open_at_end,
+                closed_before_go: r.closed_before_go,
+                closed_during_run: r.closed_during_run,
+                connect_us: r.connect_us.summary(),
+            },
+            drivers: all.drivers.clone(),
+            delivery: pushes.then(|| {
+                let expected = all.expected_events();
+                Delivery { expected, received: e.received, ratio: ratio(e.received, expected) }
+            }),
+            latency_us: pushes.then(|| e.latency_us.summary()),
+            events: EventsOut {
+                received: e.received,
+                before_window: e.before_window,
+                duplicate: e.duplicate,
+                not_a_push: e.not_a_push,
+                other: e.other,
+                comments: e.comments,
+                latency_estimated: e.latency_estimated,
+            },
+            poll,
+            server: server_out,
+            facts,
+        }
+    }
+
+    /// The report as one line of JSON.
+    pub fn to_json_line(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"report not serializable: {e}\"}}"))
+    }
+
+    /// The report as a table for people.
+    pub fn table(&self) -> String {
+        let mut t = String::new();
+        let f = &self.facts;
+        let _ = writeln!(
+            t,
+            "ridecast-loadgen {} | procs {} | urls {} | window {:.1} s | params {}",
+            f.mode.as_str(),
+            f.procs,
+            f.urls.join(","),
+            f.window_secs,
+            f.params
+        );
+        let r = &self.riders;
+        let _ = writeln!(
+            t,
+            "  riders     attempted {:>7}  connected {:>7}  failed {:>6}  open at end {:>7}  closed before go {}  closed during run {}",
+            r.attempted, r.connected, r.failed, r.open_at_end, r.closed_before_go, r.closed_during_run
+        );
+        if !r.failures.is_empty() {
+            let _ = writeln!(t, "             failures {}", kinds(&r.failures));
+        }
+        let _ = writeln!(t, "  connect    {}", ms_line(&r.connect_us));
+        if f.mode.has_drivers() {
+            let d = &self.drivers;
+            let _ = writeln!(
+                t,
+                "  drivers    attempted {:>7}  connected {:>7}  sends {:>8}  pushes {:>8}  send errors {}  error frames {}  disconnects {}",
+                d.attempted, d.connected, d.sends, d.pushes, d.send_errors, d.error_frames, d.disconnects
+            );
+            if !d.failures.is_empty() {
+                let _ = writeln!(t, "             failures {}", kinds(&d.failures));
+            }
+        }
+        if let Some(delivery) = &self.delivery {
+            let _ = writeln!(
+                t,
+                "  delivery   expected {:>8}  received {:>8}  ratio {}",
+                delivery.expected,
+                delivery.received,
+                delivery.ratio.map_or("n/a".into(), |r| format!("{:.4}", r))
+            );
+            let e = &self.events;
+            let _ = writeln!(
+                t,
+                "  events     old {}  duplicate {}  not-a-push {}  other {}  heartbeats {}  estimated-latency {}",
+                e.before_window, e.duplicate, e.not_a_push, e.other, e.comments, e.latency_estimated
+            );
+        } else if f.mode == Mode::Idle {
+            let _ = writeln!(t, "  events     heartbeats {}  other {}", self.events.comments, self.events.other);
+        }
+        if let Some(latency) = &self.latency_us {
+            let _ = writeln!(t, "  latency    {}", ms_line(latency));
+        }
+        if let Some(p) = &self.poll {
+            let _ = writeln!(
+                t,
+                "  poll       requests {}  ({}/s)  200 {}  304 {}  404 {}  other {}  errors {}  reconnects {}  304 ratio {}",
+                p.requests,
+                opt(p.requests_per_sec, 1),
+                p.ok_200,
+                p.not_modified_304,
+                p.not_found_404,
+                p.other_status,
+                p.errors,
+                p.reconnects,
+                opt(p.ratio_304, 4)
+            );
+            let _ = writeln!(
+                t,
+                "  wire       read {} B/response  written {} B/request  (total read {} B, written {} B)",
+                opt(p.bytes_read_per_response, 1),
+                opt(p.bytes_written_per_request, 1),
+                p.bytes_read,
+                p.bytes_written
+            );
+            let _ = writeln!(t, "  request    {}", ms_line(&p.request_us));
+            let _ = writeln!(t, "  staleness  {}  estimated {}", ms_line(&p.staleness_us), p.staleness_estimated);
+        }
+        let s = &self.server;
+        if s.pids.is_empty() {
+            let _ = writeln!(t, "  server     (no --server-pid given)");
+        } else {
+            let _ = writeln!(
+                t,
+                "  server     pids {:?}  rss before {}  at go {}  at end {}  = {} per connection",
+                s.pids,
+                kib(s.rss_kb_before),
+                kib(s.rss_kb_at_go),
+                kib(s.rss_kb_at_end),
+                s.rss_bytes_per_connection.map_or("n/a".into(), |b| format!("{:.0} B", b))
+            );
+            let _ = writeln!(
+                t,
+                "             cpu {} ms ({} % of one core){}{}",
+                s.cpu_us.map_or("n/a".into(), |us| format!("{:.0}", us as f64 / 1000.0)),
+                opt(s.cpu_percent_of_one_core, 1),
+                s.cpu_us_per_delivered_event.map_or(String::new(), |us| format!("  = {us:.2} µs per delivered event")),
+                s.cpu_us_per_request.map_or(String::new(), |us| format!("  = {us:.2} µs per request")),
+            );
+        }
+        t
+    }
+}
+
+fn kinds(map: &BTreeMap<String, u64>) -> String {
+    map.iter().map(|(k, n)| format!("{k}={n}")).collect::<Vec<_>>().join(" ")
+}
+
+fn opt(value: Option<f64>, decimals: usize) -> String {
+    value.map_or("n/a".into(), |v| format!("{v:.decimals$}"))
+}
+
+fn kib(kb: Option<u64>) -> String {
+    kb.map_or("n/a".into(), |kb| format!("{:.1} MiB", kb as f64 / 1024.0))
+}
+
+fn ms_line(s: &Summary) -> String {
+    let ms = |v: Option<u64>| v.map_or("n/a".into(), |us| format!("{:.3}", us as f64 / 1000.0));
+    format!(
+        "n {}  p50 {}  p90 {}  p99 {}  p99.9 {}  max {} ms  (mean {})",
+        s.count,
+        ms(s.p50),
+        ms(s.p90),
+        ms(s.p99),
+        ms(s.p999),
+        ms(s.max),
+        s.mean.map_or("n/a".into(), |m| format!("{:.3}", m / 1000.0))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn worker(riders: &[(u32, u64)], pushes: &[(u32, u64)], latencies: &[u64]) -> WorkerReport {
+        let mut report =
+            WorkerReport { riders_by_driver: riders.to_vec(), pushes_by_driver: pushes.to_vec(), ..Default::default() };
+        report.events.latency_us = Histogram::from_samples(latencies);
+        report.events.received = latencies.len() as u64;
+        report.riders.connected = riders.iter().map(|r| r.1).sum();
+        report.riders.failures.insert("http_503".into(), 1);
+        report
+    }
+
+    #[test]
+    fn expected_events_count_riders_of_a_driver_across_workers() {
+        // Driver 0 lives in worker A; its riders are split over A and B.
+        let mut all = worker(&[(0, 60)], &[(0, 30)], &[1000, 2000]);
+        all.merge(&worker(&[(0, 40), (1, 100)], &[(1, 10)], &[3000]));
+        assert_eq!(all.expected_events(), 30 * 100 + 10 * 100);
+        assert_eq!(all.events.received, 3);
+        assert_eq!(all.events.latency_us.count(), 3);
+        assert_eq!(all.riders.failures.get("http_503"), Some(&2));
+        assert_eq!(all.riders.connected, 200);
+    }
+
+    #[test]
+    fn the_report_derives_ratios_and_server_costs() {
+        let mut all = worker(&[(0, 2)], &[(0, 2)], &[1000, 2000, 3000, 4000]);
+        all.riders.open_at_end = 2;
+        let sample = |rss, cpu| ServerSample {
+            processes: vec![crate::procfs::ProcSample { pid: 1, rss_kb: Some(rss), cpu_us: Some(cpu) }],
+        };
+        let server = ServerReadings {
+            pids: vec![1],
+            before: sample(1000, 0),
+            at_go: sample(1100, 500),
+            at_end: sample(1200, 4500),
+        };
+        let facts = RunFacts {
+            mode: Mode::Fanout,
+            procs: 1,
+            urls: vec!["http://x".into()],
+            run_tag: "t".into(),
+            params: serde_json::json!({}),
+            window_secs: 2.0,
+        };
+        let report = RunReport::new(facts, &all, &server);
+        let json: serde_json::Value = serde_json::from_str(&report.to_json_line()).expect("json");
+        assert_eq!(json["delivery"]["expected"], 4);
+        assert_eq!(json["delivery"]["ratio"], 1.0);
+        assert_eq!(json["server"]["cpu_us"], 4000);
+        assert_eq!(json["server"]["cpu_us_per_delivered_event"], 1000.0);
+        assert_eq!(json["server"]["rss_bytes_per_connection"], 200.0 * 1024.0 / 2.0);
+        assert_eq!(json["mode"], "fanout");
+        assert!(report.table().contains("delivery   expected        4"));
+    }
+}
