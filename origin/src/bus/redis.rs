@@ -45,8 +45,10 @@ return outcome
 
 /// How long one Redis command may take before it fails (and the caller degrades).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
-/// How many pub/sub messages may wait for the delivery task before it counts as lagging.
-const MESSAGE_BUFFER: usize = 16 * 1024;
+/// How many pub/sub messages may wait for the delivery task before it counts as lagging (and
+/// the hubs are reloaded from the store). fred preallocates this for each of its event
+/// channels, so it is also a fixed memory cost: 16 Ki slots cost ~25 MiB per instance.
+const MESSAGE_BUFFER: usize = 4 * 1024;
 
 /// Redis-backed store and bus. Cheap to clone.
 #[derive(Clone)]
