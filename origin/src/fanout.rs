@@ -1,8 +1,11 @@
 //! Latest-value hubs: "the latest value of a key, pushed to every local subscriber".
 //!
-//! One hub per channel that has local subscribers. A hub is a `watch` cell: writing replaces
-//! the value, so a subscriber that is busy (a stalled rider) finds only the newest value when it
-//! comes back, and nothing ever queues behind it. Each value is encoded as an SSE frame once,
+//! One hub per channel that has local subscribers. A hub is a latest-value cell: writing
+//! replaces the value, so a subscriber that is busy (a stalled rider) finds only the newest
+//! value when it comes back, and nothing ever queues behind it. (A `tokio::sync::watch` has
+//! these semantics too, but its eight-way sharded notifier costs ~380 bytes per channel; with
+//! about one rider per driver that is memory per rider, so the cell here is a mutex-guarded
+//! slot and one `Notify`.) Each value is encoded as an SSE frame once,
 //! when it arrives, and the same bytes are shared by every subscriber.
 //!
 //! The instance's bus subscriptions follow the hubs: the first local subscriber of a channel
@@ -19,7 +22,7 @@ use std::{
 
 use bytes::Bytes;
 use serde::Deserialize;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -56,10 +59,38 @@ impl HubValue {
 /// The latest value of a hub, shared.
 pub type Latest = Option<Arc<HubValue>>;
 
+/// One channel's latest value, shared by its local subscribers.
+#[derive(Debug)]
+struct HubCell {
+    channel: String,
+    topic: Topic,
+    latest: Mutex<Latest>,
+    changed: Notify,
+}
+
+impl HubCell {
+    fn current(&self) -> Latest {
+        self.latest.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    /// Stores `value` if it is newer than the current one (ids only grow) and wakes every
+    /// waiting subscriber.
+    fn offer(&self, value: HubValue) {
+        {
+            let mut latest = self.latest.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if latest.as_ref().is_some_and(|existing| existing.id >= value.id) {
+                return;
+            }
+            let seq = latest.as_ref().map_or(1, |existing| existing.seq + 1);
+            *latest = Some(Arc::new(HubValue { seq, ..value }));
+        }
+        self.changed.notify_waiters();
+    }
+}
+
 #[derive(Debug)]
 struct Hub {
-    topic: Topic,
-    sender: watch::Sender<Latest>,
+    cell: Arc<HubCell>,
     subscribers: usize,
 }
 
@@ -98,30 +129,36 @@ impl Hubs {
     pub fn subscribe(&self, topic: Topic) -> Subscription {
         let channel = topic.channel();
         let mut hubs = self.lock();
-        let receiver = match hubs.get_mut(&channel) {
+        let cell = match hubs.get_mut(&channel) {
             Some(hub) => {
                 hub.subscribers += 1;
-                hub.sender.subscribe()
+                hub.cell.clone()
             }
             None => {
-                let (sender, receiver) = watch::channel(None);
-                hubs.insert(channel.clone(), Hub { topic, sender, subscribers: 1 });
+                let cell = Arc::new(HubCell {
+                    channel: channel.clone(),
+                    topic,
+                    latest: Mutex::new(None),
+                    changed: Notify::new(),
+                });
+                hubs.insert(channel.clone(), Hub { cell: cell.clone(), subscribers: 1 });
                 Metrics::inc(&self.inner.metrics.values().hubs);
-                let _ = self.inner.commands.send(Command::Reconcile(channel.clone()));
-                receiver
+                let _ = self.inner.commands.send(Command::Reconcile(channel));
+                cell
             }
         };
         drop(hubs);
-        Subscription { hubs: self.clone(), channel, receiver }
+        let seen = cell.current().map_or(0, |value| value.seq);
+        Subscription { hubs: self.clone(), cell, seen }
     }
 
     /// Hands a value that arrived on `channel` to its hub, if the instance still has one.
     /// Values not newer than the hub's current one are ignored: ids only grow.
     pub fn deliver(&self, channel: &str, json: &[u8]) {
-        let Some((topic, sender)) = self.lock().get(channel).map(|hub| (hub.topic.clone(), hub.sender.clone())) else {
+        let Some(cell) = self.lock().get(channel).map(|hub| hub.cell.clone()) else {
             return;
         };
-        let Some(value) = HubValue::from_json(&topic, json) else {
+        let Some(value) = HubValue::from_json(&cell.topic, json) else {
             tracing::warn!(channel, "dropping a bus value without a numeric ts");
             return;
         };
@@ -130,14 +167,7 @@ impl Hubs {
         // skewed by the phone's clock error in production, where the trend is what matters.
         let age_ms = crate::clock::now_ms().saturating_sub(value.id);
         self.inner.metrics.delivery_age().observe_micros(age_ms.saturating_mul(1000));
-        sender.send_if_modified(|current| match current {
-            Some(existing) if existing.id >= value.id => false,
-            _ => {
-                let seq = current.as_ref().map_or(1, |existing| existing.seq + 1);
-                *current = Some(Arc::new(HubValue { seq, ..value }));
-                true
-            }
-        });
+        cell.offer(value);
     }
 
     /// Asks for every hub to be reloaded from the store (after a bus reconnect).
@@ -155,11 +185,11 @@ impl Hubs {
     }
 
     fn has(&self, channel: &str) -> Option<Topic> {
-        self.lock().get(channel).map(|hub| hub.topic.clone())
+        self.lock().get(channel).map(|hub| hub.cell.topic.clone())
     }
 
     fn topics(&self) -> Vec<(String, Topic)> {
-        self.lock().iter().map(|(channel, hub)| (channel.clone(), hub.topic.clone())).collect()
+        self.lock().iter().map(|(channel, hub)| (channel.clone(), hub.cell.topic.clone())).collect()
     }
 
     fn leave(&self, channel: &str) {
@@ -184,32 +214,44 @@ impl Hubs {
 #[derive(Debug)]
 pub struct Subscription {
     hubs: Hubs,
-    channel: String,
-    receiver: watch::Receiver<Latest>,
+    cell: Arc<HubCell>,
+    /// `seq` of the newest value this subscriber has taken.
+    seen: u64,
 }
 
 impl Subscription {
     /// Waits until the hub holds a value this subscriber has not seen, and returns it.
     ///
     /// Values that were replaced before this subscriber looked are skipped: latest only.
+    /// Always `Some` while the subscription lives; `Option` leaves room for hubs that close.
     pub async fn next(&mut self) -> Option<Arc<HubValue>> {
         loop {
-            self.receiver.changed().await.ok()?;
-            if let Some(value) = self.receiver.borrow_and_update().clone() {
+            // Register for the wake-up before looking, so that a value stored between the
+            // look and the wait still wakes us.
+            let notified = self.cell.changed.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(value) = self.cell.current().filter(|value| value.seq > self.seen) {
+                self.seen = value.seq;
                 return Some(value);
             }
+            notified.await;
         }
     }
 
     /// The hub's current value, if any, marking it seen.
     pub fn current(&mut self) -> Latest {
-        self.receiver.borrow_and_update().clone()
+        let value = self.cell.current();
+        if let Some(value) = &value {
+            self.seen = self.seen.max(value.seq);
+        }
+        value
     }
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.hubs.leave(&self.channel);
+        self.hubs.leave(&self.cell.channel);
     }
 }
 

@@ -15,8 +15,8 @@ use axum::{body::Body, extract::State, response::Response};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use ridecast_protocol::sse;
-use tokio::{net::TcpStream, sync::watch};
-use tokio_util::{sync::CancellationToken, task::task_tracker::TaskTrackerToken};
+use tokio::{net::TcpStream, sync::watch, time::Instant};
+use tokio_util::sync::CancellationToken;
 
 use crate::{
     auth::TrackedDriver,
@@ -82,19 +82,19 @@ pub async fn open(state: &AppState, topic: Topic, headers: &HeaderMap) -> Respon
         last_seq = current.seq;
         Metrics::inc(&state.metrics.values().events_pushed_total);
     }
+    let mut signals = state.stream_signals.clone();
+    // Heartbeats from before this stream are not its business; a drain that began since the
+    // check above is: the stream then ends right after its first frame.
+    let ended = *signals.borrow_and_update() == StreamSignal::Draining;
     let stream = SseStream {
         first: Some(Bytes::from(first)),
         subscription,
         last_id,
         last_seq,
-        heartbeat: state.heartbeat.clone(),
-        // A child token: waiting on it locks only this stream's node, not the one token every
-        // stream shares, and `next_frame` waits on it once per event.
-        shutdown: state.drain.token().child_token(),
+        signals,
         metrics: state.metrics.clone(),
-        ended: false,
+        ended,
         _open: GaugeGuard::new(&state.metrics, |m| &m.sse_connections),
-        _drain: state.drain.tracker().token(),
     };
     let handoff = SseHandoff(Arc::new(Mutex::new(Some(stream))));
     let mut response = Response::new(handoff.clone().into_body());
@@ -150,6 +150,36 @@ impl SseHandoff {
     }
 }
 
+/// What every stream hears from the one instance-wide signal task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamSignal {
+    /// Serving; each send of this value is a heartbeat tick.
+    Running,
+    /// The instance drains: end the stream so the rider reconnects elsewhere.
+    Draining,
+}
+
+/// Starts the task that ticks every stream's heartbeat and tells them all when draining
+/// starts. One timer and one channel for all streams: a stream waits on a single shared
+/// watch instead of owning a timer and a cancellation registration of its own.
+pub fn spawn_stream_signals(heartbeat: Duration, drain: CancellationToken) -> watch::Receiver<StreamSignal> {
+    let (sender, receiver) = watch::channel(StreamSignal::Running);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(heartbeat);
+        every.tick().await;
+        loop {
+            tokio::select! {
+                () = drain.cancelled() => {
+                    let _ = sender.send(StreamSignal::Draining);
+                    return;
+                }
+                _ = every.tick() => { let _ = sender.send(StreamSignal::Running); }
+            }
+        }
+    });
+    receiver
+}
+
 /// One rider's stream.
 pub struct SseStream {
     /// `retry:` and the current value, written first, in one write.
@@ -157,12 +187,10 @@ pub struct SseStream {
     subscription: Subscription,
     last_id: u64,
     last_seq: u64,
-    heartbeat: watch::Receiver<()>,
-    shutdown: CancellationToken,
+    signals: watch::Receiver<StreamSignal>,
     metrics: Metrics,
     ended: bool,
     _open: GaugeGuard,
-    _drain: TaskTrackerToken,
 }
 
 impl std::fmt::Debug for SseStream {
@@ -185,70 +213,85 @@ enum WriteError {
 impl SseStream {
     /// The next bytes to write: the first frame, then values newer than the last written,
     /// heartbeats, and a closing comment when the instance drains. `None`: the stream is over.
+    /// This is the hyper-served path; [`SseStream::serve_on`] is the same logic on a socket.
     pub async fn next_frame(&mut self) -> Option<Bytes> {
         if let Some(first) = self.first.take() {
             return Some(first);
         }
-        if self.ended {
-            return None;
-        }
-        loop {
-            tokio::select! {
+        while !self.ended {
+            let frame = tokio::select! {
                 biased;
-                () = self.shutdown.cancelled() => {
-                    self.ended = true;
-                    return Some(Bytes::from(sse::comment("server restarting; reconnect")));
-                }
-                changed = self.heartbeat.changed() => {
-                    if changed.is_ok() {
-                        return Some(Bytes::from_static(HEARTBEAT));
-                    }
-                    // The heartbeat ticker only stops at shutdown; wait for that branch.
-                    self.heartbeat = watch::channel(()).1;
-                }
-                value = self.subscription.next() => {
-                    let value = value?;
-                    if value.id <= self.last_id {
-                        continue;
-                    }
-                    let values = self.metrics.values();
-                    if self.last_seq != 0 && value.seq > self.last_seq + 1 {
-                        Metrics::add(&values.events_superseded_total, value.seq - self.last_seq - 1);
-                    }
-                    self.last_id = value.id;
-                    self.last_seq = value.seq;
-                    Metrics::inc(&values.events_pushed_total);
-                    return Some(value.frame.clone());
-                }
+                changed = self.signals.changed() => self.on_signal(changed.is_ok()),
+                value = self.subscription.next() => self.on_value(value?.as_ref()),
+            };
+            if frame.is_some() {
+                return frame;
             }
         }
+        None
     }
 
     /// Serves the stream straight on the rider's socket until the rider leaves, stalls past
-    /// [`STALLED_WRITE_LIMIT`], or the instance drains.
+    /// [`STALLED_WRITE_LIMIT`], or the instance drains. One flat `select!`: this future is
+    /// held by every open stream, so its size is memory per rider.
     pub async fn serve_on(mut self, tcp: TcpStream) {
+        let mut frame = self.first.take();
         loop {
-            let frame = tokio::select! {
-                frame = self.next_frame() => match frame {
-                    Some(frame) => frame,
-                    None => break,
-                },
-                gone = rider_left(&tcp) => if gone { break } else { continue },
-            };
-            if let Err(error) = write_frame(&tcp, &frame, &self.shutdown).await {
+            if let Some(bytes) = frame.take()
+                && let Err(error) = write_frame(&tcp, &bytes, &mut self.signals).await
+            {
                 tracing::debug!(%error, "rider stream ended");
-                break;
+                return;
             }
+            if self.ended {
+                return;
+            }
+            frame = tokio::select! {
+                biased;
+                changed = self.signals.changed() => self.on_signal(changed.is_ok()),
+                value = self.subscription.next() => match value {
+                    Some(value) => self.on_value(&value),
+                    None => return,
+                },
+                readable = tcp.readable() => {
+                    if readable.is_err() || rider_left(&tcp) {
+                        return;
+                    }
+                    None
+                }
+            };
         }
+    }
+
+    /// A heartbeat tick, or the drain (`ok` false: the signal task is gone, which only
+    /// happens at shutdown).
+    fn on_signal(&mut self, ok: bool) -> Option<Bytes> {
+        if ok && *self.signals.borrow_and_update() == StreamSignal::Running {
+            return Some(Bytes::from_static(HEARTBEAT));
+        }
+        self.ended = true;
+        Some(Bytes::from(sse::comment("server restarting; reconnect")))
+    }
+
+    /// A hub value: its frame if it is newer than what the rider has.
+    fn on_value(&mut self, value: &HubValue) -> Option<Bytes> {
+        if value.id <= self.last_id {
+            return None;
+        }
+        let values = self.metrics.values();
+        if self.last_seq != 0 && value.seq > self.last_seq + 1 {
+            Metrics::add(&values.events_superseded_total, value.seq - self.last_seq - 1);
+        }
+        self.last_id = value.id;
+        self.last_seq = value.seq;
+        Metrics::inc(&values.events_pushed_total);
+        Some(value.frame.clone())
     }
 }
 
-/// Waits for the rider's side of the socket to say something. Riders send nothing after the
-/// request, so readable means closed (`true`); stray bytes are discarded (`false`).
-async fn rider_left(tcp: &TcpStream) -> bool {
-    if tcp.readable().await.is_err() {
-        return true;
-    }
+/// After the socket turned readable: whether the rider has gone. Riders send nothing after
+/// the request, so readable means closed; stray bytes are read and discarded.
+fn rider_left(tcp: &TcpStream) -> bool {
     let mut scratch = [0u8; 64];
     match tcp.try_read(&mut scratch) {
         Ok(0) => true,
@@ -259,23 +302,41 @@ async fn rider_left(tcp: &TcpStream) -> bool {
 }
 
 /// Writes one whole frame. The fast path is one `write()` with no timer; only a full socket
-/// waits, and not forever. While it waits, newer values replace older ones in the hub, so the
-/// rider gets the newest value next, never a queue.
-async fn write_frame(tcp: &TcpStream, mut frame: &[u8], shutdown: &CancellationToken) -> Result<(), WriteError> {
+/// waits (in a boxed future, so that streams pay for the waiting state only while they wait),
+/// and not forever. While it waits, newer values replace older ones in the hub, so the rider
+/// gets the newest value next, never a queue.
+async fn write_frame(
+    tcp: &TcpStream,
+    mut frame: &[u8],
+    signals: &mut watch::Receiver<StreamSignal>,
+) -> Result<(), WriteError> {
     while !frame.is_empty() {
         match tcp.try_write(frame) {
             Ok(0) => return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into()),
             Ok(written) => frame = &frame[written..],
             Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
-                tokio::select! {
-                    ready = tokio::time::timeout(STALLED_WRITE_LIMIT, tcp.writable()) => {
-                        ready.map_err(|_| WriteError::Stalled)??;
-                    }
-                    () = shutdown.cancelled() => return Err(WriteError::Draining),
-                }
+                Box::pin(wait_writable(tcp, signals)).await?;
             }
             Err(error) => return Err(error.into()),
         }
     }
     Ok(())
+}
+
+/// Waits until the socket takes bytes again, for at most [`STALLED_WRITE_LIMIT`], unless
+/// the instance drains first. Heartbeats meanwhile are skipped: the rider is not reading.
+async fn wait_writable(tcp: &TcpStream, signals: &mut watch::Receiver<StreamSignal>) -> Result<(), WriteError> {
+    let deadline = Instant::now() + STALLED_WRITE_LIMIT;
+    loop {
+        tokio::select! {
+            ready = tokio::time::timeout_at(deadline, tcp.writable()) => {
+                return Ok(ready.map_err(|_| WriteError::Stalled)??);
+            }
+            changed = signals.changed() => {
+                if changed.is_err() || *signals.borrow_and_update() == StreamSignal::Draining {
+                    return Err(WriteError::Draining);
+                }
+            }
+        }
+    }
 }

@@ -2,10 +2,7 @@
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use tokio::{
-    net::TcpListener,
-    sync::{Semaphore, watch},
-};
+use tokio::{net::TcpListener, sync::Semaphore};
 
 use crate::{
     auth::Authenticator,
@@ -15,6 +12,7 @@ use crate::{
     http::{front, router::router},
     ingest::Ingestor,
     metrics::{GaugeGuard, Metrics},
+    rider_sse,
     shutdown::Drain,
     state::AppState,
 };
@@ -50,7 +48,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     let state = AppState {
         auth: Authenticator::new(config.secrets.keys.clone()),
         ingestor: Ingestor::new(backend.clone(), metrics.clone()),
-        heartbeat: spawn_heartbeat(config.heartbeat, drain.clone()),
+        stream_signals: rider_sse::spawn_stream_signals(config.heartbeat, drain.token().clone()),
         config: Arc::new(config),
         backend,
         hubs,
@@ -111,27 +109,9 @@ async fn accept_loop(
         let router = router.clone();
         let (header_timeout, token) = (state.config.header_timeout, state.drain.token().clone());
         let open = GaugeGuard::new(&state.metrics, |m| &m.tcp_connections);
-        state.drain.tracker().spawn(async move {
-            front::serve_connection(tcp, router, header_timeout, token).await;
-            drop((permit, open));
-        });
+        let tracker = state.drain.tracker().clone();
+        tracker.spawn(front::serve_connection(tcp, router, header_timeout, token, tracker.clone(), (permit, open)));
     }
-}
-
-/// One timer for every SSE stream's heartbeat.
-fn spawn_heartbeat(interval: Duration, drain: Drain) -> watch::Receiver<()> {
-    let (sender, receiver) = watch::channel(());
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(interval);
-        every.tick().await;
-        loop {
-            tokio::select! {
-                () = drain.token().cancelled() => return,
-                _ = every.tick() => { let _ = sender.send(()); }
-            }
-        }
-    });
-    receiver
 }
 
 /// The connection limit when none is configured: what the fd limit allows.

@@ -6,7 +6,7 @@ use tokio::sync::watch;
 
 use crate::{
     auth::Authenticator, bus::Backend, config::Config, fanout::Hubs, ingest::Ingestor, metrics::Metrics,
-    shutdown::Drain,
+    rider_sse::StreamSignal, shutdown::Drain,
 };
 
 #[derive(Debug, Clone)]
@@ -18,7 +18,6 @@ pub struct AppState {
     pub ingestor: Ingestor,
     pub metrics: Metrics,
     pub drain: Drain,
-    /// Ticks once per heartbeat interval; every SSE stream writes a comment on each tick. One
-    /// shared timer instead of one per stream.
-    pub heartbeat: watch::Receiver<()>,
+    /// Heartbeat ticks and the drain signal for every SSE stream.
+    pub stream_signals: watch::Receiver<StreamSignal>,
 }

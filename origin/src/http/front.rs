@@ -25,10 +25,13 @@ use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf},
     net::TcpStream,
 };
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower::ServiceExt;
 
-use crate::{http::error::ApiError, rider_sse::SseHandoff};
+use crate::{
+    http::error::ApiError,
+    rider_sse::{SseHandoff, SseStream},
+};
 
 /// Longest request head accepted, in bytes.
 pub const MAX_HEAD_BYTES: usize = 8 * 1024;
@@ -37,36 +40,73 @@ const MAX_HEADERS: usize = 48;
 /// Path prefix of the streams the front serves itself.
 const SSE_PREFIX: &str = "/api/sse/";
 
-/// Serves one accepted connection to its end.
-pub async fn serve_connection(
-    mut tcp: TcpStream,
+/// Serves one accepted connection to its end; `held` (the connection's slot) is dropped when
+/// the connection ends.
+///
+/// A task's future is as large as its largest state, for the task's whole life. So the short
+/// first phase and the hyper path are boxed, and an SSE stream moves to a task of its own
+/// that holds only what streaming needs: memory per rider is that task.
+pub async fn serve_connection<Held: Send + 'static>(
+    tcp: TcpStream,
     router: Router,
     header_timeout: Duration,
     shutdown: CancellationToken,
+    tracker: TaskTracker,
+    held: Held,
 ) {
+    match Box::pin(first_request(tcp, router.clone(), header_timeout)).await {
+        FirstRequest::Sse(tcp, stream) => {
+            tracker.spawn(async move {
+                stream.serve_on(tcp).await;
+                drop(held);
+            });
+        }
+        FirstRequest::Other(tcp, already_read) => {
+            Box::pin(serve_with_hyper(tcp, already_read, router, header_timeout, shutdown)).await;
+        }
+        FirstRequest::Answered => {}
+    }
+}
+
+/// What the first request on a connection turned out to be.
+enum FirstRequest {
+    /// An authorised SSE stream whose response head is already written.
+    Sse(TcpStream, SseStream),
+    /// Anything else, for hyper, with the bytes read so far.
+    Other(TcpStream, Bytes),
+    /// Answered (an error) or closed.
+    Answered,
+}
+
+async fn first_request(mut tcp: TcpStream, router: Router, header_timeout: Duration) -> FirstRequest {
     let mut buffer = BytesMut::with_capacity(1024);
     let head = match tokio::time::timeout(header_timeout, read_head(&mut tcp, &mut buffer)).await {
         Ok(Ok(Some(head))) => head,
-        Ok(Ok(None)) | Err(_) => return, // closed early, or too slow (slowloris): just close
-        Ok(Err(HeadError::TooLarge)) => return answer(&mut tcp, too_large()).await,
-        Ok(Err(HeadError::Malformed)) => return answer(&mut tcp, malformed()).await,
-        Ok(Err(HeadError::Io(_))) => return,
+        Ok(Ok(None)) | Err(_) => return FirstRequest::Answered, // closed early, or too slow (slowloris)
+        Ok(Err(HeadError::TooLarge)) => return answered(&mut tcp, too_large()).await,
+        Ok(Err(HeadError::Malformed)) => return answered(&mut tcp, malformed()).await,
+        Ok(Err(HeadError::Io(_))) => return FirstRequest::Answered,
     };
-    if head.method == Method::GET && head.path.starts_with(SSE_PREFIX) {
-        let response = router.oneshot(head.into_request()).await.unwrap_or_else(|never| match never {});
-        match response.extensions().get::<SseHandoff>().and_then(SseHandoff::take) {
-            Some(stream) => {
-                let head = encode_head(&response, None);
-                drop((buffer, response));
-                if tcp.write_all(&head).await.is_ok() {
-                    stream.serve_on(tcp).await;
-                }
-            }
-            None => answer(&mut tcp, response).await,
-        }
-        return;
+    if head.method != Method::GET || !head.path.starts_with(SSE_PREFIX) {
+        return FirstRequest::Other(tcp, buffer.freeze());
     }
-    serve_with_hyper(tcp, buffer.freeze(), router, header_timeout, shutdown).await;
+    let response = router.oneshot(head.into_request()).await.unwrap_or_else(|never| match never {});
+    match response.extensions().get::<SseHandoff>().and_then(SseHandoff::take) {
+        Some(stream) => {
+            let head = encode_head(&response, None);
+            drop(response);
+            match tcp.write_all(&head).await {
+                Ok(()) => FirstRequest::Sse(tcp, stream),
+                Err(_) => FirstRequest::Answered,
+            }
+        }
+        None => answered(&mut tcp, response).await,
+    }
+}
+
+async fn answered(tcp: &mut TcpStream, response: Response) -> FirstRequest {
+    answer(tcp, response).await;
+    FirstRequest::Answered
 }
 
 async fn serve_with_hyper(
@@ -275,4 +315,25 @@ pub async fn refuse_connection(mut tcp: TcpStream, retry_ms: u64) {
         axum::response::IntoResponse::into_response(ApiError::Unavailable("the instance is full"))
     };
     answer(&mut tcp, response).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every open connection holds one of these futures while it lives.
+    #[tokio::test]
+    async fn a_connection_future_stays_small() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let tcp = TcpStream::connect(listener.local_addr().expect("addr")).await.expect("connect");
+        let future = serve_connection(
+            tcp,
+            Router::new(),
+            Duration::from_secs(1),
+            CancellationToken::new(),
+            TaskTracker::new(),
+            (),
+        );
+        assert!(std::mem::size_of_val(&future) <= 384, "{} bytes", std::mem::size_of_val(&future));
+    }
 }
