@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::http::{Target, UrlError};
 use crate::plan::{Layout, MAX_SOURCE_ADDRS, Names};
-use crate::worker::{Job, Mode};
+use crate::worker::{Job, Mode, MotionKind, ServerKind};
 
 /// The origin's dev-mode secret, used when neither `--secret` nor the env var is set.
 pub const DEV_SECRET: &str = "ridecast-dev-secret";
@@ -30,7 +30,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum ModeArgs {
-    /// Open rider SSE streams and hold them: connection capacity and memory per connection.
+    /// Open rider SSE streams and/or idle driver WebSockets and hold them: connection capacity
+    /// and memory per connection.
     Idle(IdleArgs),
     /// Drivers move to a new cell on every update; measure push latency and delivery.
     Fanout(FanoutArgs),
@@ -62,6 +63,9 @@ pub struct Common {
     /// Connection attempts in flight at once, per process.
     #[arg(long, default_value_t = 256)]
     pub connect_concurrency: usize,
+    /// Most connection attempts started per second, per process (0 = no pacing).
+    #[arg(long, default_value_t = 0)]
+    pub connect_rate: u64,
     /// Give up on a connection (or a poll request) after this long.
     #[arg(long, default_value_t = 10_000)]
     pub connect_timeout_ms: u64,
@@ -84,20 +88,31 @@ pub struct IdleArgs {
     #[command(flatten)]
     pub common: Common,
     /// Rider streams to open.
-    #[arg(long)]
+    #[arg(long, default_value_t = 0)]
     pub riders: usize,
+    /// Driver WebSockets to open and keep idle (they only answer pings); riders, if any, then
+    /// follow these drivers evenly.
+    #[arg(long, default_value_t = 0)]
+    pub drivers: usize,
     /// How long to hold them open once all are connected.
     #[arg(long, default_value_t = 30)]
     pub hold_secs: u64,
     /// Every stream follows the same driver (default: one driver id per stream).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "drivers")]
     pub shared_driver: bool,
+    /// The server under test: a Ridecast origin, or Nchan (riders on `/sub/<driver>`).
+    #[arg(long, value_enum, default_value_t = ServerKind::Origin)]
+    pub target: ServerKind,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct FanoutArgs {
     #[command(flatten)]
     pub common: Common,
+    /// The server under test: a Ridecast origin, or Nchan (riders on `/sub/<driver>`, drivers
+    /// `POST /pub/<driver>` on keep-alive connections).
+    #[arg(long, value_enum, default_value_t = ServerKind::Origin)]
+    pub target: ServerKind,
     #[arg(long)]
     pub drivers: usize,
     #[arg(long)]
@@ -112,10 +127,13 @@ pub struct FanoutArgs {
     pub drain_ms: u64,
 }
 
+/// Also the mixed scale run: `--riders 50000 --drivers 50000 --procs 6` holds 100,000
+/// connections, every driver sending a fix per second and every rider following one driver.
 #[derive(Debug, Clone, Args)]
 pub struct RealisticArgs {
     #[command(flatten)]
     pub common: Common,
+    /// Driver WebSockets, each sending one fix per interval.
     #[arg(long)]
     pub drivers: usize,
     /// Riders in all, spread evenly over the drivers.
@@ -149,6 +167,12 @@ pub struct PollArgs {
     pub driver_interval_ms: u64,
     #[arg(long, default_value_t = 30)]
     pub duration_secs: u64,
+    /// How drivers move: `hop` (a new cell every update) or `street` (as in `realistic`).
+    #[arg(long, value_enum, default_value_t = MotionKind::Hop)]
+    pub motion: MotionKind,
+    /// Seed of the street paths (`--motion street`).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }
 
 /// Why the command line cannot be run.
@@ -183,6 +207,7 @@ impl ModeArgs {
 
     pub fn layout(&self) -> Layout {
         match self {
+            Self::Idle(a) if a.drivers > 0 => Layout { drivers: a.drivers, riders: a.riders },
             Self::Idle(a) => Layout { drivers: if a.shared_driver { 1 } else { a.riders }, riders: a.riders },
             Self::Fanout(a) => Layout { drivers: a.drivers, riders: a.drivers * a.riders_per_driver },
             Self::Realistic(a) => Layout { drivers: a.drivers, riders: a.riders },
@@ -203,9 +228,12 @@ impl ModeArgs {
     /// The mode's parameters, for the report.
     pub fn params(&self) -> serde_json::Value {
         match self {
-            Self::Idle(a) => json!({"riders": a.riders, "hold_secs": a.hold_secs, "shared_driver": a.shared_driver}),
+            Self::Idle(a) => json!({
+                "riders": a.riders, "drivers": a.drivers, "hold_secs": a.hold_secs,
+                "shared_driver": a.shared_driver, "target": a.target.as_str(),
+            }),
             Self::Fanout(a) => json!({
-                "drivers": a.drivers, "riders_per_driver": a.riders_per_driver,
+                "target": a.target.as_str(), "drivers": a.drivers, "riders_per_driver": a.riders_per_driver,
                 "duration_secs": a.duration_secs, "interval_ms": a.interval_ms, "drain_ms": a.drain_ms,
             }),
             Self::Realistic(a) => json!({
@@ -215,7 +243,34 @@ impl ModeArgs {
             Self::Poll(a) => json!({
                 "riders": a.riders, "drivers": a.drivers, "interval_ms": a.interval_ms,
                 "driver_interval_ms": a.driver_interval_ms, "duration_secs": a.duration_secs,
+                "motion": a.motion.as_str(), "seed": a.seed,
             }),
+        }
+    }
+
+    /// The server under test.
+    pub fn server(&self) -> ServerKind {
+        match self {
+            Self::Idle(a) => a.target,
+            Self::Fanout(a) => a.target,
+            Self::Realistic(_) | Self::Poll(_) => ServerKind::Origin,
+        }
+    }
+
+    /// Whether driver connections are opened: drivers that send, or idle ones.
+    pub fn connects_drivers(&self) -> bool {
+        match self {
+            Self::Idle(a) => a.drivers > 0,
+            _ => true,
+        }
+    }
+
+    /// How the simulated drivers move.
+    pub fn motion(&self) -> MotionKind {
+        match self {
+            Self::Idle(_) | Self::Fanout(_) => MotionKind::Hop,
+            Self::Realistic(_) => MotionKind::Street,
+            Self::Poll(a) => a.motion,
         }
     }
 
@@ -226,8 +281,20 @@ impl ModeArgs {
     pub fn job(&self, worker: usize, run_tag: &str) -> Result<Job, CliError> {
         let common = self.common();
         let layout = self.layout();
-        if layout.riders == 0 {
-            return Err(CliError::Invalid("there must be at least one rider".into()));
+        match self {
+            Self::Idle(a) if a.riders == 0 && a.drivers == 0 => {
+                return Err(CliError::Invalid("idle needs --riders, --drivers or both".into()));
+            }
+            Self::Idle(a) if a.drivers > 0 && a.target == ServerKind::Nchan => {
+                return Err(CliError::Invalid(
+                    "idle --drivers opens driver WebSockets, which Nchan does not have; use --target origin".into(),
+                ));
+            }
+            Self::Idle(_) => {}
+            _ if layout.riders == 0 => {
+                return Err(CliError::Invalid("there must be at least one rider".into()));
+            }
+            _ => {}
         }
         if self.mode().has_drivers() && layout.drivers == 0 {
             return Err(CliError::Invalid("there must be at least one driver".into()));
@@ -258,11 +325,14 @@ impl ModeArgs {
                 Duration::from_millis(a.interval_ms),
                 // One poll interval lets the last requests in flight finish.
                 Duration::from_millis(a.interval_ms.min(common.connect_timeout_ms)),
-                0,
+                a.seed,
             ),
         };
         Ok(Job {
             mode: self.mode(),
+            server: self.server(),
+            motion: self.motion(),
+            connects_drivers: self.connects_drivers(),
             targets,
             keys,
             layout,
@@ -273,6 +343,7 @@ impl ModeArgs {
             poll_interval,
             source_addrs,
             connect_concurrency: common.connect_concurrency,
+            connect_rate: common.connect_rate,
             connect_timeout: Duration::from_millis(common.connect_timeout_ms),
             drain,
             names,
@@ -334,9 +405,67 @@ mod tests {
     }
 
     #[test]
+    fn idle_drivers_are_connected_and_riders_follow_them() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args).expect("parses").mode;
+        let only_drivers = parse(&["x", "idle", "--drivers", "15000"]).job(0, "t").expect("valid");
+        assert_eq!(only_drivers.layout, Layout { drivers: 15_000, riders: 0 });
+        assert_eq!(only_drivers.owned_drivers().len(), 15_000);
+        assert_eq!(only_drivers.sockets_needed(), 15_000);
+        let mixed = parse(&["x", "idle", "--drivers", "10", "--riders", "100", "--procs", "2"]);
+        let job = mixed.job(1, "t").expect("valid");
+        assert_eq!(job.layout, Layout { drivers: 10, riders: 100 });
+        assert_eq!(job.owned_drivers(), vec![5, 6, 7, 8, 9]);
+        assert_eq!(job.sockets_needed(), 55);
+        assert_eq!(mixed.params()["drivers"], 10);
+    }
+
+    #[test]
+    fn nchan_is_a_target_of_fanout_and_idle_riders() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args).expect("parses").mode;
+        let fanout = parse(&["x", "fanout", "--target", "nchan", "--drivers", "20", "--riders-per-driver", "500"]);
+        let job = fanout.job(0, "t").expect("valid");
+        assert_eq!((job.server, job.motion), (ServerKind::Nchan, MotionKind::Hop));
+        assert_eq!(job.sockets_needed(), 10_020);
+        assert_eq!(fanout.params()["target"], "nchan");
+        assert!(parse(&["x", "idle", "--target", "nchan", "--riders", "5"]).job(0, "t").is_ok());
+        assert!(parse(&["x", "idle", "--target", "nchan", "--drivers", "5"]).job(0, "t").is_err());
+        assert!(
+            Cli::try_parse_from(["x", "realistic", "--target", "nchan", "--drivers", "1", "--riders", "1"]).is_err()
+        );
+    }
+
+    #[test]
+    fn the_scale_run_fits_six_processes_and_polling_can_drive_streets() {
+        let cli = Cli::try_parse_from([
+            "x",
+            "realistic",
+            "--riders",
+            "50000",
+            "--drivers",
+            "50000",
+            "--procs",
+            "6",
+            "--connect-rate",
+            "500",
+        ])
+        .expect("parses");
+        let jobs: Vec<Job> = (0..6).map(|w| cli.mode.job(w, "t").expect("valid")).collect();
+        assert_eq!(jobs.iter().map(Job::sockets_needed).sum::<usize>(), 100_000);
+        assert!(jobs.iter().all(|j| j.sockets_needed() <= 19_500), "every worker under 19,500 sockets");
+        assert!(jobs.iter().all(|j| j.connect_rate == 500 && j.motion == MotionKind::Street));
+        let poll =
+            Cli::try_parse_from(["x", "poll", "--riders", "10", "--drivers", "2", "--motion", "street", "--seed", "9"])
+                .expect("parses");
+        let job = poll.mode.job(0, "t").expect("valid");
+        assert_eq!((job.motion, job.seed), (MotionKind::Street, 9));
+    }
+
+    #[test]
     fn bad_input_is_refused() {
         let parse = |args: &[&str]| Cli::try_parse_from(args).expect("parses").mode.job(0, "t");
         assert!(parse(&["x", "idle", "--riders", "0"]).is_err());
+        assert!(parse(&["x", "idle"]).is_err());
+        assert!(Cli::try_parse_from(["x", "idle", "--drivers", "2", "--shared-driver"]).is_err());
         assert!(parse(&["x", "idle", "--riders", "1", "--url", "https://a"]).is_err());
         assert!(parse(&["x", "idle", "--riders", "1", "--id-prefix", "a b"]).is_err());
         assert!(parse(&["x", "idle", "--riders", "1", "--source-addrs", "300"]).is_err());

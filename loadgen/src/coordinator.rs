@@ -22,12 +22,16 @@ use crate::worker::{Command, Job, Mode, WorkerEvent, epoch_us, run_worker};
 /// Sockets kept free in each process for stdio, the runtime and the unexpected.
 const FD_RESERVE: u64 = 100;
 
+/// Most client sockets one process holds, whatever its fd limit: a margin under this machine's
+/// 20,000-file hard limit for sockets in TIME_WAIT-reuse retries and the unexpected.
+pub const MAX_SOCKETS_PER_PROCESS: u64 = 19_500;
+
 /// Why a run failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error(transparent)]
     Cli(#[from] CliError),
-    #[error("worker {worker} would hold {sockets} sockets but a process may open {limit} files; use more --procs")]
+    #[error("worker {worker} would hold {sockets} sockets but a process may hold {limit}; use more --procs")]
     TooManySockets { worker: usize, sockets: usize, limit: u64 },
     #[error("could not start worker process {worker}")]
     Spawn {
@@ -118,6 +122,17 @@ pub async fn run(args: ModeArgs, fd_limit: u64) -> Result<(), RunError> {
     for job in &jobs {
         check_sockets(job, fd_limit)?;
     }
+    if jobs.len() > 1 {
+        for job in &jobs {
+            eprintln!(
+                "[coordinator] worker {}: {} sockets ({} riders, {} drivers)",
+                job.worker,
+                job.sockets_needed(),
+                job.sockets_needed() - job.owned_drivers().len(),
+                job.owned_drivers().len()
+            );
+        }
+    }
     let mode = args.mode();
     let pids = common.server_pids.clone();
     let mut readings = ServerReadings { pids: pids.clone(), before: ServerSample::take(&pids), ..Default::default() };
@@ -163,10 +178,16 @@ pub async fn run(args: ModeArgs, fd_limit: u64) -> Result<(), RunError> {
 
 fn check_sockets(job: &Job, fd_limit: u64) -> Result<(), RunError> {
     let sockets = job.sockets_needed();
-    if sockets as u64 + FD_RESERVE > fd_limit {
-        return Err(RunError::TooManySockets { worker: job.worker, sockets, limit: fd_limit });
+    let limit = socket_limit(fd_limit);
+    if sockets as u64 > limit {
+        return Err(RunError::TooManySockets { worker: job.worker, sockets, limit });
     }
     Ok(())
+}
+
+/// Sockets one process may hold under an fd limit of `fd_limit`.
+fn socket_limit(fd_limit: u64) -> u64 {
+    fd_limit.saturating_sub(FD_RESERVE).min(MAX_SOCKETS_PER_PROCESS)
 }
 
 /// The phases, from waiting for `ready` to collecting `done`. Returns the merged tallies and
@@ -180,20 +201,27 @@ async fn drive(
 ) -> Result<(WorkerReport, f64), RunError> {
     let common = args.common();
     let layout = args.layout();
-    let waves = (layout.riders / (common.connect_concurrency.max(1) * links.len()) + 1) as u64;
-    let setup_limit = Duration::from_millis(waves * common.connect_timeout_ms) + Duration::from_secs(60);
+    let sockets = layout.riders + if args.connects_drivers() { layout.drivers } else { 0 };
+    let waves = (sockets / (common.connect_concurrency.max(1) * links.len()) + 1) as u64;
+    let paced_secs = match common.connect_rate {
+        0 => 0,
+        rate => sockets as u64 / (rate * links.len() as u64),
+    };
+    let setup_limit = Duration::from_millis(waves * common.connect_timeout_ms) + Duration::from_secs(60 + paced_secs);
     let setup_started = Instant::now();
 
     let mut ready = 0;
     let mut connected = 0;
+    let mut drivers_connected = 0;
     while ready < links.len() {
         let next = tokio::time::timeout_at((setup_started + setup_limit).into(), incoming.recv())
             .await
             .map_err(|_| RunError::SetupTimeout(setup_limit))?;
         match next {
-            Some(Incoming::Event(WorkerEvent::Ready { riders_connected, .. })) => {
+            Some(Incoming::Event(WorkerEvent::Ready { riders_connected, drivers_connected: drivers, .. })) => {
                 ready += 1;
                 connected += riders_connected;
+                drivers_connected += drivers;
             }
             Some(Incoming::Event(WorkerEvent::Done { .. })) => {}
             Some(Incoming::Gone(worker)) => return Err(RunError::WorkerGone { worker, phase: "setup" }),
@@ -201,7 +229,7 @@ async fn drive(
         }
     }
     eprintln!(
-        "[coordinator] all {} worker(s) ready in {:.1} s: {connected}/{} riders connected; measuring for {:?}",
+        "[coordinator] all {} worker(s) ready in {:.1} s: {connected}/{} riders and {drivers_connected} drivers connected; measuring for {:?}",
         links.len(),
         setup_started.elapsed().as_secs_f64(),
         layout.riders,
@@ -305,4 +333,17 @@ async fn run_worker_process(job: Job) {
         }
     }
     let _ = worker.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_holds_at_most_19500_sockets_and_less_under_a_low_fd_limit() {
+        assert_eq!(socket_limit(20_000), MAX_SOCKETS_PER_PROCESS);
+        assert_eq!(socket_limit(1_048_576), MAX_SOCKETS_PER_PROCESS);
+        assert_eq!(socket_limit(1024), 1024 - FD_RESERVE);
+        assert_eq!(socket_limit(50), 0);
+    }
 }

@@ -2,8 +2,9 @@
 //!
 //! A general client (hyper) keeps per-connection state and buffers sized for any response; a
 //! rider here only ever sends one small GET and reads either an endless `text/event-stream` or
-//! a small JSON body. Writing it by hand keeps each of 20,000 riders down to a socket and a
-//! kilobyte, and lets the poll mode count the exact bytes on the wire.
+//! a small JSON body, and an Nchan publisher only sends small POSTs. Writing it by hand keeps
+//! each of 20,000 riders down to a socket and a kilobyte, and lets the poll mode count the
+//! exact bytes on the wire.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
@@ -88,16 +89,19 @@ impl Target {
     }
 }
 
-/// A `GET` request with a bearer token and optional extra headers.
-pub fn get_request(authority: &str, path: &str, token: &str, extra: &[(&str, &str)]) -> Vec<u8> {
-    let mut req = Vec::with_capacity(128 + path.len() + token.len());
+/// A `GET` request with an optional bearer token and extra headers.
+pub fn get_request(authority: &str, path: &str, token: Option<&str>, extra: &[(&str, &str)]) -> Vec<u8> {
+    let mut req = Vec::with_capacity(128 + path.len() + token.map_or(0, str::len));
     req.extend_from_slice(b"GET ");
     req.extend_from_slice(path.as_bytes());
     req.extend_from_slice(b" HTTP/1.1\r\nHost: ");
     req.extend_from_slice(authority.as_bytes());
-    req.extend_from_slice(b"\r\nAuthorization: Bearer ");
-    req.extend_from_slice(token.as_bytes());
     req.extend_from_slice(b"\r\n");
+    if let Some(token) = token {
+        req.extend_from_slice(b"Authorization: Bearer ");
+        req.extend_from_slice(token.as_bytes());
+        req.extend_from_slice(b"\r\n");
+    }
     for (name, value) in extra {
         req.extend_from_slice(name.as_bytes());
         req.extend_from_slice(b": ");
@@ -105,6 +109,20 @@ pub fn get_request(authority: &str, path: &str, token: &str, extra: &[(&str, &st
         req.extend_from_slice(b"\r\n");
     }
     req.extend_from_slice(b"\r\n");
+    req
+}
+
+/// A `POST` request with a JSON body, for a keep-alive connection.
+pub fn post_json_request(authority: &str, path: &str, body: &[u8]) -> Vec<u8> {
+    let mut req = Vec::with_capacity(96 + authority.len() + path.len() + body.len());
+    req.extend_from_slice(b"POST ");
+    req.extend_from_slice(path.as_bytes());
+    req.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+    req.extend_from_slice(authority.as_bytes());
+    req.extend_from_slice(b"\r\nContent-Type: application/json\r\nContent-Length: ");
+    req.extend_from_slice(body.len().to_string().as_bytes());
+    req.extend_from_slice(b"\r\n\r\n");
+    req.extend_from_slice(body);
     req
 }
 
@@ -354,6 +372,50 @@ pub async fn read_head(
     }
 }
 
+/// How one request-response exchange on a keep-alive connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exchange {
+    pub status: u16,
+    pub etag: Option<String>,
+    /// The connection cannot carry another request.
+    pub close: bool,
+}
+
+/// Reads one whole response (head and body, the body into `body`) from `socket`.
+///
+/// `buf` holds bytes already read; it is empty afterwards. Every byte read is added to `wire`.
+///
+/// # Errors
+/// [`HttpError`] when the connection fails or ends early, or the response is not HTTP/1.1.
+pub async fn read_response(
+    socket: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    body: &mut Vec<u8>,
+    wire: &mut u64,
+) -> Result<Exchange, HttpError> {
+    let (head, used) = read_head(socket, buf, wire).await?;
+    let mut framing = head.body(false);
+    body.clear();
+    framing.feed(&buf[used..], |b| body.extend_from_slice(b))?;
+    let mut close = head.close;
+    let mut chunk = [0u8; 512];
+    while !framing.is_done() {
+        let n = socket.read(&mut chunk).await?;
+        if n == 0 {
+            if matches!(framing, BodyFraming::UntilClose) {
+                close = true;
+                break;
+            }
+            return Err(HttpError::ClosedInBody);
+        }
+        *wire += n as u64;
+        framing.feed(&chunk[..n], |b| body.extend_from_slice(b))?;
+    }
+    // Bytes past the body would belong to a response never asked for (no pipelining): dropped.
+    buf.clear();
+    Ok(Exchange { status: head.status, etag: head.etag, close })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -372,11 +434,39 @@ mod tests {
 
     #[test]
     fn builds_a_get_with_token_and_extra_headers() {
-        let req = get_request("h:1", "/p", "tok", &[("If-None-Match", "\"e\"")]);
+        let req = get_request("h:1", "/p", Some("tok"), &[("If-None-Match", "\"e\"")]);
         assert_eq!(
             String::from_utf8(req).expect("ascii"),
             "GET /p HTTP/1.1\r\nHost: h:1\r\nAuthorization: Bearer tok\r\nIf-None-Match: \"e\"\r\n\r\n"
         );
+        let anonymous = get_request("h:1", "/sub/d", None, &[("Accept", "text/event-stream")]);
+        assert_eq!(
+            String::from_utf8(anonymous).expect("ascii"),
+            "GET /sub/d HTTP/1.1\r\nHost: h:1\r\nAccept: text/event-stream\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn builds_a_json_post_with_its_length() {
+        let req = post_json_request("h:1", "/pub/d-1", br#"{"ts":1}"#);
+        assert_eq!(
+            String::from_utf8(req).expect("ascii"),
+            "POST /pub/d-1 HTTP/1.1\r\nHost: h:1\r\nContent-Type: application/json\r\nContent-Length: 8\r\n\r\n{\"ts\":1}"
+        );
+    }
+
+    #[test]
+    fn parses_an_nchan_publish_answer_and_stream_head() {
+        let publish = b"HTTP/1.1 202 Accepted\r\nServer: nginx/1.22.1\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\nqueue";
+        let (head, used) = parse_head(publish).expect("valid").expect("complete");
+        assert_eq!((head.status, head.close, head.content_length), (202, false, Some(5)));
+        assert_eq!(&publish[used..], b"queue");
+        // Nchan's EventSource answer has neither a length nor chunking: the body runs to the end.
+        let stream =
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nConnection: keep-alive\r\n\r\n";
+        let (head, _) = parse_head(stream).expect("valid").expect("complete");
+        assert!(head.event_stream);
+        assert!(matches!(head.body(false), BodyFraming::UntilClose));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Sockets: the file-descriptor limit, and client connections from chosen source addresses.
+//! Sockets: the file-descriptor limit, client connections from chosen source addresses, and
+//! the pace at which they are opened.
 //!
 //! A TCP connection is named by (source ip, source port, destination ip, destination port). To
 //! one origin port a single source address offers only so many ports, so large runs spread
@@ -13,8 +14,11 @@
 use std::io::ErrorKind;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::Instant;
 
 /// Raises the soft limit on open files to the hard limit and returns the new soft limit.
 ///
@@ -94,6 +98,47 @@ pub async fn connect(addr: SocketAddr, sources: &SourcePorts) -> std::io::Result
     Err(last_error.unwrap_or_else(|| ErrorKind::AddrInUse.into()))
 }
 
+/// Spaces connection attempts evenly: at most `rate` starts per second.
+///
+/// `--connect-concurrency` bounds the attempts in flight, but on loopback an attempt takes
+/// well under a millisecond, so 100,000 connections would still arrive as one burst that
+/// overflows the server's accept backlog (and, with several origins, lands unevenly). Each
+/// attempt takes the next free slot; the lock is held only to take it, never across a wait.
+#[derive(Debug)]
+pub struct Pacer {
+    period: Option<Duration>,
+    next: Mutex<Option<Instant>>,
+}
+
+impl Pacer {
+    /// A pacer letting `per_second` attempts start each second; 0 lets every attempt go at once.
+    pub fn new(per_second: u64) -> Self {
+        let period = (per_second > 0).then(|| Duration::from_nanos(1_000_000_000 / per_second));
+        Self { period, next: Mutex::new(None) }
+    }
+
+    /// Waits for this attempt's slot.
+    pub async fn wait(&self) {
+        let Some(period) = self.period else { return };
+        let slot = {
+            let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
+            take_slot(&mut next, Instant::now(), period)
+        };
+        tokio::time::sleep_until(slot).await;
+    }
+}
+
+/// The slot of an attempt made at `now`: the next free one, never in the past; the one after
+/// it becomes free `period` later. Time left unused is not saved up for a later burst.
+fn take_slot(next: &mut Option<Instant>, now: Instant, period: Duration) -> Instant {
+    let slot = match *next {
+        Some(free) if free > now => free,
+        _ => now,
+    };
+    *next = Some(slot + period);
+    slot
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,6 +159,33 @@ mod tests {
             ]
         );
         assert_eq!(SourcePorts::new(Vec::new(), 0).next(), None);
+    }
+
+    #[test]
+    fn paced_attempts_are_one_period_apart_and_idle_time_is_not_saved_up() {
+        let t0 = Instant::now();
+        let period = Duration::from_millis(10);
+        let mut next = None;
+        // Five attempts at once: slots 0, 10, 20, 30, 40 ms.
+        let slots: Vec<Duration> = (0..5).map(|_| take_slot(&mut next, t0, period) - t0).collect();
+        assert_eq!(slots, (0..5).map(|i| period * i).collect::<Vec<_>>());
+        // One more at 45 ms gets its slot at 50 ms.
+        assert_eq!(take_slot(&mut next, t0 + Duration::from_millis(45), period) - t0, Duration::from_millis(50));
+        // After a quiet second the next attempt goes at once, and only one does.
+        let later = t0 + Duration::from_secs(1);
+        assert_eq!(take_slot(&mut next, later, period), later);
+        assert_eq!(take_slot(&mut next, later, period), later + period);
+    }
+
+    #[tokio::test]
+    async fn an_unpaced_pacer_never_waits() {
+        let pacer = Pacer::new(0);
+        let started = std::time::Instant::now();
+        for _ in 0..1000 {
+            pacer.wait().await;
+        }
+        assert!(started.elapsed() < Duration::from_millis(100));
+        assert_eq!(Pacer::new(4).period, Some(Duration::from_millis(250)));
     }
 
     #[tokio::test]

@@ -36,9 +36,23 @@ pub struct DriverTally {
     /// Sends that changed grid cell, which the server should push.
     pub pushes: u64,
     pub send_errors: u64,
-    /// `{"type":"error",...}` frames from the server.
+    /// `{"type":"error",...}` frames from the server (Nchan: publish answers other than 2xx).
     pub error_frames: u64,
+    /// Connections lost (closed by the server or failed).
     pub disconnects: u64,
+    /// Connections opened again after a loss (Nchan publishers reconnect; WebSockets do not).
+    #[serde(default)]
+    pub reconnects: u64,
+    /// Time to connect (WebSocket: through the upgrade; Nchan: TCP).
+    #[serde(default)]
+    pub connect_us: Histogram,
+}
+
+impl DriverTally {
+    /// Driver connections still open: connected, minus lost, plus opened again.
+    pub fn open_at_end(&self) -> u64 {
+        (self.connected + self.reconnects).saturating_sub(self.disconnects)
+    }
 }
 
 /// Location events seen by one worker's riders.
@@ -56,6 +70,9 @@ pub struct EventTally {
     pub other: u64,
     /// Comment lines (heartbeats).
     pub comments: u64,
+    /// Bytes read by the rider streams from `go` on: events, heartbeats, HTTP framing.
+    #[serde(default)]
+    pub bytes_read: u64,
     pub latency_us: Histogram,
     /// Samples whose send instant was estimated from `ts` (driver in another process).
     pub latency_estimated: u64,
@@ -73,9 +90,15 @@ pub struct PollTally {
     pub reconnects: u64,
     pub bytes_read: u64,
     pub bytes_written: u64,
+    /// 200 responses that showed a newer location than the rider had.
+    #[serde(default)]
+    pub fresh: u64,
     pub request_us: Histogram,
     /// From a driver's send to the first response showing it (or something newer).
     pub staleness_us: Histogram,
+    /// The same, for the updates that changed cell only (the ones push delivers).
+    #[serde(default)]
+    pub staleness_cell_change_us: Histogram,
     pub staleness_estimated: u64,
 }
 
@@ -90,6 +113,18 @@ pub struct WorkerReport {
     pub riders_by_driver: Vec<(u32, u64)>,
     /// `(driver, pushes)` for the drivers this worker simulated.
     pub pushes_by_driver: Vec<(u32, u64)>,
+    /// The generator's own cost, so that its per-connection weight stays in view.
+    #[serde(default)]
+    pub generator: GeneratorTally,
+}
+
+/// What the worker processes themselves used, summed over workers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GeneratorTally {
+    /// Resident memory when the report was taken, every connection still open.
+    pub rss_kb: u64,
+    /// User plus system CPU time since the process started.
+    pub cpu_us: u64,
 }
 
 fn add_map(into: &mut BTreeMap<String, u64>, from: &BTreeMap<String, u64>) {
@@ -119,6 +154,8 @@ impl WorkerReport {
         d.send_errors += o.send_errors;
         d.error_frames += o.error_frames;
         d.disconnects += o.disconnects;
+        d.reconnects += o.reconnects;
+        d.connect_us.merge(&o.connect_us);
 
         let (e, o) = (&mut self.events, &other.events);
         e.received += o.received;
@@ -127,6 +164,7 @@ impl WorkerReport {
         e.not_a_push += o.not_a_push;
         e.other += o.other;
         e.comments += o.comments;
+        e.bytes_read += o.bytes_read;
         e.latency_us.merge(&o.latency_us);
         e.latency_estimated += o.latency_estimated;
 
@@ -140,12 +178,16 @@ impl WorkerReport {
         p.reconnects += o.reconnects;
         p.bytes_read += o.bytes_read;
         p.bytes_written += o.bytes_written;
+        p.fresh += o.fresh;
         p.request_us.merge(&o.request_us);
         p.staleness_us.merge(&o.staleness_us);
+        p.staleness_cell_change_us.merge(&o.staleness_cell_change_us);
         p.staleness_estimated += o.staleness_estimated;
 
         self.riders_by_driver.extend_from_slice(&other.riders_by_driver);
         self.pushes_by_driver.extend_from_slice(&other.pushes_by_driver);
+        self.generator.rss_kb += other.generator.rss_kb;
+        self.generator.cpu_us += other.generator.cpu_us;
     }
 
     /// Events the riders should have received: each driver's pushes times its connected
@@ -189,6 +231,8 @@ struct Delivery {
     expected: u64,
     received: u64,
     ratio: Option<f64>,
+    /// Events delivered per second of the window, over all riders.
+    per_sec: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -197,7 +241,7 @@ struct ServerOut {
     rss_kb_before: Option<u64>,
     rss_kb_at_go: Option<u64>,
     rss_kb_at_end: Option<u64>,
-    /// (RSS at end − RSS before) / rider streams open at the end.
+    /// (RSS at end − RSS before) / connections (rider streams and drivers) open at the end.
     rss_bytes_per_connection: Option<f64>,
     /// CPU time (user + system) from `go` to the end.
     cpu_us: Option<u64>,
@@ -226,12 +270,17 @@ struct PollOut {
     errors: u64,
     reconnects: u64,
     ratio_304: Option<f64>,
+    /// 200 responses showing a newer location: the useful ones.
+    fresh_200: u64,
     bytes_read: u64,
     bytes_written: u64,
     bytes_read_per_response: Option<f64>,
     bytes_written_per_request: Option<f64>,
+    /// (bytes read + written) / fresh responses.
+    wire_bytes_per_useful_update: Option<f64>,
     request_us: Summary,
     staleness_us: Summary,
+    staleness_cell_change_us: Summary,
     staleness_estimated: u64,
 }
 
@@ -240,13 +289,24 @@ struct PollOut {
 pub struct RunReport {
     #[serde(flatten)]
     facts: RunFacts,
+    /// Rider streams (or poll connections) and driver connections open at the end.
+    connections_open_at_end: u64,
     riders: RiderOut,
-    drivers: DriverTally,
+    drivers: DriverOut,
     delivery: Option<Delivery>,
     latency_us: Option<Summary>,
     events: EventsOut,
     poll: Option<PollOut>,
     server: ServerOut,
+    generator: GeneratorOut,
+}
+
+#[derive(Debug, Serialize)]
+struct GeneratorOut {
+    rss_kb: u64,
+    /// Generator RSS / connections open at the end (includes the process's fixed cost).
+    rss_bytes_per_connection: Option<f64>,
+    cpu_us: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -262,6 +322,21 @@ struct RiderOut {
 }
 
 #[derive(Debug, Serialize)]
+struct DriverOut {
+    attempted: u64,
+    connected: u64,
+    failures: BTreeMap<String, u64>,
+    sends: u64,
+    pushes: u64,
+    send_errors: u64,
+    error_frames: u64,
+    disconnects: u64,
+    reconnects: u64,
+    open_at_end: u64,
+    connect_us: Summary,
+}
+
+#[derive(Debug, Serialize)]
 struct EventsOut {
     received: u64,
     before_window: u64,
@@ -270,6 +345,9 @@ struct EventsOut {
     other: u64,
     comments: u64,
     latency_estimated: u64,
+    bytes_read: u64,
+    /// Stream bytes read per new event: the wire cost of one useful update.
+    wire_bytes_per_useful_update: Option<f64>,
 }
 
 fn ratio(num: u64, den: u64) -> Option<f64> {
@@ -293,7 +371,7 @@ impl RunReport {
             (Some(end), Some(before)) => Some(end.saturating_sub(before) * 1024),
             _ => None,
         };
-        let open = if streams { all.riders.open_at_end } else { all.riders.connected };
+        let open = if streams { all.riders.open_at_end } else { all.riders.connected } + all.drivers.open_at_end();
         let p = &all.poll;
         let responses = p.ok + p.not_modified + p.not_found + p.other_status;
         let poll = (facts.mode == Mode::Poll).then(|| PollOut {
@@ -307,12 +385,15 @@ impl RunReport {
             errors: p.errors,
             reconnects: p.reconnects,
             ratio_304: ratio(p.not_modified, responses),
+            fresh_200: p.fresh,
             bytes_read: p.bytes_read,
             bytes_written: p.bytes_written,
             bytes_read_per_response: ratio(p.bytes_read, responses),
             bytes_written_per_request: ratio(p.bytes_written, p.requests),
+            wire_bytes_per_useful_update: ratio(p.bytes_read + p.bytes_written, p.fresh),
             request_us: p.request_us.summary(),
             staleness_us: p.staleness_us.summary(),
+            staleness_cell_change_us: p.staleness_cell_change_us.summary(),
             staleness_estimated: p.staleness_estimated,
         });
         let server_out = ServerOut {
@@ -336,6 +417,7 @@ impl RunReport {
         let r = &all.riders;
         let e = &all.events;
         Self {
+            connections_open_at_end: open,
             riders: RiderOut {
                 attempted: r.attempted,
                 connected: r.connected,
@@ -346,10 +428,27 @@ impl RunReport {
                 closed_during_run: r.closed_during_run,
                 connect_us: r.connect_us.summary(),
             },
-            drivers: all.drivers.clone(),
+            drivers: DriverOut {
+                attempted: all.drivers.attempted,
+                connected: all.drivers.connected,
+                failures: all.drivers.failures.clone(),
+                sends: all.drivers.sends,
+                pushes: all.drivers.pushes,
+                send_errors: all.drivers.send_errors,
+                error_frames: all.drivers.error_frames,
+                disconnects: all.drivers.disconnects,
+                reconnects: all.drivers.reconnects,
+                open_at_end: all.drivers.open_at_end(),
+                connect_us: all.drivers.connect_us.summary(),
+            },
             delivery: pushes.then(|| {
                 let expected = all.expected_events();
-                Delivery { expected, received: e.received, ratio: ratio(e.received, expected) }
+                Delivery {
+                    expected,
+                    received: e.received,
+                    ratio: ratio(e.received, expected),
+                    per_sec: (facts.window_secs > 0.0).then(|| e.received as f64 / facts.window_secs),
+                }
             }),
             latency_us: pushes.then(|| e.latency_us.summary()),
             events: EventsOut {
@@ -360,9 +459,16 @@ impl RunReport {
                 other: e.other,
                 comments: e.comments,
                 latency_estimated: e.latency_estimated,
+                bytes_read: e.bytes_read,
+                wire_bytes_per_useful_update: if pushes { ratio(e.bytes_read, e.received) } else { None },
             },
             poll,
             server: server_out,
+            generator: GeneratorOut {
+                rss_kb: all.generator.rss_kb,
+                rss_bytes_per_connection: ratio(all.generator.rss_kb * 1024, open),
+                cpu_us: all.generator.cpu_us,
+            },
             facts,
         }
     }
@@ -386,42 +492,55 @@ impl RunReport {
             f.params
         );
         let r = &self.riders;
-        let _ = writeln!(
-            t,
-            "  riders     attempted {:>7}  connected {:>7}  failed {:>6}  open at end {:>7}  closed before go {}  closed during run {}",
-            r.attempted, r.connected, r.failed, r.open_at_end, r.closed_before_go, r.closed_during_run
-        );
-        if !r.failures.is_empty() {
-            let _ = writeln!(t, "             failures {}", kinds(&r.failures));
+        // Idle driver runs have no riders: no rider lines then.
+        let riders = r.attempted > 0 || f.mode != Mode::Idle;
+        if riders {
+            let _ = writeln!(
+                t,
+                "  riders     attempted {:>7}  connected {:>7}  failed {:>6}  open at end {:>7}  closed before go {}  closed during run {}",
+                r.attempted, r.connected, r.failed, r.open_at_end, r.closed_before_go, r.closed_during_run
+            );
+            if !r.failures.is_empty() {
+                let _ = writeln!(t, "             failures {}", kinds(&r.failures));
+            }
+            let _ = writeln!(t, "  connect    {}", ms_line(&r.connect_us));
         }
-        let _ = writeln!(t, "  connect    {}", ms_line(&r.connect_us));
-        if f.mode.has_drivers() {
+        if f.mode.has_drivers() || self.drivers.attempted > 0 {
             let d = &self.drivers;
             let _ = writeln!(
                 t,
-                "  drivers    attempted {:>7}  connected {:>7}  sends {:>8}  pushes {:>8}  send errors {}  error frames {}  disconnects {}",
-                d.attempted, d.connected, d.sends, d.pushes, d.send_errors, d.error_frames, d.disconnects
+                "  drivers    attempted {:>7}  connected {:>7}  sends {:>8}  pushes {:>8}  send errors {}  error frames {}  disconnects {}  reconnects {}",
+                d.attempted, d.connected, d.sends, d.pushes, d.send_errors, d.error_frames, d.disconnects, d.reconnects
             );
             if !d.failures.is_empty() {
                 let _ = writeln!(t, "             failures {}", kinds(&d.failures));
             }
+            let _ = writeln!(t, "  connect    {}", ms_line(&d.connect_us));
         }
         if let Some(delivery) = &self.delivery {
             let _ = writeln!(
                 t,
-                "  delivery   expected {:>8}  received {:>8}  ratio {}",
+                "  delivery   expected {:>8}  received {:>8}  ratio {}  ({}/s)",
                 delivery.expected,
                 delivery.received,
-                delivery.ratio.map_or("n/a".into(), |r| format!("{:.4}", r))
+                delivery.ratio.map_or("n/a".into(), |r| format!("{:.4}", r)),
+                opt(delivery.per_sec, 1)
             );
             let e = &self.events;
             let _ = writeln!(
                 t,
-                "  events     old {}  duplicate {}  not-a-push {}  other {}  heartbeats {}  estimated-latency {}",
+                "  events     old {}  duplicate {}  not-a-push {}  other {}  comments {}  estimated-latency {}",
                 e.before_window, e.duplicate, e.not_a_push, e.other, e.comments, e.latency_estimated
             );
-        } else if f.mode == Mode::Idle {
-            let _ = writeln!(t, "  events     heartbeats {}  other {}", self.events.comments, self.events.other);
+            let _ = writeln!(
+                t,
+                "  wire       read {} B in all = {} B per delivered event",
+                e.bytes_read,
+                opt(e.wire_bytes_per_useful_update, 1)
+            );
+        } else if f.mode == Mode::Idle && riders {
+            let _ =
+                writeln!(t, "  events     comments (heartbeats) {}  other {}", self.events.comments, self.events.other);
         }
         if let Some(latency) = &self.latency_us {
             let _ = writeln!(t, "  latency    {}", ms_line(latency));
@@ -448,8 +567,15 @@ impl RunReport {
                 p.bytes_read,
                 p.bytes_written
             );
+            let _ = writeln!(
+                t,
+                "  useful     {} responses showed a newer location = {} B on the wire per useful update",
+                p.fresh_200,
+                opt(p.wire_bytes_per_useful_update, 1)
+            );
             let _ = writeln!(t, "  request    {}", ms_line(&p.request_us));
             let _ = writeln!(t, "  staleness  {}  estimated {}", ms_line(&p.staleness_us), p.staleness_estimated);
+            let _ = writeln!(t, "   cell chg  {}", ms_line(&p.staleness_cell_change_us));
         }
         let s = &self.server;
         if s.pids.is_empty() {
@@ -457,12 +583,13 @@ impl RunReport {
         } else {
             let _ = writeln!(
                 t,
-                "  server     pids {:?}  rss before {}  at go {}  at end {}  = {} per connection",
+                "  server     pids {:?}  rss before {}  at go {}  at end {}  = {} per connection ({} open)",
                 s.pids,
                 kib(s.rss_kb_before),
                 kib(s.rss_kb_at_go),
                 kib(s.rss_kb_at_end),
-                s.rss_bytes_per_connection.map_or("n/a".into(), |b| format!("{:.0} B", b))
+                s.rss_bytes_per_connection.map_or("n/a".into(), |b| format!("{:.0} B", b)),
+                self.connections_open_at_end
             );
             let _ = writeln!(
                 t,
@@ -473,6 +600,14 @@ impl RunReport {
                 s.cpu_us_per_request.map_or(String::new(), |us| format!("  = {us:.2} µs per request")),
             );
         }
+        let g = &self.generator;
+        let _ = writeln!(
+            t,
+            "  generator  rss {} = {} per connection  cpu {:.0} ms",
+            kib(Some(g.rss_kb)),
+            g.rss_bytes_per_connection.map_or("n/a".into(), |b| format!("{:.0} B", b)),
+            g.cpu_us as f64 / 1000.0
+        );
         t
     }
 }
@@ -558,6 +693,64 @@ mod tests {
         assert_eq!(json["server"]["cpu_us_per_delivered_event"], 1000.0);
         assert_eq!(json["server"]["rss_bytes_per_connection"], 200.0 * 1024.0 / 2.0);
         assert_eq!(json["mode"], "fanout");
+        assert_eq!(json["delivery"]["per_sec"], 2.0);
         assert!(report.table().contains("delivery   expected        4"));
+    }
+
+    fn facts(mode: Mode) -> RunFacts {
+        RunFacts {
+            mode,
+            procs: 1,
+            urls: vec!["http://x".into()],
+            run_tag: "t".into(),
+            params: serde_json::json!({}),
+            window_secs: 10.0,
+        }
+    }
+
+    fn rss(before: u64, end: u64) -> ServerReadings {
+        let sample = |rss| ServerSample {
+            processes: vec![crate::procfs::ProcSample { pid: 1, rss_kb: Some(rss), cpu_us: Some(0) }],
+        };
+        ServerReadings { pids: vec![1], before: sample(before), at_go: sample(end), at_end: sample(end) }
+    }
+
+    #[test]
+    fn idle_drivers_count_as_connections_for_memory() {
+        let mut all = WorkerReport::default();
+        all.drivers.attempted = 1000;
+        all.drivers.connected = 1000;
+        all.drivers.disconnects = 10;
+        let report = RunReport::new(facts(Mode::Idle), &all, &rss(10_000, 20_000));
+        let json: serde_json::Value = serde_json::from_str(&report.to_json_line()).expect("json");
+        assert_eq!(json["connections_open_at_end"], 990);
+        assert_eq!(json["server"]["rss_bytes_per_connection"], 10_000.0 * 1024.0 / 990.0);
+        assert!(report.table().contains("drivers    attempted    1000"), "{}", report.table());
+    }
+
+    #[test]
+    fn wire_bytes_per_useful_update_for_push_and_poll() {
+        let mut push = WorkerReport::default();
+        push.events.received = 50;
+        push.events.bytes_read = 10_000;
+        push.riders_by_driver = vec![(0, 10)];
+        push.pushes_by_driver = vec![(0, 5)];
+        let json: serde_json::Value =
+            serde_json::from_str(&RunReport::new(facts(Mode::Realistic), &push, &rss(1, 1)).to_json_line())
+                .expect("json");
+        assert_eq!(json["events"]["wire_bytes_per_useful_update"], 200.0);
+
+        let mut poll = WorkerReport::default();
+        poll.poll.requests = 100;
+        poll.poll.ok = 30;
+        poll.poll.not_modified = 70;
+        poll.poll.fresh = 25;
+        poll.poll.bytes_read = 20_000;
+        poll.poll.bytes_written = 30_000;
+        let json: serde_json::Value =
+            serde_json::from_str(&RunReport::new(facts(Mode::Poll), &poll, &rss(1, 1)).to_json_line()).expect("json");
+        assert_eq!(json["poll"]["wire_bytes_per_useful_update"], 2000.0);
+        assert_eq!(json["poll"]["requests_per_sec"], 10.0);
+        assert!(json["events"]["wire_bytes_per_useful_update"].is_null());
     }
 }

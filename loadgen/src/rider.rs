@@ -4,6 +4,10 @@
 //! single process holds 20,000 of them. Receipt time is taken once per read, right after the
 //! kernel hands over the bytes, and compared with the driver's send instant (exact when the
 //! driver is simulated in the same process, else from the millisecond `ts`).
+//!
+//! The same stream reader follows an origin (`/api/sse/drivers/{id}/location`, events named
+//! `location` whose `id` is the `ts`) or Nchan (`/sub/{id}`, unnamed events whose `id` is
+//! Nchan's own `<time>:<tag>`, so the `ts` is read from the data).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,10 +19,10 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 
-use crate::http::{self, BodyFraming, HttpError, get_request};
+use crate::http::{self, BodyFraming, Exchange, HttpError, get_request};
 use crate::net::{self, SourcePorts};
 use crate::sse::{SseEvent, SseReader, find_ts, parse_decimal};
-use crate::worker::{Job, Outcome, Shared, epoch_us};
+use crate::worker::{Job, Mode, Outcome, ServerKind, Shared, epoch_us};
 
 /// Bytes read per `read` call on a stream; a location event is ~200 bytes with framing.
 const READ_BUF: usize = 1024;
@@ -41,20 +45,28 @@ impl RiderSpec {
     pub fn new(job: &Job, slot: usize, exp: u64) -> Result<Self, String> {
         let driver = job.layout.driver_of(slot);
         let driver_id = job.names.driver(driver);
-        let claims = Claims {
-            sub: Id::parse(&job.names.rider(slot)).map_err(|_| "bad_rider_id".to_owned())?,
-            role: Role::Rider,
-            exp,
-            drv: Some(Id::parse(&driver_id).map_err(|_| "bad_driver_id".to_owned())?),
-            ride: None,
-        };
-        let token = job.keys.mint(&claims).map_err(|_| "token_mint_failed".to_owned())?;
         let target = job.rider_target(slot);
-        let path = match job.mode {
-            crate::worker::Mode::Poll => format!("/api/drivers/{driver_id}/location"),
-            _ => format!("/api/sse/drivers/{driver_id}/location"),
+        let (path, token) = match (job.server, job.mode) {
+            // Nchan checks no token: the channel id is all it needs.
+            (ServerKind::Nchan, _) => (format!("/sub/{driver_id}"), None),
+            (ServerKind::Origin, mode) => {
+                let claims = Claims {
+                    sub: Id::parse(&job.names.rider(slot)).map_err(|_| "bad_rider_id".to_owned())?,
+                    role: Role::Rider,
+                    exp,
+                    drv: Some(Id::parse(&driver_id).map_err(|_| "bad_driver_id".to_owned())?),
+                    ride: None,
+                };
+                let token = job.keys.mint(&claims).map_err(|_| "token_mint_failed".to_owned())?;
+                let path = if mode == Mode::Poll {
+                    format!("/api/drivers/{driver_id}/location")
+                } else {
+                    format!("/api/sse/drivers/{driver_id}/location")
+                };
+                (path, Some(token))
+            }
         };
-        let mut request_head = get_request(&target.authority, &path, &token, &[]);
+        let mut request_head = get_request(&target.authority, &path, token.as_deref(), &[]);
         request_head.truncate(request_head.len() - 2);
         Ok(Self { slot, driver, addr: target.addr, request_head })
     }
@@ -113,20 +125,31 @@ async fn open_stream(spec: &RiderSpec, sources: &SourcePorts) -> Result<(TcpStre
     Ok((stream, head.body(false), buf))
 }
 
+/// The `ts` of a location event, or `None` for any other event.
+///
+/// An origin names its events `location` and makes the `id` the `ts` (the data's `ts` is the
+/// fallback). Nchan sends unnamed events (`message`, unless `nchan_eventsource_event` names
+/// them) whose `id` is its own `<time>:<tag>` message id, unrelated to the `ts`: there the
+/// `ts` is always read from the data, whatever the event is called.
+pub fn event_ts(server: ServerKind, event: &SseEvent<'_>) -> Option<u64> {
+    match server {
+        ServerKind::Origin if event.name != b"location" => None,
+        ServerKind::Origin => event.id.and_then(parse_decimal).or_else(|| find_ts(event.data)),
+        ServerKind::Nchan => find_ts(event.data),
+    }
+}
+
 /// A rider's view of its driver's events.
 #[derive(Debug)]
 struct Follower {
     driver: usize,
+    server: ServerKind,
     last_ts: u64,
 }
 
 impl Follower {
     fn on_event(&mut self, shared: &Shared, event: SseEvent<'_>, received_us: u64) {
-        if event.name != b"location" {
-            shared.events_other.inc();
-            return;
-        }
-        let Some(ts) = event.id.and_then(parse_decimal).or_else(|| find_ts(event.data)) else {
+        let Some(ts) = event_ts(self.server, &event) else {
             shared.events_other.inc();
             return;
         };
@@ -163,9 +186,11 @@ impl Follower {
 
 /// Opens the rider's location stream, reports the outcome, then reads events until `exit`.
 pub async fn stream(shared: Arc<Shared>, spec: RiderSpec, outcomes: mpsc::UnboundedSender<Outcome>) {
-    // Connect time starts once a permit is held: waiting for one is not the server's doing.
+    // Connect time starts once a permit is held and the pacer lets the attempt go: waiting for
+    // either is not the server's doing.
     let (opened, started) = {
         let _permit = shared.connect_limit.acquire().await;
+        shared.pacer.wait().await;
         let started = Instant::now();
         let result = match tokio::time::timeout(shared.connect_timeout, open_stream(&spec, &shared.sources)).await {
             Ok(result) => result,
@@ -185,16 +210,21 @@ pub async fn stream(shared: Arc<Shared>, spec: RiderSpec, outcomes: mpsc::Unboun
     let _ = outcomes.send(Outcome { driver: spec.driver, is_driver: false, result: Ok(connect_us) });
     drop(spec.request_head);
 
-    let mut follower = Follower { driver: spec.driver, last_ts: 0 };
+    let mut follower = Follower { driver: spec.driver, server: shared.server, last_ts: 0 };
     let mut reader = SseReader::new();
-    let mut comments = 0;
     let mut handle = |bytes: &[u8], framing: &mut BodyFraming, reader: &mut SseReader| -> Result<(), HttpError> {
         let received_us = epoch_us();
+        if shared.window_start().is_some() {
+            shared.stream_bytes.add(bytes.len() as u64);
+        }
         framing.feed(bytes, |body| reader.feed(body, |event| follower.on_event(&shared, event, received_us)))?;
         Ok(())
     };
     let mut ended = handle(&leftover, &mut framing, &mut reader).is_err() || framing.is_done();
     drop(leftover);
+    // Comments that came with the head (Nchan's `: hi`) count even if nothing else arrives.
+    let mut comments = reader.extras.comments;
+    shared.comments.add(comments);
     // Registered once, not per loop turn: every `cancelled()` call takes the token's lock, and
     // thousands of tasks doing so on every read serialise on it.
     let exit = shared.exit.cancelled();
@@ -222,14 +252,6 @@ pub async fn stream(shared: Arc<Shared>, spec: RiderSpec, outcomes: mpsc::Unboun
     }
 }
 
-/// How a poll exchange ended.
-#[derive(Debug)]
-struct Exchange {
-    status: u16,
-    etag: Option<String>,
-    close: bool,
-}
-
 /// Sends one request and reads the whole response into `body`.
 async fn exchange(
     socket: &mut TcpStream,
@@ -241,38 +263,9 @@ async fn exchange(
     socket.write_all(request).await?;
     shared.poll.bytes_written.add(request.len() as u64);
     let mut wire = 0u64;
-    let result = read_response(socket, buf, body, &mut wire).await;
+    let result = http::read_response(socket, buf, body, &mut wire).await;
     shared.poll.bytes_read.add(wire);
     result
-}
-
-async fn read_response(
-    socket: &mut TcpStream,
-    buf: &mut Vec<u8>,
-    body: &mut Vec<u8>,
-    wire: &mut u64,
-) -> Result<Exchange, HttpError> {
-    let (head, used) = http::read_head(socket, buf, wire).await?;
-    let mut framing = head.body(false);
-    body.clear();
-    framing.feed(&buf[used..], |b| body.extend_from_slice(b))?;
-    let mut close = head.close;
-    let mut chunk = [0u8; 512];
-    while !framing.is_done() {
-        let n = socket.read(&mut chunk).await?;
-        if n == 0 {
-            if matches!(framing, BodyFraming::UntilClose) {
-                close = true;
-                break;
-            }
-            return Err(HttpError::ClosedInBody);
-        }
-        *wire += n as u64;
-        framing.feed(&chunk[..n], |b| body.extend_from_slice(b))?;
-    }
-    // Bytes past the body would belong to a response never asked for (no pipelining): dropped.
-    buf.clear();
-    Ok(Exchange { status: head.status, etag: head.etag, close })
 }
 
 /// Spreads riders' first polls over one interval so they do not all fire together.
@@ -287,6 +280,7 @@ pub async fn poll(shared: Arc<Shared>, spec: RiderSpec, outcomes: mpsc::Unbounde
     // Connect time starts once a permit is held: waiting for one is not the server's doing.
     let (connected, started) = {
         let _permit = shared.connect_limit.acquire().await;
+        shared.pacer.wait().await;
         let started = Instant::now();
         let result = match tokio::time::timeout(shared.connect_timeout, net::connect(spec.addr, &shared.sources)).await
         {
@@ -376,6 +370,10 @@ pub async fn poll(shared: Arc<Shared>, spec: RiderSpec, outcomes: mpsc::Unbounde
                 if let Some(ts) = find_ts(&body)
                     && ts > last_seen
                 {
+                    // As for streams, only updates sent in the window count as useful.
+                    if shared.window_start().is_some_and(|start| ts >= start) {
+                        poll.fresh.inc();
+                    }
                     note_staleness(&shared, spec.driver, last_seen, ts, received_us);
                     last_seen = ts;
                 }
@@ -392,8 +390,12 @@ pub async fn poll(shared: Arc<Shared>, spec: RiderSpec, outcomes: mpsc::Unbounde
 /// was seen.
 fn note_staleness(shared: &Shared, driver: usize, last_seen: u64, ts: u64, received_us: u64) {
     let Some(start) = shared.window_start() else { return };
-    let known = shared.book.each_send_between(driver, last_seen, ts, start, |sent_us| {
-        shared.poll.staleness_us.record(received_us.saturating_sub(sent_us));
+    let known = shared.book.each_send_between(driver, last_seen, ts, start, |sent_us, pushed| {
+        let staleness = received_us.saturating_sub(sent_us);
+        shared.poll.staleness_us.record(staleness);
+        if pushed {
+            shared.poll.staleness_cell_change_us.record(staleness);
+        }
     });
     if !known && ts >= start {
         shared.poll.staleness_estimated.inc();
@@ -404,6 +406,50 @@ fn note_staleness(shared: &Shared, driver: usize, last_seen: u64, ts: u64, recei
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn event<'a>(name: &'a [u8], id: Option<&'a [u8]>, data: &'a [u8]) -> SseEvent<'a> {
+        SseEvent { name, id, data }
+    }
+
+    #[test]
+    fn an_origin_location_is_read_from_its_id_then_its_data() {
+        let data = br#"{"driverId":"d-1","lat":1.0,"lng":2.0,"ts":1764240000123}"#;
+        assert_eq!(
+            event_ts(ServerKind::Origin, &event(b"location", Some(b"1764240000999"), data)),
+            Some(1_764_240_000_999)
+        );
+        assert_eq!(event_ts(ServerKind::Origin, &event(b"location", None, data)), Some(1_764_240_000_123));
+        assert_eq!(event_ts(ServerKind::Origin, &event(b"location", Some(b"x"), data)), Some(1_764_240_000_123));
+        assert_eq!(event_ts(ServerKind::Origin, &event(b"surge", Some(b"5"), data)), None);
+        assert_eq!(event_ts(ServerKind::Origin, &event(b"message", None, data)), None);
+    }
+
+    #[test]
+    fn an_nchan_message_is_read_from_its_data_never_from_nchans_id() {
+        let data = br#"{"driverId":"d-1","lat":1.0,"lng":2.0,"ts":1764240000123}"#;
+        // Nchan's ids are `<time>:<tag>`, or a plain number with some settings: never the `ts`.
+        for id in [&b"1795900270:1"[..], b"1795900270", b"1795900270:0,1795900270:3"] {
+            assert_eq!(event_ts(ServerKind::Nchan, &event(b"message", Some(id), data)), Some(1_764_240_000_123));
+        }
+        assert_eq!(event_ts(ServerKind::Nchan, &event(b"location", None, data)), Some(1_764_240_000_123));
+        assert_eq!(event_ts(ServerKind::Nchan, &event(b"message", Some(b"1:0"), b"hello")), None);
+    }
+
+    #[test]
+    fn an_nchan_stream_parses_into_timestamps_whatever_the_split() {
+        // As nginx 1.22 with Nchan 1.3.6 sends it: a greeting comment, then id/data pairs; a
+        // body holding a newline arrives as two data lines.
+        let stream = b": hi\n\nid: 1795900270:1\ndata: {\"driverId\":\"d\",\"ts\":124}\n\nid: 1795900278:1\ndata: {\"a\":1,\ndata: \"ts\":126}\n\n";
+        for cut in 0..=stream.len() {
+            let mut reader = SseReader::new();
+            let mut seen = Vec::new();
+            for part in [&stream[..cut], &stream[cut..]] {
+                reader.feed(part, |e| seen.push(event_ts(ServerKind::Nchan, &e)));
+            }
+            assert_eq!(seen, vec![Some(124), Some(126)], "split at {cut}");
+            assert_eq!(reader.extras.comments, 1);
+        }
+    }
 
     #[test]
     fn poll_offsets_stay_within_the_interval_and_spread() {

@@ -23,8 +23,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::driver::{self, DriverSpec};
 use crate::http::Target;
-use crate::net::SourcePorts;
+use crate::net::{Pacer, SourcePorts};
 use crate::plan::{Layout, Names, owner_of_driver, share, source_ips};
+use crate::publisher::{self, PublisherSpec};
 use crate::report::WorkerReport;
 use crate::rider::{self, RiderSpec};
 use crate::stats::AtomicHistogram;
@@ -41,7 +42,7 @@ pub fn epoch_us() -> u64 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
-    /// Rider streams held open, no drivers.
+    /// Rider streams and/or idle driver WebSockets held open; nothing is sent.
     Idle,
     /// Every driver update changes cell, so every update is pushed.
     Fanout,
@@ -52,6 +53,7 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// Whether drivers send locations (idle drivers, when there are any, only hold a socket).
     pub fn has_drivers(self) -> bool {
         self != Self::Idle
     }
@@ -66,11 +68,53 @@ impl Mode {
     }
 }
 
+/// The kind of server under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerKind {
+    /// A Ridecast origin: drivers on `/ws/rides`, riders on `/api/sse/drivers/{id}/location`.
+    Origin,
+    /// Nginx with Nchan: riders on `GET /sub/{id}` (EventSource), drivers `POST /pub/{id}`.
+    Nchan,
+}
+
+impl ServerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Origin => "origin",
+            Self::Nchan => "nchan",
+        }
+    }
+}
+
+/// How simulated drivers move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum MotionKind {
+    /// A new grid cell on every update, so every update is pushed.
+    Hop,
+    /// Along streets with GPS noise; only cell changes are pushed.
+    Street,
+}
+
+impl MotionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hop => "hop",
+            Self::Street => "street",
+        }
+    }
+}
+
 /// Everything a worker needs to know; built identically by the coordinator and each worker
 /// process from the same command line.
 #[derive(Debug, Clone)]
 pub struct Job {
     pub mode: Mode,
+    pub server: ServerKind,
+    pub motion: MotionKind,
+    /// Driver connections are opened (senders, or idle ones in the idle mode).
+    pub connects_drivers: bool,
     pub targets: Vec<Target>,
     pub keys: TokenKeys,
     pub layout: Layout,
@@ -84,6 +128,8 @@ pub struct Job {
     pub poll_interval: Duration,
     pub source_addrs: usize,
     pub connect_concurrency: usize,
+    /// Connection attempts started per second (0 = unpaced).
+    pub connect_rate: u64,
     pub connect_timeout: Duration,
     pub drain: Duration,
     pub names: Names,
@@ -106,7 +152,7 @@ impl Job {
 
     /// The drivers this worker simulates.
     pub fn owned_drivers(&self) -> Vec<usize> {
-        if !self.mode.has_drivers() {
+        if !self.connects_drivers {
             return Vec::new();
         }
         (0..self.layout.drivers).filter(|&d| owner_of_driver(&self.layout, self.procs, d) == self.worker).collect()
@@ -215,14 +261,22 @@ impl DriverBook {
         self.records.get(&driver)?.ring.lock().unwrap_or_else(PoisonError::into_inner).find(ts)
     }
 
-    /// Calls `f` with the send instant of every update of `driver` with `after < ts <= upto`
-    /// and `ts >= from`. Returns `false` when the driver is simulated elsewhere.
-    pub fn each_send_between(&self, driver: usize, after: u64, upto: u64, from: u64, mut f: impl FnMut(u64)) -> bool {
+    /// Calls `f` with the send instant and push flag of every update of `driver` with
+    /// `after < ts <= upto` and `ts >= from`. Returns `false` when the driver is simulated
+    /// elsewhere.
+    pub fn each_send_between(
+        &self,
+        driver: usize,
+        after: u64,
+        upto: u64,
+        from: u64,
+        mut f: impl FnMut(u64, bool),
+    ) -> bool {
         let Some(record) = self.records.get(&driver) else { return false };
         let ring = record.ring.lock().unwrap_or_else(PoisonError::into_inner);
-        for &(ts, send_us, _) in &ring.entries {
+        for &(ts, send_us, pushed) in &ring.entries {
             if ts > after && ts <= upto && ts >= from && ts != 0 {
-                f(send_us);
+                f(send_us, pushed);
             }
         }
         true
@@ -267,8 +321,12 @@ pub struct PollCounters {
     pub reconnects: Counter,
     pub bytes_read: Counter,
     pub bytes_written: Counter,
+    /// 200 responses showing a newer location than the rider had: the useful ones.
+    pub fresh: Counter,
     pub request_us: AtomicHistogram,
     pub staleness_us: AtomicHistogram,
+    /// Staleness of the updates that changed cell (the ones push would deliver).
+    pub staleness_cell_change_us: AtomicHistogram,
     pub staleness_estimated: Counter,
 }
 
@@ -276,7 +334,11 @@ pub struct PollCounters {
 #[derive(Debug)]
 pub struct Shared {
     pub mode: Mode,
+    pub server: ServerKind,
+    pub motion: MotionKind,
     pub connect_limit: Semaphore,
+    /// Spaces connection attempts in time (`--connect-rate`).
+    pub pacer: Pacer,
     pub connect_timeout: Duration,
     pub send_interval: Duration,
     pub poll_interval: Duration,
@@ -305,12 +367,16 @@ pub struct Shared {
     pub events_not_a_push: Counter,
     pub events_other: Counter,
     pub comments: Counter,
+    /// Bytes the rider streams read from `go` on (events, heartbeats and framing).
+    pub stream_bytes: Counter,
     pub latency_us: AtomicHistogram,
     pub latency_estimated: Counter,
 
     pub driver_sends_failed: Counter,
     pub driver_error_frames: Counter,
     pub driver_disconnects: Counter,
+    /// Connections a driver opened again after losing one (Nchan publishers).
+    pub driver_reconnects: Counter,
 
     pub poll: PollCounters,
 }
@@ -319,7 +385,10 @@ impl Shared {
     fn new(job: &Job, owned: &[usize]) -> Self {
         Self {
             mode: job.mode,
+            server: job.server,
+            motion: job.motion,
             connect_limit: Semaphore::new(job.connect_concurrency.max(1)),
+            pacer: Pacer::new(job.connect_rate),
             connect_timeout: job.connect_timeout,
             send_interval: job.send_interval,
             poll_interval: job.poll_interval,
@@ -341,11 +410,13 @@ impl Shared {
             events_not_a_push: Counter::default(),
             events_other: Counter::default(),
             comments: Counter::default(),
+            stream_bytes: Counter::default(),
             latency_us: AtomicHistogram::new(),
             latency_estimated: Counter::default(),
             driver_sends_failed: Counter::default(),
             driver_error_frames: Counter::default(),
             driver_disconnects: Counter::default(),
+            driver_reconnects: Counter::default(),
             poll: PollCounters::default(),
         }
     }
@@ -379,12 +450,16 @@ struct SetupTally {
     drivers_attempted: u64,
     drivers_connected: u64,
     driver_failures: BTreeMap<String, u64>,
+    driver_connect_us: AtomicHistogram,
 }
 
 impl SetupTally {
     fn note(&mut self, outcome: Outcome) {
         match (outcome.is_driver, outcome.result) {
-            (true, Ok(_)) => self.drivers_connected += 1,
+            (true, Ok(us)) => {
+                self.drivers_connected += 1;
+                self.driver_connect_us.record(us);
+            }
             (true, Err(kind)) => *self.driver_failures.entry(kind).or_default() += 1,
             (false, Ok(_)) => {
                 self.riders_connected += 1;
@@ -410,21 +485,33 @@ pub async fn run_worker(
 
     // Drivers first, so that riders subscribe to drivers that exist.
     for &d in &owned {
-        let spec = DriverSpec::new(&job, d, exp);
-        match spec {
-            Ok(spec) => {
+        let spawned = match job.server {
+            ServerKind::Origin => DriverSpec::new(&job, d, exp).map(|spec| {
                 tokio::spawn(driver::run(Arc::clone(&shared), spec, outcome_tx.clone()));
-            }
-            Err(e) => {
-                let _ = outcome_tx.send(Outcome { driver: d, is_driver: true, result: Err(e) });
-            }
+            }),
+            ServerKind::Nchan => PublisherSpec::new(&job, d).map(|spec| {
+                tokio::spawn(publisher::run(Arc::clone(&shared), spec, outcome_tx.clone()));
+            }),
+        };
+        if let Err(e) = spawned {
+            let _ = outcome_tx.send(Outcome { driver: d, is_driver: true, result: Err(e) });
         }
         tally.drivers_attempted += 1;
     }
+    let mut progress = tokio::time::interval(Duration::from_secs(2));
+    progress.tick().await;
     while tally.drivers_connected + tally.driver_failures.values().sum::<u64>() < tally.drivers_attempted {
-        match outcome_rx.recv().await {
-            Some(outcome) => tally.note(outcome),
-            None => break,
+        tokio::select! {
+            outcome = outcome_rx.recv() => match outcome {
+                Some(outcome) => tally.note(outcome),
+                None => break,
+            },
+            _ = progress.tick() => eprintln!(
+                "{tag} drivers connected {}/{} (failed {})",
+                tally.drivers_connected,
+                tally.drivers_attempted,
+                tally.driver_failures.values().sum::<u64>()
+            ),
         }
     }
     if tally.drivers_attempted > 0 {
@@ -449,8 +536,6 @@ pub async fn run_worker(
         }
         tally.riders_attempted += 1;
     }
-    let mut progress = tokio::time::interval(Duration::from_secs(2));
-    progress.tick().await;
     while tally.riders_connected + tally.rider_failures.values().sum::<u64>() < tally.riders_attempted {
         tokio::select! {
             outcome = outcome_rx.recv() => match outcome {
@@ -465,7 +550,9 @@ pub async fn run_worker(
             ),
         }
     }
-    eprintln!("{tag} riders connected {}/{}", tally.riders_connected, tally.riders_attempted);
+    if tally.riders_attempted > 0 {
+        eprintln!("{tag} riders connected {}/{}", tally.riders_connected, tally.riders_attempted);
+    }
     let _ = events.send(WorkerEvent::Ready {
         worker: job.worker,
         riders_connected: tally.riders_connected,
@@ -492,8 +579,9 @@ pub async fn run_worker(
 }
 
 fn build_report(shared: &Shared, setup: &SetupTally) -> WorkerReport {
-    use crate::report::{DriverTally, EventTally, PollTally, RiderTally};
+    use crate::report::{DriverTally, EventTally, GeneratorTally, PollTally, RiderTally};
     let tallies = shared.book.tallies();
+    let me = crate::procfs::sample(std::process::id());
     let poll = &shared.poll;
     WorkerReport {
         riders: RiderTally {
@@ -514,6 +602,8 @@ fn build_report(shared: &Shared, setup: &SetupTally) -> WorkerReport {
             send_errors: shared.driver_sends_failed.get(),
             error_frames: shared.driver_error_frames.get(),
             disconnects: shared.driver_disconnects.get(),
+            reconnects: shared.driver_reconnects.get(),
+            connect_us: setup.driver_connect_us.snapshot(),
         },
         events: EventTally {
             received: shared.events_received.get(),
@@ -522,6 +612,7 @@ fn build_report(shared: &Shared, setup: &SetupTally) -> WorkerReport {
             not_a_push: shared.events_not_a_push.get(),
             other: shared.events_other.get(),
             comments: shared.comments.get(),
+            bytes_read: shared.stream_bytes.get(),
             latency_us: shared.latency_us.snapshot(),
             latency_estimated: shared.latency_estimated.get(),
         },
@@ -535,12 +626,15 @@ fn build_report(shared: &Shared, setup: &SetupTally) -> WorkerReport {
             reconnects: poll.reconnects.get(),
             bytes_read: poll.bytes_read.get(),
             bytes_written: poll.bytes_written.get(),
+            fresh: poll.fresh.get(),
             request_us: poll.request_us.snapshot(),
             staleness_us: poll.staleness_us.snapshot(),
+            staleness_cell_change_us: poll.staleness_cell_change_us.snapshot(),
             staleness_estimated: poll.staleness_estimated.get(),
         },
         riders_by_driver: setup.riders_by_driver.iter().map(|(&d, &n)| (d as u32, n)).collect(),
         pushes_by_driver: tallies.iter().map(|t| (t.0, t.2)).collect(),
+        generator: GeneratorTally { rss_kb: me.rss_kb.unwrap_or(0), cpu_us: me.cpu_us.unwrap_or(0) },
     }
 }
 
@@ -560,10 +654,10 @@ mod tests {
         assert_eq!(book.lookup(4, 1100), None, "not simulated here");
         assert_eq!(book.tallies(), vec![(3, 100, 50)]);
         let mut seen = Vec::new();
-        assert!(book.each_send_between(3, 1095, 1098, 1097, |us| seen.push(us)));
+        assert!(book.each_send_between(3, 1095, 1098, 1097, |us, pushed| seen.push((us, pushed))));
         seen.sort_unstable();
-        assert_eq!(seen, vec![5_097, 5_098]);
-        assert!(!book.each_send_between(9, 0, u64::MAX, 0, |_| {}));
+        assert_eq!(seen, vec![(5_097, false), (5_098, true)]);
+        assert!(!book.each_send_between(9, 0, u64::MAX, 0, |_, _| {}));
     }
 
     #[test]

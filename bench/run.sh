@@ -1,0 +1,372 @@
+#!/usr/bin/env bash
+# Runs one benchmark row: starts what the row needs (a private redis-server, origins, nginx with
+# Nchan), runs ridecast-loadgen against it, saves the generator's JSON line(s) and table under
+# bench/results/<row>-<timestamp>.{json,txt}, and stops everything it started on exit.
+#
+#   bench/run.sh ROW [extra ridecast-loadgen flags...]
+#
+# Rows (defaults are the full sizes; every size can be overridden through the environment,
+# e.g. `RIDERS_PER_DRIVER=50 bench/run.sh fanout` for a quick check):
+#
+#   idle-sse         RIDERS=19000 HOLD=30               rider SSE streams held open, one origin
+#   idle-drivers     DRIVERS=15000 HOLD=75              idle driver WebSockets (pings answered), one origin
+#   fanout           DRIVERS=20 RIDERS_PER_DRIVER=500 DURATION=30
+#                                                       a cell change per driver per second, embedded origin
+#   nchan            the same sizes as fanout           the same workload against nginx + Nchan
+#   polling-vs-push  DRIVERS=1000 RIDERS=10000 DURATION=60 SEED=1
+#                                                       street-driving drivers; riders stream, then poll every 2 s
+#   one-to-500       RIDERS=500 ORIGINS=3 DURATION=30   one driver, riders over 3 origins sharing Redis
+#   scale-100k       RIDERS=50000 DRIVERS=50000 ORIGINS=6 PROCS=6 DURATION=60 CONNECT_RATE=500
+#                    INTERVAL_MS=1000                   Redis + origins on one port (--reuse-port)
+#
+# Other settings: RIDECAST_TOKEN_SECRET (default: a fixed bench secret), RESULTS_DIR (default
+# bench/results), NO_BUILD=1 (skip `cargo build --release`), KEEP_WORK=1 (keep the logs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+ROWS="idle-sse idle-drivers fanout nchan polling-vs-push one-to-500 scale-100k"
+usage() {
+  sed -n '2,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//' >&2
+  exit 2
+}
+[ $# -ge 1 ] || usage
+ROW=$1
+shift
+EXTRA=("$@")
+case " $ROWS " in *" $ROW "*) ;; *) usage ;; esac
+
+SECRET=${RIDECAST_TOKEN_SECRET:-ridecast-bench-secret}
+export RIDECAST_TOKEN_SECRET=$SECRET
+RESULTS_DIR=${RESULTS_DIR:-$ROOT/bench/results}
+ORIGIN=$ROOT/target/release/ridecast-origin
+LOADGEN=$ROOT/target/release/ridecast-loadgen
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+RESULT_JSON=$RESULTS_DIR/$ROW-$STAMP.json
+RESULT_TXT=$RESULTS_DIR/$ROW-$STAMP.txt
+WORK=$(mktemp -d /tmp/ridecast-bench.XXXXXX)
+
+STARTED=()       # every process this script started (stopped on exit)
+ORIGIN_PIDS=()   # the origins among them
+REDIS_PID=""
+NCHAN_PORT=""
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+die() {
+  log "$*"
+  exit 1
+}
+
+# Stops one process: SIGTERM (origins drain), then SIGKILL after 10 s.
+stop_pid() {
+  local pid=$1
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for _ in $(seq 100); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  log "pid $pid ignored SIGTERM for 10 s; killing it"
+  kill -KILL "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  local status=$?
+  trap - EXIT INT TERM
+  if [ -n "$NCHAN_PORT" ]; then
+    "$ROOT/bench/nchan.sh" stop "$NCHAN_PORT" || true
+  fi
+  local pid
+  for pid in "${STARTED[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${STARTED[@]}"; do
+    stop_pid "$pid"
+    wait "$pid" 2>/dev/null || true
+  done
+  if [ "$status" -ne 0 ] || [ -n "${KEEP_WORK:-}" ]; then
+    log "logs kept in $WORK"
+  else
+    rm -rf "$WORK"
+  fi
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# A port nobody listens on, below the kernel's ephemeral range (the generator binds its own
+# source ports on 127.0.0.2 and up, so they never collide with these).
+free_port() {
+  local port
+  for _ in $(seq 200); do
+    port=$((20000 + RANDOM % 12000))
+    if [ -z "$(ss -Hltn "sport = :$port")" ]; then
+      echo "$port"
+      return 0
+    fi
+  done
+  die "no free port found"
+}
+
+build() {
+  if [ -n "${NO_BUILD:-}" ]; then
+    if [ ! -x "$ORIGIN" ] || [ ! -x "$LOADGEN" ]; then
+      die "NO_BUILD is set but the release binaries are missing"
+    fi
+    return
+  fi
+  log "cargo build --release -p ridecast-origin -p ridecast-loadgen"
+  cargo build --release --quiet -p ridecast-origin -p ridecast-loadgen
+}
+
+start_redis() {
+  command -v redis-server >/dev/null || die "redis-server is not installed (apt-get install redis-server)"
+  REDIS_PORT=$(free_port)
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" \
+    --logfile "$WORK/redis.log" --maxclients 10000 &
+  REDIS_PID=$!
+  STARTED+=("$REDIS_PID")
+  for _ in $(seq 100); do
+    if [ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]; then
+      log "redis-server on 127.0.0.1:$REDIS_PORT (pid $REDIS_PID)"
+      return
+    fi
+    sleep 0.1
+  done
+  cat "$WORK/redis.log" >&2 || true
+  die "redis-server did not answer"
+}
+
+# start_origin NAME PORT [origin flags...]: one origin; waits until it listens.
+start_origin() {
+  local name=$1 port=$2
+  shift 2
+  "$ORIGIN" --listen "127.0.0.1:$port" --max-connections 19500 --drain-secs 2 "$@" \
+    >"$WORK/$name.out" 2>"$WORK/$name.log" &
+  local pid=$!
+  STARTED+=("$pid")
+  ORIGIN_PIDS+=("$pid")
+  for _ in $(seq 100); do
+    if grep -q '^RIDECAST_LISTENING' "$WORK/$name.out" 2>/dev/null; then
+      log "$name on 127.0.0.1:$port (pid $pid)"
+      return
+    fi
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  cat "$WORK/$name.log" >&2 || true
+  die "$name did not start"
+}
+
+# wait_ready PORT: /readyz answers 200 (Redis reachable when configured).
+wait_ready() {
+  for _ in $(seq 100); do
+    if curl -sf -o /dev/null "http://127.0.0.1:$1/readyz"; then
+      return
+    fi
+    sleep 0.1
+  done
+  die "127.0.0.1:$1 never became ready"
+}
+
+# stop_origins: stops the origins started so far (between the phases of a row).
+stop_origins() {
+  local pid
+  for pid in "${ORIGIN_PIDS[@]}"; do
+    stop_pid "$pid"
+    wait "$pid" 2>/dev/null || true
+  done
+  ORIGIN_PIDS=()
+}
+
+# pid_flags PID...: sets PID_FLAGS to `--server-pid PID` for each.
+pid_flags() {
+  PID_FLAGS=()
+  local pid
+  for pid in "$@"; do
+    PID_FLAGS+=(--server-pid "$pid")
+  done
+}
+
+header() {
+  {
+    echo "# row: $ROW"
+    echo "# date: $STAMP"
+    echo "# commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
+    echo "# machine: $(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB, fd hard limit $(ulimit -Hn)"
+  } >>"$RESULT_TXT"
+}
+
+# loadgen LABEL ARGS...: runs the generator; its JSON line is appended to the .json file and its
+# table (stderr without the `[...]` progress lines) to the .txt file.
+loadgen() {
+  local label=$1
+  shift
+  local out=$WORK/$label.json err=$WORK/$label.err
+  log "ridecast-loadgen $* ${EXTRA[*]}"
+  echo "# $label: ridecast-loadgen $* ${EXTRA[*]}" >>"$RESULT_TXT"
+  local status=0
+  # stdout (the JSON line) to $out; stderr (progress and table) to the terminal and $err.
+  { "$LOADGEN" "$@" "${EXTRA[@]}" 2>&1 1>&3 3>&- | tee "$err" >&2; } 3>"$out" || status=$?
+  [ -s "$out" ] || die "ridecast-loadgen printed no report (exit $status); its output is in $err"
+  cat "$out" >>"$RESULT_JSON"
+  grep -v '^\[' "$err" >>"$RESULT_TXT" || true
+  echo >>"$RESULT_TXT"
+}
+
+# ---- rows -------------------------------------------------------------------------------------
+
+row_idle_sse() {
+  local port
+  port=$(free_port)
+  start_origin origin "$port"
+  pid_flags "${ORIGIN_PIDS[@]}"
+  loadgen idle-sse idle --url "http://127.0.0.1:$port" --secret "$SECRET" \
+    --riders "${RIDERS:-19000}" --hold-secs "${HOLD:-30}" "${PID_FLAGS[@]}"
+}
+
+row_idle_drivers() {
+  local port
+  port=$(free_port)
+  start_origin origin "$port"
+  # The hold outlasts the origin's 60 s idle timeout: drivers that did not answer pings would
+  # show up as disconnects.
+  pid_flags "${ORIGIN_PIDS[@]}"
+  loadgen idle-drivers idle --url "http://127.0.0.1:$port" --secret "$SECRET" \
+    --drivers "${DRIVERS:-15000}" --hold-secs "${HOLD:-75}" "${PID_FLAGS[@]}"
+}
+
+row_fanout() {
+  local port
+  port=$(free_port)
+  start_origin origin "$port"
+  pid_flags "${ORIGIN_PIDS[@]}"
+  loadgen fanout fanout --url "http://127.0.0.1:$port" --secret "$SECRET" \
+    --drivers "${DRIVERS:-20}" --riders-per-driver "${RIDERS_PER_DRIVER:-500}" \
+    --duration-secs "${DURATION:-30}" --interval-ms 1000 "${PID_FLAGS[@]}"
+}
+
+row_nchan() {
+  local pids
+  NCHAN_PORT=$(free_port)
+  pids=$("$ROOT/bench/nchan.sh" start "$NCHAN_PORT")
+  # shellcheck disable=SC2086 # one pid per word
+  pid_flags $pids
+  loadgen nchan fanout --target nchan --url "http://127.0.0.1:$NCHAN_PORT" \
+    --drivers "${DRIVERS:-20}" --riders-per-driver "${RIDERS_PER_DRIVER:-500}" \
+    --duration-secs "${DURATION:-30}" --interval-ms 1000 "${PID_FLAGS[@]}"
+}
+
+row_polling_vs_push() {
+  local drivers=${DRIVERS:-1000} riders=${RIDERS:-10000} duration=${DURATION:-60} seed=${SEED:-1} port
+  # A fresh origin for each half, so that neither inherits the other's state.
+  port=$(free_port)
+  start_origin origin-push "$port"
+  pid_flags "${ORIGIN_PIDS[@]}"
+  loadgen push realistic --url "http://127.0.0.1:$port" --secret "$SECRET" \
+    --drivers "$drivers" --riders "$riders" --duration-secs "$duration" --interval-ms 1000 --seed "$seed" \
+    "${PID_FLAGS[@]}"
+  stop_origins
+  port=$(free_port)
+  start_origin origin-poll "$port"
+  pid_flags "${ORIGIN_PIDS[@]}"
+  loadgen poll poll --url "http://127.0.0.1:$port" --secret "$SECRET" \
+    --drivers "$drivers" --riders "$riders" --duration-secs "$duration" --driver-interval-ms 1000 \
+    --interval-ms 2000 --motion street --seed "$seed" "${PID_FLAGS[@]}"
+  compare_polling_and_push
+}
+
+# Puts the two halves side by side (needs jq; the JSON lines hold everything anyway).
+compare_polling_and_push() {
+  command -v jq >/dev/null || {
+    log "jq is missing: no side-by-side summary (the JSON lines are complete)"
+    return
+  }
+  jq -rs '
+    def num(x; n): if x == null then "n/a" else (x * pow(10; n) | round / pow(10; n) | tostring) end;
+    def ms(x): if x == null then "n/a" else num(x / 1000; 1) end;
+    def pad(w): . + (" " * ([w - length, 1] | max));
+    def row(name; a; b): (name | pad(30)) + (a | pad(18)) + b;
+    .[0] as $push | .[1] as $poll |
+    "polling vs push: the same street-driving drivers, the same number of riders",
+    row(""; "push (SSE)"; "poll (every 2 s)"),
+    row("requests/s"; "-"; num($poll.poll.requests_per_sec; 1)),
+    row("useful updates/s"; num($push.delivery.per_sec; 1); num($poll.poll.fresh_200 / $poll.window_secs; 1)),
+    row("server CPU, % of one core"; num($push.server.cpu_percent_of_one_core; 1); num($poll.server.cpu_percent_of_one_core; 1)),
+    row("wire bytes / useful update"; num($push.events.wire_bytes_per_useful_update; 0); num($poll.poll.wire_bytes_per_useful_update; 0)),
+    row("staleness p50, ms"; ms($push.latency_us.p50); ms($poll.poll.staleness_us.p50)),
+    row("staleness p99, ms"; ms($push.latency_us.p99); ms($poll.poll.staleness_us.p99)),
+    row("  cell changes only, p99 ms"; ms($push.latency_us.p99); ms($poll.poll.staleness_cell_change_us.p99)),
+    "useful update: push = a delivered event; poll = an answer showing a newer location.",
+    "staleness: push = delivery latency of the cell changes it pushes (other fixes are never pushed);",
+    "poll = from each driver fix to the first answer showing it or a newer one."
+' "$RESULT_JSON" | tee -a "$RESULT_TXT" >&2
+}
+
+row_one_to_500() {
+  local origins=${ORIGINS:-3} urls=() port i
+  start_redis
+  for i in $(seq "$origins"); do
+    port=$(free_port)
+    start_origin "origin$i" "$port" --redis-url "redis://127.0.0.1:$REDIS_PORT"
+    wait_ready "$port"
+    urls+=(--url "http://127.0.0.1:$port")
+  done
+  # Riders round-robin over the origins; the driver goes to the first one.
+  pid_flags "${ORIGIN_PIDS[@]}" "$REDIS_PID"
+  loadgen one-to-500 fanout "${urls[@]}" --secret "$SECRET" --drivers 1 --riders-per-driver "${RIDERS:-500}" \
+    --duration-secs "${DURATION:-30}" --interval-ms 1000 "${PID_FLAGS[@]}"
+}
+
+row_scale_100k() {
+  local origins=${ORIGINS:-6} procs=${PROCS:-6} port i
+  start_redis
+  port=$(free_port)
+  for i in $(seq "$origins"); do
+    start_origin "origin$i" "$port" --reuse-port --redis-url "redis://127.0.0.1:$REDIS_PORT"
+  done
+  wait_ready "$port"
+  # Each worker process binds its own source address (127.0.0.2, .3, ...) and stays under
+  # 19,500 sockets; the kernel spreads connections over the origins sharing the port.
+  watch_origin_fds &
+  STARTED+=($!)
+  pid_flags "${ORIGIN_PIDS[@]}" "$REDIS_PID"
+  loadgen scale-100k realistic --url "http://127.0.0.1:$port" --secret "$SECRET" \
+    --riders "${RIDERS:-50000}" --drivers "${DRIVERS:-50000}" --procs "$procs" \
+    --connect-rate "${CONNECT_RATE:-500}" --connect-concurrency 64 --connect-timeout-ms 30000 \
+    --duration-secs "${DURATION:-60}" --interval-ms "${INTERVAL_MS:-1000}" --seed "${SEED:-1}" \
+    "${PID_FLAGS[@]}"
+  if [ -s "$WORK/origin-fds" ]; then
+    echo "# open files per origin at the busiest sample (pid:fds): $(cat "$WORK/origin-fds")" | tee -a "$RESULT_TXT" >&2
+  fi
+}
+
+# Every 10 s, counts each origin's open files (about its connections: how evenly --reuse-port
+# spread them) and keeps the busiest sample. Listing /proc/<pid>/fd is cheap, unlike `ss -p`.
+watch_origin_fds() {
+  local best=0 total line pid n
+  trap 'kill "$!" 2>/dev/null; exit 0' TERM
+  while true; do
+    sleep 10 &
+    wait "$!"
+    total=0
+    line=""
+    for pid in "${ORIGIN_PIDS[@]}"; do
+      n=$(find "/proc/$pid/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
+      total=$((total + n))
+      line+="$pid:$n "
+    done
+    if [ "$total" -gt "$best" ]; then
+      best=$total
+      echo "${line}(total $total)" >"$WORK/origin-fds"
+    fi
+  done
+}
+
+# ---- main -------------------------------------------------------------------------------------
+
+mkdir -p "$RESULTS_DIR"
+build
+header
+"row_${ROW//-/_}"
+log "saved $RESULT_JSON and $RESULT_TXT"
