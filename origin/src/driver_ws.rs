@@ -5,6 +5,7 @@
 //! floods are coalesced: at most one ingest per `--ingest-interval-ms`, always the newest.
 
 use axum::{
+    Extension,
     extract::{
         State,
         ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code},
@@ -16,13 +17,13 @@ use ridecast_protocol::{
     location::is_newer,
     messages::{DriverMessage, ServerMessage, parse_driver_message},
 };
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::{
     auth::Principal,
     clock,
-    http::error::ApiError,
+    http::{error::ApiError, front::ConnectionSlot},
     metrics::{GaugeGuard, Metrics},
     state::AppState,
 };
@@ -31,10 +32,14 @@ use crate::{
 /// check and get a proper error and close code; beyond it tungstenite refuses the frame itself.
 const TRANSPORT_FRAME_LIMIT: usize = 64 * 1024;
 
+/// Initial read buffer of a driver socket.
+const READ_BUFFER_BYTES: usize = 512;
+
 /// Authenticates (before any upgrade: failures are plain 401/403) and upgrades.
 pub async fn upgrade(
     State(state): State<AppState>,
     principal: Principal,
+    slot: Option<Extension<ConnectionSlot>>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     principal.require_role(Role::Driver)?;
@@ -42,13 +47,21 @@ pub async fn upgrade(
         return Err(ApiError::Unavailable("the instance is draining"));
     }
     let driver = principal.claims.sub;
-    let span = tracing::info_span!("driver", driver.id = %driver);
+    // Debug level: an enabled span costs every connected driver ~400 bytes of span data, so
+    // at the default level events carry `driver.id` themselves instead.
+    let span = tracing::debug_span!("driver", driver.id = %driver);
     Ok(ws
-        .read_buffer_size(MAX_FRAME_BYTES)
+        // Sized for a typical frame (~150 bytes); it grows for the rare large one. Every
+        // connected driver holds this buffer for its whole session.
+        .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(0)
         .max_message_size(TRANSPORT_FRAME_LIMIT)
         .max_frame_size(TRANSPORT_FRAME_LIMIT)
-        .on_upgrade(move |socket| DriverSession::new(driver, state).run(socket).instrument(span)))
+        .on_upgrade(move |socket| async move {
+            // The socket keeps its place in the connection limit until it closes.
+            let _slot = slot;
+            DriverSession::new(driver, state).run(socket).instrument(span).await;
+        }))
 }
 
 /// What the socket loop should do after handling a frame.
@@ -80,30 +93,38 @@ impl DriverSession {
         let _open = GaugeGuard::new(&self.state.metrics, |m| &m.driver_connections);
         let _drain = self.state.drain.tracker().token();
         let shutdown = self.state.drain.token().clone();
-        let mut ping = tokio::time::interval(self.state.config.ws_ping);
-        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        ping.tick().await;
+        // One timer for both deadlines (next ping, next coalesced ingest), reset as they move:
+        // every connected driver holds this future, so each timer is memory per driver.
+        let mut next_ping = Instant::now() + self.state.config.ws_ping;
+        let timer = tokio::time::sleep_until(next_ping);
+        let mut timer = std::pin::pin!(timer);
         tracing::debug!("driver connected");
         let close = loop {
+            let deadline = match self.pending {
+                Some(_) => next_ping.min(self.next_ingest),
+                None => next_ping,
+            };
+            if timer.deadline() != deadline {
+                timer.as_mut().reset(deadline);
+            }
             let next = tokio::select! {
                 () = shutdown.cancelled() => Next::Close(close_code::RESTART, "server restarting; reconnect"),
                 frame = socket.recv() => match frame {
                     None | Some(Ok(Message::Close(_))) => break None,
                     Some(Ok(message)) => {
                         self.last_heard = Instant::now();
-                        self.on_message(message, &mut socket).await
+                        Box::pin(self.on_message(message, &mut socket)).await
                     }
                     Some(Err(error)) => break transport_close(&error),
                 },
-                () = tokio::time::sleep_until(self.next_ingest), if self.pending.is_some() => {
-                    self.ingest_pending(&mut socket).await;
-                    Next::Continue
-                }
-                _ = ping.tick() => {
-                    if self.last_heard.elapsed() >= self.state.config.ws_idle {
-                        Next::Close(close_code::POLICY, "idle timeout")
-                    } else if socket.send(Message::Ping(Default::default())).await.is_err() {
-                        break None;
+                () = timer.as_mut() => {
+                    let now = Instant::now();
+                    if self.pending.is_some() && now >= self.next_ingest {
+                        Box::pin(self.ingest_pending(&mut socket)).await;
+                    }
+                    if now >= next_ping {
+                        next_ping = now + self.state.config.ws_ping;
+                        Box::pin(self.ping(&mut socket)).await
                     } else {
                         Next::Continue
                     }
@@ -118,6 +139,17 @@ impl DriverSession {
             let _ = socket.send(Message::Close(Some(frame))).await;
         }
         tracing::debug!("driver disconnected");
+    }
+
+    /// Closes a socket silent past the idle limit, else pings it.
+    async fn ping(&self, socket: &mut WebSocket) -> Next {
+        if self.last_heard.elapsed() >= self.state.config.ws_idle {
+            Next::Close(close_code::POLICY, "idle timeout")
+        } else if socket.send(Message::Ping(Default::default())).await.is_err() {
+            Next::Close(close_code::ERROR, "ping failed")
+        } else {
+            Next::Continue
+        }
     }
 
     async fn on_message(&mut self, message: Message, socket: &mut WebSocket) -> Next {
@@ -175,7 +207,7 @@ impl DriverSession {
         match self.state.ingestor.ingest(&self.driver, report).await {
             Ok(_) => self.told_unavailable = false,
             Err(error) => {
-                tracing::warn!(%error, "location not stored");
+                tracing::warn!(driver.id = %self.driver, %error, "location not stored");
                 if !self.told_unavailable {
                     self.told_unavailable = true;
                     let message = "locations cannot be stored right now; keep sending, the next one is retried";

@@ -110,7 +110,8 @@ async fn accept_loop(
         let (header_timeout, token) = (state.config.header_timeout, state.drain.token().clone());
         let open = GaugeGuard::new(&state.metrics, |m| &m.tcp_connections);
         let tracker = state.drain.tracker().clone();
-        tracker.spawn(front::serve_connection(tcp, router, header_timeout, token, tracker.clone(), (permit, open)));
+        let slot = front::ConnectionSlot::new((permit, open));
+        tracker.spawn(front::serve_connection(tcp, router, header_timeout, token, tracker.clone(), slot));
     }
 }
 

@@ -59,3 +59,27 @@ async fn a_full_instance_tells_sse_clients_to_retry_later_and_answers_others_503
     expect_error(response, 503, "a polling request to a full instance").await;
     drop(open_streams);
 }
+
+/// A driver WebSocket outlives the HTTP connection that carried its upgrade; it must keep its
+/// place in the limit for its whole life, or a "full" instance would take unlimited sockets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_driver_sockets_count_against_the_connection_limit() {
+    let origin = Origin::builder().flag("--max-connections", MAX_CONNECTIONS).start().await;
+    let mut sockets = Vec::new();
+    let deadline = tokio::time::Instant::now() + EXPECT;
+    while sockets.len() < MAX_CONNECTIONS {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "could not open {MAX_CONNECTIONS} driver sockets on an idle instance"
+        );
+        let driver = format!("d-slot-{}", sockets.len());
+        let token = ridecast_tests::tokens::driver_token(&driver);
+        if let Ok(socket) = ridecast_tests::DriverSocket::try_connect(&origin, Auth::Bearer(&token)).await {
+            sockets.push(socket);
+        }
+    }
+    let token = rider_token("r1", "d-slot-0");
+    let response = get(&origin.url(&polling_path("d-slot-0")), Auth::Bearer(&token), &[]).await;
+    expect_error(response, 503, "a request while driver sockets fill the instance").await;
+    drop(sockets);
+}

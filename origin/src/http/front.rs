@@ -11,6 +11,7 @@
 use std::{
     io,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
@@ -40,29 +41,47 @@ const MAX_HEADERS: usize = 48;
 /// Path prefix of the streams the front serves itself.
 const SSE_PREFIX: &str = "/api/sse/";
 
-/// Serves one accepted connection to its end; `held` (the connection's slot) is dropped when
-/// the connection ends.
+/// A connection's place in the instance's connection limit (and its gauge). Cloned into
+/// every request a hyper connection serves, so that an upgraded WebSocket, which outlives
+/// the HTTP connection that carried its upgrade, keeps the place until it closes.
+#[derive(Clone)]
+pub struct ConnectionSlot(#[allow(dead_code, reason = "held only to be dropped")] Arc<dyn Send + Sync>);
+
+impl ConnectionSlot {
+    pub fn new(held: impl Send + Sync + 'static) -> Self {
+        Self(Arc::new(held))
+    }
+}
+
+impl std::fmt::Debug for ConnectionSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConnectionSlot")
+    }
+}
+
+/// Serves one accepted connection to its end; `slot` is released when the connection (and
+/// anything upgraded from it) ends.
 ///
 /// A task's future is as large as its largest state, for the task's whole life. So the short
 /// first phase and the hyper path are boxed, and an SSE stream moves to a task of its own
 /// that holds only what streaming needs: memory per rider is that task.
-pub async fn serve_connection<Held: Send + 'static>(
+pub async fn serve_connection(
     tcp: TcpStream,
     router: Router,
     header_timeout: Duration,
     shutdown: CancellationToken,
     tracker: TaskTracker,
-    held: Held,
+    slot: ConnectionSlot,
 ) {
     match Box::pin(first_request(tcp, router.clone(), header_timeout)).await {
         FirstRequest::Sse(tcp, stream) => {
             tracker.spawn(async move {
                 stream.serve_on(tcp).await;
-                drop(held);
+                drop(slot);
             });
         }
         FirstRequest::Other(tcp, already_read) => {
-            Box::pin(serve_with_hyper(tcp, already_read, router, header_timeout, shutdown)).await;
+            Box::pin(serve_with_hyper(tcp, already_read, router, header_timeout, shutdown, slot)).await;
         }
         FirstRequest::Answered => {}
     }
@@ -115,8 +134,10 @@ async fn serve_with_hyper(
     router: Router,
     header_timeout: Duration,
     shutdown: CancellationToken,
+    slot: ConnectionSlot,
 ) {
     let io = TokioIo::new(Rewind { prefix: already_read, inner: tcp });
+    let router = router.layer(axum::Extension(slot));
     let service = hyper_util::service::TowerToHyperService::new(router);
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -269,6 +290,11 @@ impl AsyncRead for Rewind {
             let n = self.prefix.len().min(buf.remaining());
             buf.put_slice(&self.prefix[..n]);
             self.prefix.advance(n);
+            if self.prefix.is_empty() {
+                // An emptied `Bytes` still holds its whole buffer; this one would otherwise
+                // live as long as the connection (and any WebSocket upgraded from it).
+                self.prefix = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)
@@ -332,7 +358,7 @@ mod tests {
             Duration::from_secs(1),
             CancellationToken::new(),
             TaskTracker::new(),
-            (),
+            ConnectionSlot::new(()),
         );
         assert!(std::mem::size_of_val(&future) <= 384, "{} bytes", std::mem::size_of_val(&future));
     }
