@@ -82,7 +82,7 @@ pub async fn open(state: &AppState, topic: Topic, headers: &HeaderMap) -> Respon
         last_seq = current.seq;
         Metrics::inc(&state.metrics.values().events_pushed_total);
     }
-    let mut signals = state.stream_signals.clone();
+    let mut signals = state.stream_signals.join();
     // Heartbeats from before this stream are not its business; a drain that began since the
     // check above is: the stream then ends right after its first frame.
     let ended = *signals.borrow_and_update() == StreamSignal::Draining;
@@ -159,25 +159,46 @@ pub enum StreamSignal {
     Draining,
 }
 
-/// Starts the task that ticks every stream's heartbeat and tells them all when draining
-/// starts. One timer and one channel for all streams: a stream waits on a single shared
-/// watch instead of owning a timer and a cancellation registration of its own.
-pub fn spawn_stream_signals(heartbeat: Duration, drain: CancellationToken) -> watch::Receiver<StreamSignal> {
-    let (sender, receiver) = watch::channel(StreamSignal::Running);
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(heartbeat);
-        every.tick().await;
-        loop {
-            tokio::select! {
-                () = drain.cancelled() => {
-                    let _ = sender.send(StreamSignal::Draining);
-                    return;
+/// Streams are spread over this many heartbeat groups, ticking at staggered moments, so that
+/// an instance with tens of thousands of streams does not write all their heartbeats at once
+/// (a burst that would delay the location events queued behind it).
+const HEARTBEAT_GROUPS: usize = 16;
+
+/// The receiving ends of the instance-wide stream signals. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct StreamSignals {
+    groups: Arc<[watch::Receiver<StreamSignal>]>,
+    next: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl StreamSignals {
+    /// Starts the task that ticks every stream's heartbeat and tells them all when draining
+    /// starts. One timer for all streams: a stream waits on a shared watch instead of owning
+    /// a timer and a cancellation registration of its own.
+    pub fn spawn(heartbeat: Duration, drain: CancellationToken) -> Self {
+        let (senders, receivers): (Vec<_>, Vec<_>) =
+            (0..HEARTBEAT_GROUPS).map(|_| watch::channel(StreamSignal::Running)).unzip();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(heartbeat / HEARTBEAT_GROUPS as u32);
+            every.tick().await;
+            for group in (0..HEARTBEAT_GROUPS).cycle() {
+                tokio::select! {
+                    () = drain.cancelled() => break,
+                    _ = every.tick() => { let _ = senders[group].send(StreamSignal::Running); }
                 }
-                _ = every.tick() => { let _ = sender.send(StreamSignal::Running); }
             }
-        }
-    });
-    receiver
+            for sender in &senders {
+                let _ = sender.send(StreamSignal::Draining);
+            }
+        });
+        Self { groups: receivers.into(), next: Arc::default() }
+    }
+
+    /// The signals for one new stream, from the next group in turn.
+    fn join(&self) -> watch::Receiver<StreamSignal> {
+        let turn = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.groups[turn % self.groups.len()].clone()
+    }
 }
 
 /// One rider's stream.

@@ -48,7 +48,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     let state = AppState {
         auth: Authenticator::new(config.secrets.keys.clone()),
         ingestor: Ingestor::new(backend.clone(), metrics.clone()),
-        stream_signals: rider_sse::spawn_stream_signals(config.heartbeat, drain.token().clone()),
+        stream_signals: rider_sse::StreamSignals::spawn(config.heartbeat, drain.token().clone()),
         config: Arc::new(config),
         backend,
         hubs,

@@ -2,11 +2,9 @@
 
 use std::sync::Arc;
 
-use tokio::sync::watch;
-
 use crate::{
     auth::Authenticator, bus::Backend, config::Config, fanout::Hubs, ingest::Ingestor, metrics::Metrics,
-    rider_sse::StreamSignal, shutdown::Drain,
+    rider_sse::StreamSignals, shutdown::Drain,
 };
 
 #[derive(Debug, Clone)]
@@ -19,5 +17,5 @@ pub struct AppState {
     pub metrics: Metrics,
     pub drain: Drain,
     /// Heartbeat ticks and the drain signal for every SSE stream.
-    pub stream_signals: watch::Receiver<StreamSignal>,
+    pub stream_signals: StreamSignals,
 }
