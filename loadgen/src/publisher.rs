@@ -11,7 +11,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ridecast_protocol::{Id, LocationReport};
 use tokio::io::AsyncWriteExt;
@@ -150,19 +150,7 @@ async fn publish(
 /// Connects, reports the outcome, then publishes one location per interval from `go` until
 /// `stop`, and closes at `exit`.
 pub async fn run(shared: Arc<Shared>, spec: PublisherSpec, outcomes: mpsc::UnboundedSender<Outcome>) {
-    // Connect time starts once a permit is held and the pacer lets the attempt go.
-    let (connected, started) = {
-        let _permit = shared.connect_limit.acquire().await;
-        shared.pacer.wait().await;
-        let started = Instant::now();
-        let result = match tokio::time::timeout(shared.connect_timeout, net::connect(spec.addr, &shared.sources)).await
-        {
-            Ok(Ok(socket)) => Ok(socket),
-            Ok(Err(e)) => Err(HttpError::Io(e).kind()),
-            Err(_) => Err("timeout".to_owned()),
-        };
-        (result, started)
-    };
+    let (connected, started) = shared.connect_paced(spec.addr).await;
     let socket = match connected {
         Ok(socket) => {
             let connect_us = started.elapsed().as_micros() as u64;

@@ -277,19 +277,7 @@ fn poll_offset(slot: usize, interval: Duration) -> Duration {
 /// Connects, reports the outcome, then from `go` to `stop` polls the driver's location every
 /// poll interval on one keep-alive connection (reconnecting if the server closes it).
 pub async fn poll(shared: Arc<Shared>, spec: RiderSpec, outcomes: mpsc::UnboundedSender<Outcome>) {
-    // Connect time starts once a permit is held: waiting for one is not the server's doing.
-    let (connected, started) = {
-        let _permit = shared.connect_limit.acquire().await;
-        shared.pacer.wait().await;
-        let started = Instant::now();
-        let result = match tokio::time::timeout(shared.connect_timeout, net::connect(spec.addr, &shared.sources)).await
-        {
-            Ok(Ok(socket)) => Ok(socket),
-            Ok(Err(e)) => Err(HttpError::Io(e).kind()),
-            Err(_) => Err("timeout".to_owned()),
-        };
-        (result, started)
-    };
+    let (connected, started) = shared.connect_paced(spec.addr).await;
     let mut socket = match connected {
         Ok(socket) => {
             let connect_us = started.elapsed().as_micros() as u64;

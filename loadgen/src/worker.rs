@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ridecast_protocol::TokenKeys;
 use serde::{Deserialize, Serialize};
@@ -382,6 +382,21 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Opens a TCP connection to `addr` once a connect permit is held and the pacer lets the
+    /// attempt go, and returns it (or the failure's kind) with the time the attempt started:
+    /// connect time excludes waiting for a permit, which is not the server's doing.
+    pub async fn connect_paced(&self, addr: std::net::SocketAddr) -> (Result<tokio::net::TcpStream, String>, Instant) {
+        let _permit = self.connect_limit.acquire().await;
+        self.pacer.wait().await;
+        let started = Instant::now();
+        let result = match tokio::time::timeout(self.connect_timeout, crate::net::connect(addr, &self.sources)).await {
+            Ok(Ok(socket)) => Ok(socket),
+            Ok(Err(e)) => Err(crate::http::HttpError::Io(e).kind()),
+            Err(_) => Err("timeout".to_owned()),
+        };
+        (result, started)
+    }
+
     fn new(job: &Job, owned: &[usize]) -> Self {
         Self {
             mode: job.mode,
