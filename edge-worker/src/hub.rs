@@ -1,0 +1,269 @@
+//! "The latest value of a key": one mechanism behind both `DriverHub` and `SurgeHub`.
+//!
+//! A hub lives inside one Durable Object. It keeps the latest value it has seen, the rider
+//! streams of the object ([`crate::rider_stream`]), one upstream WebSocket to the origin's edge
+//! link, and two timers:
+//! - a heartbeat task that writes a comment to every rider (and so finds the dead ones, because
+//!   workerd only learns a client is gone when a write fails) and drops the gone riders;
+//! - an alarm, set when the last rider leaves, that closes the upstream link after a grace time.
+//!
+//! The upstream reconnects with exponential backoff and full jitter while riders remain; riders
+//! keep their streams meanwhile and get the latest value as soon as the link is back (the origin
+//! sends its current value first on every link).
+
+use std::{cell::RefCell, rc::Rc, time::Duration};
+
+use futures_util::StreamExt;
+use ridecast_protocol::{Claims, Id, Role, sse};
+use worker::{Delay, Env, Headers, Request, Response, State, Url, WebSocket, WebsocketEvent};
+
+use crate::{
+    auth, bindings,
+    error::EdgeError,
+    rider_stream::{self, RiderSlot},
+};
+
+/// `retry:` sent first on every stream: how long a browser waits before reconnecting, in ms.
+pub const RETRY_MS: u64 = 3_000;
+/// Heartbeat period; the contract asks for at least one comment every 15 s.
+pub const HEARTBEAT: Duration = Duration::from_secs(10);
+/// How long the upstream link stays open after the last rider left.
+pub const UPSTREAM_GRACE: Duration = Duration::from_secs(10);
+/// Upstream reconnect backoff: first and largest delay (full jitter is applied to each).
+pub const BACKOFF_MIN: Duration = Duration::from_millis(250);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(15);
+/// Lifetime of the `edge` token minted for the upstream link.
+pub const EDGE_TOKEN_TTL_SECS: u64 = 300;
+
+/// Which key a hub is for: what its SSE events are called and where its upstream link goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HubKind {
+    /// One driver's location; path `/api/sse/drivers/{id}/location`.
+    Driver,
+    /// One zone's surge multiplier; path `/api/sse/surge/{zoneId}`.
+    Surge,
+}
+
+impl HubKind {
+    /// The SSE `event:` name.
+    pub fn event_name(self) -> &'static str {
+        match self {
+            Self::Driver => "location",
+            Self::Surge => "surge",
+        }
+    }
+
+    /// The origin's edge-link path for `key`.
+    pub fn upstream_path(self, key: &Id) -> String {
+        match self {
+            Self::Driver => format!("/edge/v1/drivers/{key}"),
+            Self::Surge => format!("/edge/v1/surge/{key}"),
+        }
+    }
+
+    /// The key in a rider path routed to this kind of hub.
+    pub fn key_from_path(self, path: &str) -> Option<Id> {
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        match (self, segments.as_slice()) {
+            (Self::Driver, ["api", "sse", "drivers", id, "location"]) | (Self::Surge, ["api", "sse", "surge", id]) => {
+                Id::parse(id).ok()
+            }
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    key: Option<Id>,
+    /// The latest value: its event id (`ts`) and its JSON as the origin sent it.
+    latest: Option<(u64, String)>,
+    riders: Vec<RiderSlot>,
+    upstream: Option<WebSocket>,
+    upstream_task: bool,
+    heartbeat_task: bool,
+}
+
+impl Inner {
+    fn drop_gone_riders(&mut self) {
+        self.riders.retain(|r| !r.is_gone());
+    }
+}
+
+/// The state and behaviour shared by `DriverHub` and `SurgeHub`.
+#[derive(Debug, Clone)]
+pub struct Hub {
+    kind: HubKind,
+    state: Rc<State>,
+    env: Env,
+    inner: Rc<RefCell<Inner>>,
+}
+
+impl Hub {
+    pub fn new(kind: HubKind, state: State, env: Env) -> Self {
+        Self { kind, state: Rc::new(state), env, inner: Rc::default() }
+    }
+
+    /// Opens a rider stream. The worker has already checked the token and the key.
+    ///
+    /// # Errors
+    /// Only if the runtime cannot build a response.
+    pub fn subscribe(&self, req: &Request) -> worker::Result<Response> {
+        let path = req.path();
+        let Some(key) = self.kind.key_from_path(&path) else {
+            return EdgeError::NotFound.into_response();
+        };
+        let last_event_id = req.headers().get("last-event-id").ok().flatten().and_then(|raw| sse::parse_event_id(&raw));
+
+        let mut first = sse::retry(RETRY_MS);
+        let stream = {
+            let mut inner = self.inner.borrow_mut();
+            inner.key.get_or_insert(key);
+            if let Some((id, data)) = &inner.latest
+                && last_event_id != Some(*id)
+            {
+                first.push_str(&sse::event(self.kind.event_name(), &id.to_string(), data));
+            }
+            let (slot, stream) = rider_stream::open(first);
+            inner.riders.push(slot);
+            stream
+        };
+        self.ensure_heartbeat();
+        self.ensure_upstream();
+
+        let headers = Headers::new();
+        headers.set("content-type", "text/event-stream")?;
+        headers.set("cache-control", "no-cache, no-transform")?;
+        headers.set("x-accel-buffering", "no")?;
+        Ok(Response::from_stream(stream)?.with_headers(headers))
+    }
+
+    /// The grace alarm: closes the upstream link if no rider came back meanwhile.
+    pub fn on_alarm(&self) {
+        let mut inner = self.inner.borrow_mut();
+        inner.drop_gone_riders();
+        if inner.riders.is_empty()
+            && let Some(ws) = inner.upstream.take()
+        {
+            // The upstream task sees the close and, with no riders, does not reconnect.
+            let _ = ws.close(Some(1000), Some("no riders"));
+        }
+    }
+
+    /// Takes a value from the upstream link and fans it out if it is newer than the latest.
+    fn publish(&self, json: String) {
+        let Some(id) = serde_json::from_str::<serde_json::Value>(&json).ok().and_then(|v| v.get("ts")?.as_u64()) else {
+            worker::console_warn!("edge link sent a value without a numeric ts; ignored");
+            return;
+        };
+        let mut inner = self.inner.borrow_mut();
+        if inner.latest.as_ref().is_some_and(|(latest, _)| *latest >= id) {
+            return; // ids only grow; a relinked origin resends what riders already have
+        }
+        let frame = sse::event(self.kind.event_name(), &id.to_string(), &json);
+        inner.latest = Some((id, json));
+        inner.drop_gone_riders();
+        for rider in &inner.riders {
+            rider.push_event(&frame);
+        }
+    }
+
+    fn ensure_heartbeat(&self) {
+        if std::mem::replace(&mut self.inner.borrow_mut().heartbeat_task, true) {
+            return;
+        }
+        let hub = self.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            loop {
+                Delay::from(HEARTBEAT).await;
+                let empty = {
+                    let mut inner = hub.inner.borrow_mut();
+                    inner.drop_gone_riders();
+                    for rider in &inner.riders {
+                        rider.push_heartbeat();
+                    }
+                    inner.riders.is_empty()
+                };
+                if empty {
+                    hub.inner.borrow_mut().heartbeat_task = false;
+                    if let Err(e) = hub.state.storage().set_alarm(UPSTREAM_GRACE).await {
+                        worker::console_error!("could not set the grace alarm: {e}");
+                    }
+                    return;
+                }
+            }
+        });
+    }
+
+    fn ensure_upstream(&self) {
+        if std::mem::replace(&mut self.inner.borrow_mut().upstream_task, true) {
+            return;
+        }
+        let hub = self.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            let mut backoff = BACKOFF_MIN;
+            loop {
+                match hub.run_upstream_once().await {
+                    Ok(()) => backoff = BACKOFF_MIN,
+                    Err(e) => worker::console_warn!("edge link failed: {e}"),
+                }
+                let riders_left = {
+                    let mut inner = hub.inner.borrow_mut();
+                    inner.upstream = None;
+                    inner.drop_gone_riders();
+                    !inner.riders.is_empty()
+                };
+                if !riders_left {
+                    hub.inner.borrow_mut().upstream_task = false;
+                    return;
+                }
+                // Full jitter: a restarted origin is not hit by every object at once.
+                let wait = backoff.mul_f64(js_sys::Math::random());
+                Delay::from(wait).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        });
+    }
+
+    /// One life of the upstream link: connect, feed every value to [`Hub::publish`], return when
+    /// it closes.
+    async fn run_upstream_once(&self) -> Result<(), EdgeError> {
+        let Some(key) = self.inner.borrow().key.clone() else {
+            return Ok(());
+        };
+        let url = self.upstream_url(&key)?;
+        let ws = WebSocket::connect(url).await?;
+        let mut events = ws.events()?;
+        ws.accept()?;
+        self.inner.borrow_mut().upstream = Some(ws.clone());
+        while let Some(event) = events.next().await {
+            match event? {
+                WebsocketEvent::Message(msg) => {
+                    if let Some(text) = msg.text() {
+                        self.publish(text);
+                    }
+                }
+                WebsocketEvent::Close(_) => break,
+            }
+        }
+        Ok(())
+    }
+
+    fn upstream_url(&self, key: &Id) -> Result<Url, EdgeError> {
+        let origin =
+            self.env.var(bindings::ORIGIN_URL).map_err(|_| EdgeError::Config(bindings::ORIGIN_URL))?.to_string();
+        let keys = auth::keys(&self.env)?;
+        let claims = Claims {
+            sub: Id::parse("edge").map_err(EdgeError::InvalidId)?,
+            role: Role::Edge,
+            exp: auth::now_secs() + EDGE_TOKEN_TTL_SECS,
+            drv: None,
+            ride: None,
+        };
+        let token = keys.mint(&claims).map_err(EdgeError::BadToken)?;
+        let mut url = Url::parse(&format!("{}{}", origin.trim_end_matches('/'), self.kind.upstream_path(key)))
+            .map_err(|_| EdgeError::Config(bindings::ORIGIN_URL))?;
+        url.query_pairs_mut().append_pair("token", &token);
+        Ok(url)
+    }
+}

@@ -1,0 +1,26 @@
+//! Ridecast's edge worker: rider SSE streams terminated in Durable Objects near the rider.
+//!
+//! Contract: "The edge worker" in `shared/PROTOCOL.md`. The worker checks the rider's token at the
+//! edge, sends each location or surge stream to the Durable Object named after its key, and passes
+//! every other `/api/` request through to the origin, streaming.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`bindings`] | names of the Durable Object bindings, vars and secrets (match `wrangler.toml`) |
+//! | [`error`] | the edge's error type and its one conversion to a contract JSON error response |
+//! | [`auth`] | reading and verifying the rider token (shared rules from `ridecast-protocol`) |
+//! | [`router`] | the `fetch` entry point: which request goes to which Durable Object or the origin |
+//! | [`passthrough`] | streaming proxy of other `/api/` requests to `ORIGIN_URL` |
+//! | [`rider_stream`] | one rider's SSE body: a latest-only cell, never more than one pending frame |
+//! | [`hub`] | "the latest value of a key": fan-out, heartbeat probe, upstream link, grace alarm |
+//! | [`objects`] | the `DriverHub` and `SurgeHub` Durable Objects, thin wrappers over [`hub`] |
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod bindings;
+pub mod error;
+pub mod hub;
+pub mod objects;
+pub mod passthrough;
+pub mod rider_stream;
+pub mod router;
