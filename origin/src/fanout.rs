@@ -40,6 +40,8 @@ pub struct HubValue {
     pub seq: u64,
     /// The complete SSE event frame.
     pub frame: Bytes,
+    /// The value's JSON, as sent on edge links.
+    pub json: Bytes,
 }
 
 impl HubValue {
@@ -52,7 +54,7 @@ impl HubValue {
         let Stamp { ts } = serde_json::from_slice(json).ok()?;
         let data = std::str::from_utf8(json).ok()?;
         let frame = ridecast_protocol::sse::event(topic.event_name(), &ts.to_string(), data);
-        Some(Self { id: ts, seq: 0, frame: Bytes::from(frame) })
+        Some(Self { id: ts, seq: 0, frame: Bytes::from(frame), json: Bytes::copy_from_slice(json) })
     }
 }
 

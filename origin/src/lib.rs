@@ -13,7 +13,7 @@
 //!    instance's single bus subscription for it.
 //! 5. [`rider_sse`] writes each hub value to every rider stream, latest-only.
 //!
-//! The rest: [`config`] (flags and env), [`auth`] (bearer tokens), [`http`] (connection front,
+//! Edge Durable Objects follow hubs through [`edge_link`] WebSockets. The rest: [`config`] (flags and env), [`auth`] (bearer tokens), [`http`] (connection front,
 //! router, errors), [`polling`] (the legacy polling endpoint), [`ops`] (health, readiness,
 //! metrics), [`metrics`], [`shutdown`] (drain), [`server`] (wiring it all together), [`dev`]
 //! (the dev-mode banner and token subcommand).
@@ -25,6 +25,7 @@ pub mod clock;
 pub mod config;
 pub mod dev;
 pub mod driver_ws;
+pub mod edge_link;
 pub mod fanout;
 pub mod http;
 pub mod ingest;

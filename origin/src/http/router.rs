@@ -11,7 +11,7 @@ use http::{HeaderName, HeaderValue, Method, header};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::error::{ApiError, ServerFailure};
-use crate::{driver_ws, ops, polling, rider_sse, state::AppState};
+use crate::{driver_ws, edge_link, ops, polling, rider_sse, state::AppState};
 
 /// Largest request body accepted anywhere, in bytes.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -23,6 +23,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ws/rides", get(driver_ws::upgrade))
         .route("/api/sse/drivers/{driver_id}/location", get(rider_sse::driver_location))
         .route("/api/drivers/{driver_id}/location", get(polling::driver_location))
+        .route("/edge/v1/drivers/{driver_id}", get(edge_link::driver_link))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -1,0 +1,101 @@
+//! Edge links: `GET /edge/v1/drivers/{driverId}`, a WebSocket from one edge Durable Object.
+//!
+//! The edge terminates riders' SSE near them and keeps a single link per object to the origin.
+//! The link carries what a rider stream carries, as the same JSON as SSE `data:`: the current
+//! value first, then each pushed value, latest-only, fed by the same hubs as the origin's own
+//! streams. Surge zones get the same link with issue 6.
+
+use axum::{
+    Extension,
+    extract::{
+        Path, State,
+        ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code},
+    },
+    response::Response,
+};
+use ridecast_protocol::{Id, Role};
+
+use crate::{
+    auth::Principal,
+    bus::Topic,
+    fanout::{HubValue, Latest},
+    http::{error::ApiError, front::ConnectionSlot},
+    state::AppState,
+};
+
+/// Links only send; what the edge sends back is pings, pongs and a close.
+const LINK_FRAME_LIMIT: usize = 4 * 1024;
+
+/// Authenticates (an `edge` token; before the upgrade) and upgrades.
+pub async fn driver_link(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(driver_id): Path<String>,
+    slot: Option<Extension<ConnectionSlot>>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let driver = Id::parse(&driver_id).map_err(ApiError::invalid_id("driver id"))?;
+    principal.require_role(Role::Edge)?;
+    if state.drain.is_draining() {
+        return Err(ApiError::Unavailable("the instance is draining"));
+    }
+    Ok(ws.max_message_size(LINK_FRAME_LIMIT).max_frame_size(LINK_FRAME_LIMIT).on_upgrade(move |socket| async move {
+        let _slot = slot;
+        serve(state, Topic::DriverLocation(driver), socket).await;
+    }))
+}
+
+async fn serve(state: AppState, topic: Topic, mut socket: WebSocket) {
+    let _drain = state.drain.tracker().token();
+    let shutdown = state.drain.token().clone();
+    let mut subscription = state.hubs.subscribe(topic.clone());
+    let stored = match state.backend.latest(&topic).await {
+        Ok(json) => json.and_then(|json| HubValue::from_json(&topic, &json)),
+        Err(error) => {
+            tracing::warn!(%error, "edge link starts without the current value");
+            None
+        }
+    };
+    let pushed = subscription.current();
+    let mut last_id = 0;
+    if let Some(current) = newest(stored, pushed)
+        && !send(&mut socket, &current, &mut last_id).await
+    {
+        return;
+    }
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => {
+                let frame = CloseFrame { code: close_code::RESTART, reason: "server restarting; reconnect".into() };
+                let _ = socket.send(Message::Close(Some(frame))).await;
+                return;
+            }
+            value = subscription.next() => match value {
+                Some(value) => if !send(&mut socket, &value, &mut last_id).await { return },
+                None => return,
+            },
+            frame = socket.recv() => match frame {
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                _ => return, // closed, failed, or sent something a link never sends
+            },
+        }
+    }
+}
+
+fn newest(stored: Option<HubValue>, pushed: Latest) -> Option<std::sync::Arc<HubValue>> {
+    match (stored, pushed) {
+        (Some(stored), Some(pushed)) if pushed.id >= stored.id => Some(pushed),
+        (Some(stored), _) => Some(std::sync::Arc::new(stored)),
+        (None, pushed) => pushed,
+    }
+}
+
+/// Sends `value` if it is newer than the last sent; `false` when the link is gone.
+async fn send(socket: &mut WebSocket, value: &HubValue, last_id: &mut u64) -> bool {
+    if value.id <= *last_id {
+        return true;
+    }
+    let Ok(text) = Utf8Bytes::try_from(value.json.clone()) else { return true };
+    *last_id = value.id;
+    socket.send(Message::Text(text)).await.is_ok()
+}

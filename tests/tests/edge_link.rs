@@ -1,0 +1,74 @@
+//! The origin's side of the edge link, `GET /edge/v1/drivers/{driverId}`: a WebSocket that an
+//! edge Durable Object holds, carrying the current value first and then each pushed value, as
+//! the same JSON as SSE `data:`. Only `edge` tokens open it, and auth is decided before any
+//! upgrade.
+//!
+//! Contract: PROTOCOL.md, "The edge worker" (edge link).
+
+use futures_util::StreamExt;
+use ridecast_protocol::Role;
+use ridecast_tests::tokens::{claims, driver_token, mint, rider_token};
+use ridecast_tests::{Cluster, DriverSocket, EXPECT, Fix, Mode, Route, TsClock, in_both_modes, wait_until_stored};
+use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+
+type Link = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+in_both_modes!(an_edge_link_gets_the_current_value_then_each_cell_change,);
+
+async fn open_link(url: &str, token: &str) -> Result<Link, u16> {
+    let mut request = url.into_client_request().expect("a valid link URL");
+    request.headers_mut().insert("authorization", format!("Bearer {token}").parse().expect("header"));
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((link, _)) => Ok(link),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
+        Err(other) => panic!("the link failed other than by an HTTP refusal: {other}"),
+    }
+}
+
+async fn next_location(link: &mut Link, what: &str) -> serde_json::Value {
+    loop {
+        let frame = tokio::time::timeout(EXPECT, link.next())
+            .await
+            .unwrap_or_else(|_| panic!("expected {what} on the edge link within {EXPECT:?}"))
+            .unwrap_or_else(|| panic!("the edge link closed while waiting for {what}"))
+            .unwrap_or_else(|error| panic!("the edge link failed while waiting for {what}: {error}"));
+        if let Message::Text(text) = frame {
+            return serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what} is not JSON ({e}): {text}"));
+        }
+    }
+}
+
+async fn an_edge_link_gets_the_current_value_then_each_cell_change(mode: Mode) {
+    let cluster = Cluster::start_default(mode).await;
+    let driver = "d-edge";
+    let route = Route::san_francisco();
+    let mut clock = TsClock::new();
+    let mut socket = DriverSocket::connect(cluster.driver_side(), &driver_token(driver)).await;
+    let first = Fix::at(route.point(0), clock.tick());
+    socket.send_location(first).await;
+    wait_until_stored(cluster.rider_side(), driver, &rider_token("r1", driver), &first, "the first fix").await;
+
+    let edge = mint(&claims(Role::Edge, "edge-1"));
+    let url = cluster.rider_side().ws_url(&format!("/edge/v1/drivers/{driver}"));
+    let mut link = open_link(&url, &edge).await.expect("an edge token opens the link");
+    let current = next_location(&mut link, "the current value").await;
+    assert_eq!(current["driverId"], driver, "the link carries location JSON: {current}");
+    assert_eq!(current["ts"], first.ts, "the current value comes first: {current}");
+
+    let moved = Fix::at(route.point(3), clock.tick());
+    socket.send_location(moved).await;
+    let pushed = next_location(&mut link, "the cell change").await;
+    assert_eq!(pushed["ts"], moved.ts, "each pushed value follows: {pushed}");
+}
+
+#[tokio::test]
+async fn only_edge_tokens_open_the_link_and_bad_ids_are_400() {
+    let cluster = Cluster::start_default(Mode::Embedded).await;
+    let origin = cluster.rider_side();
+    let url = origin.ws_url("/edge/v1/drivers/d1");
+    assert_eq!(open_link(&url, "not-a-token").await.err(), Some(401), "a garbage token is 401 before any upgrade");
+    assert_eq!(open_link(&url, &rider_token("r1", "d1")).await.err(), Some(403), "a rider token is 403");
+    assert_eq!(open_link(&url, &driver_token("d1")).await.err(), Some(403), "a driver token is 403");
+    let bad = origin.ws_url("/edge/v1/drivers/a.b");
+    assert_eq!(open_link(&bad, &mint(&claims(Role::Edge, "edge-1"))).await.err(), Some(400), "a bad driver id is 400");
+}
