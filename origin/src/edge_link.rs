@@ -18,7 +18,7 @@ use ridecast_protocol::{Id, Role};
 use crate::{
     auth::Principal,
     bus::Topic,
-    fanout::{HubValue, Latest},
+    fanout::HubValue,
     http::{error::ApiError, front::ConnectionSlot},
     state::AppState,
 };
@@ -48,17 +48,9 @@ pub async fn driver_link(
 async fn serve(state: AppState, topic: Topic, mut socket: WebSocket) {
     let _drain = state.drain.tracker().token();
     let shutdown = state.drain.token().clone();
-    let mut subscription = state.hubs.subscribe(topic.clone());
-    let stored = match state.backend.latest(&topic).await {
-        Ok(json) => json.and_then(|json| HubValue::from_json(&topic, &json)),
-        Err(error) => {
-            tracing::warn!(%error, "edge link starts without the current value");
-            None
-        }
-    };
-    let pushed = subscription.current();
+    let mut subscription = state.hubs.subscribe(topic);
     let mut last_id = 0;
-    if let Some(current) = newest(stored, pushed)
+    if let Some(current) = subscription.starting_value(state.backend.as_ref()).await
         && !send(&mut socket, &current, &mut last_id).await
     {
         return;
@@ -79,14 +71,6 @@ async fn serve(state: AppState, topic: Topic, mut socket: WebSocket) {
                 _ => return, // closed, failed, or sent something a link never sends
             },
         }
-    }
-}
-
-fn newest(stored: Option<HubValue>, pushed: Latest) -> Option<std::sync::Arc<HubValue>> {
-    match (stored, pushed) {
-        (Some(stored), Some(pushed)) if pushed.id >= stored.id => Some(pushed),
-        (Some(stored), _) => Some(std::sync::Arc::new(stored)),
-        (None, pushed) => pushed,
     }
 }
 

@@ -241,6 +241,25 @@ impl Subscription {
         }
     }
 
+    /// The value a new subscriber starts from, marking it seen: the newer of the stored value
+    /// (which may be newer than the last pushed one: in-cell moves are stored, not pushed) and
+    /// the hub's. A store that cannot be read leaves the hub's value, with a warning.
+    pub async fn starting_value(&mut self, backend: &dyn Backend) -> Latest {
+        let topic = &self.cell.topic;
+        let stored = match backend.latest(topic).await {
+            Ok(json) => json.and_then(|json| HubValue::from_json(topic, &json)),
+            Err(error) => {
+                tracing::warn!(%error, channel = %self.cell.channel, "could not read the current value; starting without it");
+                None
+            }
+        };
+        match (stored, self.current()) {
+            (Some(stored), Some(pushed)) if pushed.id >= stored.id => Some(pushed),
+            (Some(stored), _) => Some(Arc::new(stored)),
+            (None, pushed) => pushed,
+        }
+    }
+
     /// The hub's current value, if any, marking it seen.
     pub fn current(&mut self) -> Latest {
         let value = self.cell.current();

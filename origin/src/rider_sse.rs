@@ -58,21 +58,8 @@ pub async fn open(state: &AppState, topic: Topic, headers: &HeaderMap) -> Respon
     }
     let last_event_id =
         headers.get("last-event-id").and_then(|value| value.to_str().ok()).and_then(sse::parse_event_id).unwrap_or(0);
-    let mut subscription = state.hubs.subscribe(topic.clone());
-    // The stored value may be newer than the last pushed one (in-cell moves are stored only).
-    let stored = match state.backend.latest(&topic).await {
-        Ok(json) => json.and_then(|json| HubValue::from_json(&topic, &json)),
-        Err(error) => {
-            tracing::warn!(%error, "could not read the current value; the stream starts without it");
-            None
-        }
-    };
-    let pushed = subscription.current();
-    let current = match (stored, pushed) {
-        (Some(stored), Some(pushed)) if pushed.id >= stored.id => Some(pushed),
-        (Some(stored), _) => Some(Arc::new(stored)),
-        (None, pushed) => pushed,
-    };
+    let mut subscription = state.hubs.subscribe(topic);
+    let current = subscription.starting_value(state.backend.as_ref()).await;
     let mut first = sse::retry(state.config.sse_retry_ms).into_bytes();
     let mut last_id = last_event_id;
     let mut last_seq = 0;
