@@ -10,3 +10,7 @@ pub const ORIGIN_URL: &str = "ORIGIN_URL";
 pub const RIDECAST_TOKEN_SECRET: &str = "RIDECAST_TOKEN_SECRET";
 /// Optional secret: the previous token secret, still accepted during a rotation.
 pub const RIDECAST_TOKEN_SECRET_PREVIOUS: &str = "RIDECAST_TOKEN_SECRET_PREVIOUS";
+/// Optional var: seconds between heartbeat comments (the dead-rider probe); default 10, at most 15.
+pub const EDGE_HEARTBEAT_SECS: &str = "EDGE_HEARTBEAT_SECS";
+/// Optional var: seconds the upstream link stays open after the last rider left; default 10.
+pub const EDGE_LINK_GRACE_SECS: &str = "EDGE_LINK_GRACE_SECS";

@@ -3,6 +3,9 @@
 use ridecast_protocol::{ErrorBody, ErrorCode, TokenError};
 use worker::{Headers, Response};
 
+/// `Retry-After` on a 503: the origin is usually back (restarted or failed over) within seconds.
+const RETRY_AFTER_SECS: &str = "2";
+
 /// Why the edge refused or failed a request.
 #[derive(Debug, thiserror::Error)]
 pub enum EdgeError {
@@ -16,6 +19,8 @@ pub enum EdgeError {
     Forbidden,
     #[error("no such route")]
     NotFound,
+    #[error("the origin is unreachable; try again shortly")]
+    OriginUnreachable(#[source] worker::Error),
     #[error("edge configuration is missing `{0}`")]
     Config(&'static str),
     #[error("the Workers runtime failed")]
@@ -37,6 +42,7 @@ impl EdgeError {
             Self::InvalidId(_) => ErrorCode::InvalidId,
             Self::Forbidden => ErrorCode::Forbidden,
             Self::NotFound => ErrorCode::NotFound,
+            Self::OriginUnreachable(_) => ErrorCode::Unavailable,
             Self::Config(_) | Self::Runtime(_) => ErrorCode::Internal,
         }
     }
@@ -55,6 +61,9 @@ impl EdgeError {
         let headers = Headers::new();
         headers.set("content-type", "application/json")?;
         headers.set("cache-control", "no-store")?;
+        if code == ErrorCode::Unavailable {
+            headers.set("retry-after", RETRY_AFTER_SECS)?;
+        }
         Ok(Response::from_json(&body)?.with_status(code.http_status()).with_headers(headers))
     }
 }

@@ -25,9 +25,11 @@ use crate::{
 
 /// `retry:` sent first on every stream: how long a browser waits before reconnecting, in ms.
 pub const RETRY_MS: u64 = 3_000;
-/// Heartbeat period; the contract asks for at least one comment every 15 s.
+/// Heartbeat period by default; the contract asks for at least one comment every 15 s.
 pub const HEARTBEAT: Duration = Duration::from_secs(10);
-/// How long the upstream link stays open after the last rider left.
+/// The longest heartbeat period accepted from configuration.
+pub const HEARTBEAT_MAX: Duration = Duration::from_secs(15);
+/// How long the upstream link stays open after the last rider left, by default.
 pub const UPSTREAM_GRACE: Duration = Duration::from_secs(10);
 /// Upstream reconnect backoff: first and largest delay (full jitter is applied to each).
 pub const BACKOFF_MIN: Duration = Duration::from_millis(250);
@@ -73,6 +75,39 @@ impl HubKind {
     }
 }
 
+/// The hub's timings, from the worker's vars (see [`bindings`]) or the defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timings {
+    pub heartbeat: Duration,
+    pub grace: Duration,
+}
+
+impl Timings {
+    /// Reads [`bindings::EDGE_HEARTBEAT_SECS`] and [`bindings::EDGE_LINK_GRACE_SECS`]; a missing
+    /// var means the default, a bad one is logged and means the default too.
+    pub fn from_env(env: &Env) -> Self {
+        let secs = |name: &str| env.var(name).ok().map(|v| v.to_string());
+        Self::parse(secs(bindings::EDGE_HEARTBEAT_SECS).as_deref(), secs(bindings::EDGE_LINK_GRACE_SECS).as_deref())
+    }
+
+    fn parse(heartbeat: Option<&str>, grace: Option<&str>) -> Self {
+        let read = |raw: Option<&str>, name: &str, default: Duration, max: Duration| match raw {
+            None => default,
+            Some(raw) => match raw.trim().parse::<u64>() {
+                Ok(secs) if secs >= 1 && Duration::from_secs(secs) <= max => Duration::from_secs(secs),
+                _ => {
+                    worker::console_warn!("{name}={raw:?} is not 1..={} seconds; using {default:?}", max.as_secs());
+                    default
+                }
+            },
+        };
+        Self {
+            heartbeat: read(heartbeat, bindings::EDGE_HEARTBEAT_SECS, HEARTBEAT, HEARTBEAT_MAX),
+            grace: read(grace, bindings::EDGE_LINK_GRACE_SECS, UPSTREAM_GRACE, Duration::from_secs(3600)),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     key: Option<Id>,
@@ -94,6 +129,7 @@ impl Inner {
 #[derive(Debug, Clone)]
 pub struct Hub {
     kind: HubKind,
+    timings: Timings,
     state: Rc<State>,
     env: Env,
     inner: Rc<RefCell<Inner>>,
@@ -101,7 +137,7 @@ pub struct Hub {
 
 impl Hub {
     pub fn new(kind: HubKind, state: State, env: Env) -> Self {
-        Self { kind, state: Rc::new(state), env, inner: Rc::default() }
+        Self { kind, timings: Timings::from_env(&env), state: Rc::new(state), env, inner: Rc::default() }
     }
 
     /// Opens a rider stream. The worker has already checked the token and the key.
@@ -175,7 +211,7 @@ impl Hub {
         let hub = self.clone();
         wasm_bindgen_futures::spawn_local(async move {
             loop {
-                Delay::from(HEARTBEAT).await;
+                Delay::from(hub.timings.heartbeat).await;
                 let empty = {
                     let mut inner = hub.inner.borrow_mut();
                     inner.drop_gone_riders();
@@ -186,7 +222,7 @@ impl Hub {
                 };
                 if empty {
                     hub.inner.borrow_mut().heartbeat_task = false;
-                    if let Err(e) = hub.state.storage().set_alarm(UPSTREAM_GRACE).await {
+                    if let Err(e) = hub.state.storage().set_alarm(hub.timings.grace).await {
                         worker::console_error!("could not set the grace alarm: {e}");
                     }
                     return;

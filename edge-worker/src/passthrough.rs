@@ -9,7 +9,9 @@ use crate::{bindings, error::EdgeError};
 /// Forwards `req` to `ORIGIN_URL` with the same path and query.
 ///
 /// # Errors
-/// [`EdgeError::Config`] without `ORIGIN_URL`, [`EdgeError::Runtime`] if the fetch fails.
+/// [`EdgeError::Config`] without `ORIGIN_URL`, [`EdgeError::OriginUnreachable`] (503 with
+/// `Retry-After`) when the origin cannot be reached; the origin's own answers, errors included,
+/// are passed back as they are.
 pub async fn to_origin(req: Request, env: &Env) -> Result<Response, EdgeError> {
     let origin = env.var(bindings::ORIGIN_URL).map_err(|_| EdgeError::Config(bindings::ORIGIN_URL))?.to_string();
     let url = req.url()?;
@@ -23,5 +25,5 @@ pub async fn to_origin(req: Request, env: &Env) -> Result<Response, EdgeError> {
     // The body stays a ReadableStream: nothing is buffered at the edge.
     init.with_body(req.inner().body().map(Into::into));
     let upstream = Request::new_with_init(&target, &init)?;
-    Ok(Fetch::Request(upstream).send().await?)
+    Fetch::Request(upstream).send().await.map_err(EdgeError::OriginUnreachable)
 }

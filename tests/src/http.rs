@@ -1,8 +1,20 @@
 //! Plain HTTP requests with reqwest, and the contract's error-body check.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::Value;
+
+/// Something riders talk HTTP to: an origin, or the edge worker in front of one.
+pub trait Endpoint {
+    /// The address it listens on.
+    fn addr(&self) -> SocketAddr;
+
+    /// `http://<addr><path>`.
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr())
+    }
+}
 
 /// How a request carries its token.
 #[derive(Debug, Clone, Copy)]

@@ -17,11 +17,13 @@
 //! | [`driver`] | [`DriverSocket`]: the driver's WebSocket (tokio-tungstenite) |
 //! | [`rider`] | [`RiderStream`]: the rider's SSE stream (reqwest + eventsource-stream) |
 //! | [`raw_sse`] | [`RawSse`]: SSE over a hand-driven TCP socket, for headers, comments and stalls |
-//! | [`http`] | plain requests and the contract's error-body check |
+//! | [`http`] | plain requests, the contract's error-body check, [`Endpoint`] (origin or edge) |
+//! | [`edge`] | [`Edge`]: the edge worker under real workerd (`wrangler dev --local`) |
 //!
-//! Run with `cargo test -p ridecast-tests` (needs `redis-server` on `PATH`, and PyJWT for
-//! Python 3 for the one interop test, which says SKIPPED without it). Every test starts its own
-//! processes on free ports, so the tests run in parallel.
+//! Run with `scripts/test` (installs what is missing), or `cargo test -p ridecast-tests` given
+//! `redis-server` on `PATH`, PyJWT for Python 3 (the interop test), and for the edge tests the
+//! tools `scripts/edge-setup` installs (worker-build, wasm-bindgen-cli, wrangler). Every test
+//! starts its own processes on free ports, so the tests run in parallel.
 //!
 //! The origin binary is built once per test binary with `escargot` (as `cargo build -p
 //! ridecast-origin` would build it, with the origin's own features); set
@@ -30,6 +32,7 @@
 
 pub mod cluster;
 pub mod driver;
+pub mod edge;
 pub mod geo;
 pub mod http;
 pub mod net;
@@ -42,8 +45,9 @@ pub mod wait;
 
 pub use cluster::{Cluster, Mode};
 pub use driver::{DriverSocket, Fix};
+pub use edge::Edge;
 pub use geo::Route;
-pub use http::Auth;
+pub use http::{Auth, Endpoint};
 pub use origin::{Origin, OriginBuilder};
 pub use raw_sse::{RawOptions, RawSse, SseFrame};
 pub use redis::RedisServer;

@@ -58,11 +58,12 @@ pub struct OriginBuilder {
     envs: Vec<(String, String)>,
     secret: Option<String>,
     wait_ready: bool,
+    addr: Option<SocketAddr>,
 }
 
 impl OriginBuilder {
     fn new() -> Self {
-        Self { args: Vec::new(), envs: Vec::new(), secret: Some(TEST_SECRET.to_owned()), wait_ready: true }
+        Self { args: Vec::new(), envs: Vec::new(), secret: Some(TEST_SECRET.to_owned()), wait_ready: true, addr: None }
     }
 
     /// Uses `redis` for the bus and store (`--redis-url`); without it the origin is embedded.
@@ -114,6 +115,13 @@ impl OriginBuilder {
         self
     }
 
+    /// Listens on `addr` instead of a free port: to restart an origin where clients (an edge
+    /// worker's `ORIGIN_URL`, say) expect it.
+    pub fn listen_on(mut self, addr: SocketAddr) -> Self {
+        self.addr = Some(addr);
+        self
+    }
+
     /// Starts the origin on a free port and waits until `/healthz` (and `/readyz`) answer 200.
     ///
     /// # Panics
@@ -125,7 +133,7 @@ impl OriginBuilder {
         for _ in 0..3 {
             let dir =
                 tempfile::Builder::new().prefix("ridecast-origin-").tempdir().expect("temp dir for the origin log");
-            let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            let addr = self.addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], free_port())));
             let mut origin = self.spawn(binary, addr, dir);
             match origin.wait_healthy(self.wait_ready).await {
                 Ok(()) => return origin,
@@ -252,6 +260,12 @@ impl Origin {
             }
         }
         Ok(())
+    }
+}
+
+impl crate::http::Endpoint for Origin {
+    fn addr(&self) -> SocketAddr {
+        self.addr
     }
 }
 

@@ -9,8 +9,7 @@ use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
 
 use crate::driver::Fix;
-use crate::http::{Auth, client};
-use crate::origin::Origin;
+use crate::http::{Auth, Endpoint, client};
 use crate::wait::EXPECT;
 
 /// A location as riders receive it. Unknown fields are refused: the contract lists them all.
@@ -102,7 +101,7 @@ impl RiderStream {
     ///
     /// # Panics
     /// Unless the answer is `200`.
-    pub async fn open(origin: &Origin, driver: &str, token: &str) -> Self {
+    pub async fn open(origin: &impl Endpoint, driver: &str, token: &str) -> Self {
         Self::open_with(origin, &location_path(driver), Auth::Bearer(token), None).await
     }
 
@@ -110,7 +109,7 @@ impl RiderStream {
     ///
     /// # Panics
     /// Unless the answer is `200`.
-    pub async fn open_with(origin: &Origin, path: &str, auth: Auth<'_>, last_event_id: Option<&str>) -> Self {
+    pub async fn open_with(origin: &impl Endpoint, path: &str, auth: Auth<'_>, last_event_id: Option<&str>) -> Self {
         match Self::try_open(origin, path, auth, last_event_id).await {
             Ok(stream) => stream,
             Err((status, body)) => panic!("SSE {path} answered {status}, expected 200: {body}"),
@@ -119,7 +118,7 @@ impl RiderStream {
 
     /// Opens `path`, returning status and body when the answer is not `200`.
     pub async fn try_open(
-        origin: &Origin,
+        origin: &impl Endpoint,
         path: &str,
         auth: Auth<'_>,
         last_event_id: Option<&str>,
@@ -227,7 +226,7 @@ impl Polled {
 }
 
 /// `GET /api/drivers/{driver}/location` with a bearer token and optional `If-None-Match`.
-pub async fn poll(origin: &Origin, driver: &str, token: &str, if_none_match: Option<&str>) -> Polled {
+pub async fn poll(origin: &impl Endpoint, driver: &str, token: &str, if_none_match: Option<&str>) -> Polled {
     let headers: Vec<(&str, &str)> = if_none_match.map(|tag| ("if-none-match", tag)).into_iter().collect();
     let response = crate::http::get(&origin.url(&polling_path(driver)), Auth::Bearer(token), &headers).await;
     Polled {
@@ -242,7 +241,7 @@ pub async fn poll(origin: &Origin, driver: &str, token: &str, if_none_match: Opt
 ///
 /// # Panics
 /// If it does not show up within [`EXPECT`]; the message names the last answer.
-pub async fn wait_until_stored(origin: &Origin, driver: &str, token: &str, fix: &Fix, what: &str) -> Polled {
+pub async fn wait_until_stored(origin: &impl Endpoint, driver: &str, token: &str, fix: &Fix, what: &str) -> Polled {
     let polled =
         crate::wait::poll_until(EXPECT, format!("the polling endpoint to show {what} (ts {})", fix.ts), || async {
             let polled = poll(origin, driver, token, None).await;
