@@ -47,6 +47,10 @@ pub struct Common {
     /// Origin base URL (repeat for several instances; riders are spread round-robin).
     #[arg(long = "url", default_value = "http://127.0.0.1:8080")]
     pub urls: Vec<String>,
+    /// Where riders connect instead of `--url` (repeatable, round-robin): an edge worker in
+    /// front of the origins, say. Drivers still use `--url`.
+    #[arg(long = "rider-url")]
+    pub rider_urls: Vec<String>,
     /// Token secret of the origin.
     #[arg(long, env = SECRET_ENV, default_value = DEV_SECRET, hide_env_values = true, hide_default_value = true)]
     pub secret: String,
@@ -311,6 +315,7 @@ impl ModeArgs {
             return Err(CliError::Invalid("--id-prefix makes ids that break the id rule ([A-Za-z0-9_-], 1-64)".into()));
         }
         let targets = common.urls.iter().map(|u| Target::parse(u)).collect::<Result<Vec<_>, _>>()?;
+        let rider_targets = common.rider_urls.iter().map(|u| Target::parse(u)).collect::<Result<Vec<_>, _>>()?;
         let keys = TokenKeys::new(common.secret.as_bytes(), None).map_err(CliError::Secret)?;
         let (send_interval, poll_interval, drain, seed) = match self {
             Self::Idle(_) => (Duration::from_secs(1), Duration::from_secs(1), Duration::ZERO, 0),
@@ -334,6 +339,7 @@ impl ModeArgs {
             motion: self.motion(),
             connects_drivers: self.connects_drivers(),
             targets,
+            rider_targets,
             keys,
             layout,
             procs: common.procs,
@@ -393,6 +399,27 @@ mod tests {
         assert_eq!(job.sockets_needed(), 505);
         assert_eq!(job.rider_target(1).authority, "127.0.0.1:18081");
         assert_eq!(job.driver_target(1).authority, "127.0.0.1:18080");
+    }
+
+    #[test]
+    fn riders_can_go_to_an_edge_while_drivers_stay_on_the_origin() {
+        let cli = Cli::try_parse_from([
+            "x",
+            "fanout",
+            "--url",
+            "http://127.0.0.1:8080",
+            "--rider-url",
+            "http://127.0.0.1:8787",
+            "--drivers",
+            "1",
+            "--riders-per-driver",
+            "500",
+        ])
+        .expect("parses");
+        let job = cli.mode.job(0, "t").expect("valid");
+        assert_eq!(job.rider_target(0).authority, "127.0.0.1:8787");
+        assert_eq!(job.rider_target(499).authority, "127.0.0.1:8787");
+        assert_eq!(job.driver_target(0).authority, "127.0.0.1:8080");
     }
 
     #[test]

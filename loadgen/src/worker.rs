@@ -116,6 +116,8 @@ pub struct Job {
     /// Driver connections are opened (senders, or idle ones in the idle mode).
     pub connects_drivers: bool,
     pub targets: Vec<Target>,
+    /// Where riders connect when not to `targets` (`--rider-url`); empty = `targets`.
+    pub rider_targets: Vec<Target>,
     pub keys: TokenKeys,
     pub layout: Layout,
     pub procs: usize,
@@ -142,7 +144,8 @@ pub struct Job {
 impl Job {
     /// The instance rider `slot` connects to.
     pub fn rider_target(&self, slot: usize) -> &Target {
-        &self.targets[slot % self.targets.len()]
+        let targets = if self.rider_targets.is_empty() { &self.targets } else { &self.rider_targets };
+        &targets[slot % targets.len()]
     }
 
     /// The instance driver `driver` connects to.
