@@ -38,7 +38,7 @@ pub enum AuthError {
     Missing,
     #[error(transparent)]
     Token(#[from] TokenError),
-    #[error("a {actual} token cannot be used here; this needs a {needed} token")]
+    #[error("a token with role {actual} cannot be used here; this needs role {needed}")]
     WrongRole { needed: &'static str, actual: &'static str },
     #[error("this token does not allow tracking driver {0}")]
     WrongDriver(Id),
@@ -101,13 +101,47 @@ impl FromRequestParts<AppState> for TrackedDriver {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let principal = Principal::from_request_parts(parts, state).await?;
-        let Path(raw) = Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|_| ApiError::BadRequest("expected one driver id in the path".into()))?;
-        let driver = Id::parse(&raw).map_err(ApiError::invalid_id("driver id"))?;
+        let driver = path_id(parts, state, "driver id").await?;
         principal.require_tracking(&driver)?;
         Ok(Self(driver))
     }
+}
+
+/// A surge zone id from a `/{zone_id}` path segment, well formed (400). Placed after
+/// [`Principal`] in a handler's arguments, so that a missing token is still 401 first.
+#[derive(Debug, Clone)]
+pub struct ZonePath(pub Id);
+
+impl FromRequestParts<AppState> for ZonePath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(Self(path_id(parts, state, "zone id").await?))
+    }
+}
+
+/// The zone a rider follows, from a `/{zone_id}` path segment: a verified token (401), a
+/// well-formed id (400), the `rider` role (403). Any rider may follow any zone.
+#[derive(Debug, Clone)]
+pub struct FollowedZone(pub Id);
+
+impl FromRequestParts<AppState> for FollowedZone {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let principal = Principal::from_request_parts(parts, state).await?;
+        let ZonePath(zone) = ZonePath::from_request_parts(parts, state).await?;
+        principal.require_role(Role::Rider)?;
+        Ok(Self(zone))
+    }
+}
+
+/// The one id in the request's path, checked against the id rule; `what` names it in errors.
+async fn path_id(parts: &mut Parts, state: &AppState, what: &'static str) -> Result<Id, ApiError> {
+    let Path(raw) = Path::<String>::from_request_parts(parts, state)
+        .await
+        .map_err(|_| ApiError::BadRequest(format!("expected one {what} in the path")))?;
+    Id::parse(&raw).map_err(ApiError::invalid_id(what))
 }
 
 #[cfg(test)]

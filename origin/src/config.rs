@@ -234,5 +234,7 @@ mod tests {
     fn the_token_subcommand_parses() {
         let cli = Cli::parse_from(["ridecast-origin", "token", "--role", "rider", "--sub", "r1", "--driver", "d1"]);
         assert!(matches!(cli.command, Some(Command::Token(TokenArgs { role: Role::Rider, ttl: 3600, .. }))));
+        let cli = Cli::parse_from(["ridecast-origin", "token", "--role", "ops", "--sub", "ops-1"]);
+        assert!(matches!(cli.command, Some(Command::Token(TokenArgs { role: Role::Ops, driver: None, .. }))));
     }
 }

@@ -54,3 +54,17 @@ pub fn banner(keys: &TokenKeys, addr: SocketAddr) -> String {
          rider URL following d-1 (open in a browser or `curl -N`):\n  http://{addr}/api/sse/drivers/d-1/location?token={rider}\n"
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ops_token_is_minted_without_a_driver_and_verifies_as_ops() {
+        let keys = TokenKeys::new(b"secret", None).expect("keys");
+        let args = TokenArgs { role: Role::Ops, sub: "ops-1".into(), driver: None, ride: None, ttl: 60 };
+        let token = mint(&keys, &args).expect("minted");
+        let claims = keys.verify(&token, clock::now_secs()).expect("verifies");
+        assert_eq!((claims.role, claims.sub.as_str(), claims.drv), (Role::Ops, "ops-1", None));
+    }
+}

@@ -1,9 +1,10 @@
-//! Edge links: `GET /edge/v1/drivers/{driverId}`, a WebSocket from one edge Durable Object.
+//! Edge links: `GET /edge/v1/drivers/{driverId}` and `GET /edge/v1/surge/{zoneId}`, each a
+//! WebSocket from one edge Durable Object.
 //!
 //! The edge terminates riders' SSE near them and keeps a single link per object to the origin.
 //! The link carries what a rider stream carries, as the same JSON as SSE `data:`: the current
 //! value first, then each pushed value, latest-only, fed by the same hubs as the origin's own
-//! streams. Surge zones get the same link with issue 6.
+//! streams. Both kinds of link are one mechanism; only the [`Topic`] differs.
 
 use axum::{
     Extension,
@@ -16,17 +17,18 @@ use axum::{
 use ridecast_protocol::{Id, Role};
 
 use crate::{
-    auth::Principal,
+    auth::{Principal, ZonePath},
     bus::Topic,
     fanout::HubValue,
     http::{error::ApiError, front::ConnectionSlot},
+    metrics::GaugeGuard,
     state::AppState,
 };
 
 /// Links only send; what the edge sends back is pings, pongs and a close.
 const LINK_FRAME_LIMIT: usize = 4 * 1024;
 
-/// Authenticates (an `edge` token; before the upgrade) and upgrades.
+/// `GET /edge/v1/drivers/{driverId}`: one driver's locations.
 pub async fn driver_link(
     State(state): State<AppState>,
     principal: Principal,
@@ -35,18 +37,41 @@ pub async fn driver_link(
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let driver = Id::parse(&driver_id).map_err(ApiError::invalid_id("driver id"))?;
+    upgrade(state, &principal, Topic::DriverLocation(driver), slot, ws)
+}
+
+/// `GET /edge/v1/surge/{zoneId}`: one zone's surge multiplier.
+pub async fn surge_link(
+    State(state): State<AppState>,
+    principal: Principal,
+    ZonePath(zone): ZonePath,
+    slot: Option<Extension<ConnectionSlot>>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    upgrade(state, &principal, Topic::SurgeZone(zone), slot, ws)
+}
+
+/// Authorises (an `edge` token; before the upgrade, after the id was checked) and upgrades.
+fn upgrade(
+    state: AppState,
+    principal: &Principal,
+    topic: Topic,
+    slot: Option<Extension<ConnectionSlot>>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
     principal.require_role(Role::Edge)?;
     if state.drain.is_draining() {
         return Err(ApiError::Unavailable("the instance is draining"));
     }
     Ok(ws.max_message_size(LINK_FRAME_LIMIT).max_frame_size(LINK_FRAME_LIMIT).on_upgrade(move |socket| async move {
         let _slot = slot;
-        serve(state, Topic::DriverLocation(driver), socket).await;
+        serve(state, topic, socket).await;
     }))
 }
 
 async fn serve(state: AppState, topic: Topic, mut socket: WebSocket) {
     let _drain = state.drain.tracker().token();
+    let _open = GaugeGuard::new(&state.metrics, |m| &m.edge_links);
     let shutdown = state.drain.token().clone();
     let mut subscription = state.hubs.subscribe(topic);
     let mut last_id = 0;

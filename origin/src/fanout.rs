@@ -1,4 +1,5 @@
-//! Latest-value hubs: "the latest value of a key, pushed to every local subscriber".
+//! Latest-value hubs: "the latest value of a key, pushed to every local subscriber", for every
+//! [`Topic`] alike (driver locations, surge zones).
 //!
 //! One hub per channel that has local subscribers. A hub is a latest-value cell: writing
 //! replaces the value, so a subscriber that is busy (a stalled rider) finds only the newest
@@ -167,8 +168,11 @@ impl Hubs {
         Metrics::inc(&self.inner.metrics.values().bus_deliveries_total);
         // The device clock stands in for the publish time: exact in benchmarks (one machine),
         // skewed by the phone's clock error in production, where the trend is what matters.
-        let age_ms = crate::clock::now_ms().saturating_sub(value.id);
-        self.inner.metrics.delivery_age().observe_micros(age_ms.saturating_mul(1000));
+        // Only locations: a surge's ts is set by the server, and the histogram is about drivers.
+        if let Topic::DriverLocation(_) = cell.topic {
+            let age_ms = crate::clock::now_ms().saturating_sub(value.id);
+            self.inner.metrics.delivery_age().observe_micros(age_ms.saturating_mul(1000));
+        }
         cell.offer(value);
     }
 

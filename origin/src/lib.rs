@@ -13,10 +13,14 @@
 //!    instance's single bus subscription for it.
 //! 5. [`rider_sse`] writes each hub value to every rider stream, latest-only.
 //!
-//! Edge Durable Objects follow hubs through [`edge_link`] WebSockets. The rest: [`config`] (flags and env), [`auth`] (bearer tokens), [`http`] (connection front,
-//! router, errors), [`polling`] (the legacy polling endpoint), [`ops`] (health, readiness,
-//! metrics), [`metrics`], [`shutdown`] (drain), [`server`] (wiring it all together), [`dev`]
-//! (the dev-mode banner and token subcommand).
+//! A zone's surge multiplier is the second kind of topic: [`surge`] takes an operator's value
+//! and stores and publishes it through the [`bus`]; from there it travels as in steps 3 to 5.
+//!
+//! Edge Durable Objects follow hubs through [`edge_link`] WebSockets. The rest: [`config`]
+//! (flags and env), [`auth`] (bearer tokens), [`http`] (connection front, router, errors),
+//! [`polling`] (the legacy polling endpoint), [`ops`] (health, readiness, metrics), [`metrics`],
+//! [`shutdown`] (drain), [`server`] (wiring it all together), [`dev`] (the dev-mode banner and
+//! token subcommand).
 #![forbid(unsafe_code)]
 
 pub mod auth;
@@ -36,6 +40,7 @@ pub mod rider_sse;
 pub mod server;
 pub mod shutdown;
 pub mod state;
+pub mod surge;
 
 pub use config::Config;
 pub use server::run;

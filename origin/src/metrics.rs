@@ -37,6 +37,8 @@ metric_set! {
     gauge sse_connections;
     /// Open driver WebSockets.
     gauge driver_connections;
+    /// Open edge links (WebSockets from edge Durable Objects, one per active object).
+    gauge edge_links;
     /// Open TCP connections of any kind.
     gauge tcp_connections;
     /// Connections refused because the instance was full.
@@ -55,6 +57,8 @@ metric_set! {
     counter updates_published_total;
     /// Location updates that could not be stored (backend unavailable).
     counter updates_failed_total;
+    /// Surge multipliers set by operators through this instance (stored and published).
+    counter surge_updates_total;
     /// Values received from the bus and handed to local hubs.
     counter bus_deliveries_total;
     /// Events written to rider streams.

@@ -1,4 +1,5 @@
-//! Rider Server-Sent Events: a hub's latest value, pushed to each rider, latest-only.
+//! Rider Server-Sent Events: a hub's latest value, pushed to each rider, latest-only. One
+//! mechanism for every [`Topic`]: a driver's location and a zone's surge.
 //!
 //! An [`SseStream`] is built by the handler (auth, ids, the current value) and then served in
 //! one of two ways: straight on the TCP socket by the [`front`](crate::http::front) (the normal
@@ -19,7 +20,7 @@ use tokio::{net::TcpStream, sync::watch, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    auth::TrackedDriver,
+    auth::{FollowedZone, TrackedDriver},
     bus::Topic,
     fanout::{HubValue, Subscription},
     metrics::{GaugeGuard, Metrics},
@@ -49,6 +50,15 @@ pub async fn driver_location(
     headers: HeaderMap,
 ) -> Response {
     open(&state, Topic::DriverLocation(driver), &headers).await
+}
+
+/// `GET /api/sse/surge/{zoneId}`: a rider follows one zone's surge multiplier.
+pub async fn surge_zone(
+    State(state): State<AppState>,
+    FollowedZone(zone): FollowedZone,
+    headers: HeaderMap,
+) -> Response {
+    open(&state, Topic::SurgeZone(zone), &headers).await
 }
 
 /// Opens a stream on `topic`'s hub, or a refusal stream when the instance is draining.

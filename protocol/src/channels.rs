@@ -15,7 +15,12 @@ pub fn driver_latest_key(driver: &Id) -> String {
     format!("driver:latest:{driver}")
 }
 
-/// Channel carrying a surge zone's multiplier changes.
+/// Channel carrying a surge zone's multiplier changes, as surge JSON.
 pub fn surge_zone(zone: &Id) -> String {
     format!("surge:zone:{zone}")
+}
+
+/// Store key holding a zone's current surge (its JSON and `ts`).
+pub fn surge_latest_key(zone: &Id) -> String {
+    format!("surge:latest:{zone}")
 }

@@ -22,6 +22,8 @@ pub enum ErrorCode {
     InvalidMessage,
     /// A location breaks the range or finiteness rules.
     InvalidLocation,
+    /// A surge multiplier is not within [1.0, 10.0].
+    InvalidSurge,
     /// Nothing is known under this name.
     NotFound,
     /// The request conflicts with the current state.
@@ -42,7 +44,7 @@ impl ErrorCode {
         match self {
             Self::MissingToken | Self::InvalidToken | Self::TokenExpired => 401,
             Self::Forbidden => 403,
-            Self::InvalidId | Self::InvalidMessage | Self::InvalidLocation => 400,
+            Self::InvalidId | Self::InvalidMessage | Self::InvalidLocation | Self::InvalidSurge => 400,
             Self::NotFound => 404,
             Self::Conflict => 409,
             Self::TooLarge => 413,

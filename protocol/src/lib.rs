@@ -10,6 +10,7 @@
 //! | [`grid`] | the ~50 m grid cell that decides whether an update is worth pushing |
 //! | [`messages`] | WebSocket frames, driver to server and server to driver |
 //! | [`token`] | JWT claims, roles, minting and verification (HS256, key rotation) |
+//! | [`surge`] | a zone's surge multiplier, the operator's request and the pushed value |
 //! | [`sse`] | Server-Sent Events framing that no payload can break |
 //! | [`error`] | the JSON error body shared by HTTP and WebSocket |
 //! | [`channels`] | names of pub/sub channels and store keys shared by every instance |
@@ -22,12 +23,14 @@ pub mod ids;
 pub mod location;
 pub mod messages;
 pub mod sse;
+pub mod surge;
 pub mod token;
 
 pub use error::{ErrorBody, ErrorCode};
 pub use grid::GridCell;
 pub use ids::{Id, InvalidId};
 pub use location::{InvalidLocation, Location, LocationReport};
+pub use surge::{InvalidSurge, Multiplier, Surge, SurgeRequest};
 pub use token::{Claims, Role, TokenError, TokenKeys};
 
 /// Largest WebSocket frame (and message) accepted on any Ridecast socket, in bytes.

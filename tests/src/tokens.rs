@@ -52,6 +52,16 @@ pub fn rider_token_without_drv(rider: &str) -> String {
     mint(&claims(Role::Rider, rider))
 }
 
+/// An operator's token: what `POST /api/surge/{zoneId}` takes.
+pub fn ops_token(operator: &str) -> String {
+    mint(&claims(Role::Ops, operator))
+}
+
+/// An edge Durable Object's token: what the `/edge/v1/` links take.
+pub fn edge_token(edge: &str) -> String {
+    mint(&claims(Role::Edge, edge))
+}
+
 /// A rider's token for `driver` that expired [`EXPIRED_BY_SECS`] ago.
 pub fn expired_rider_token(rider: &str, driver: &str) -> String {
     mint(&Claims { drv: Some(id(driver)), exp: now_secs() - EXPIRED_BY_SECS, ..claims(Role::Rider, rider) })

@@ -1,6 +1,7 @@
 //! The in-process backend: one instance, no Redis. What `cargo run` uses.
 //!
-//! The store is a map with expiry; "publishing" hands the value straight to the local hubs.
+//! The store is two maps: driver locations, with expiry, and zone surges, kept until replaced
+//! (as in Redis; see `bus::redis`). "Publishing" hands the value straight to the local hubs.
 
 use std::{
     collections::HashMap,
@@ -10,7 +11,7 @@ use std::{
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use ridecast_protocol::GridCell;
+use ridecast_protocol::{GridCell, Id, Multiplier, Surge, surge::next_ts};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -25,10 +26,17 @@ struct StoredLocation {
     expires_at: Instant,
 }
 
+#[derive(Debug)]
+struct StoredSurge {
+    ts: u64,
+    json: Bytes,
+}
+
 /// In-process store and bus. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct EmbeddedBackend {
     locations: Arc<Mutex<HashMap<String, StoredLocation>>>,
+    surges: Arc<Mutex<HashMap<Id, StoredSurge>>>,
     hubs: Hubs,
     ttl: Duration,
 }
@@ -37,7 +45,7 @@ impl EmbeddedBackend {
     /// A backend keeping each driver's location for `ttl` after its last update, with a sweeper
     /// task (stopped by `shutdown`) so that drivers who left do not hold memory.
     pub fn new(hubs: Hubs, ttl: Duration, shutdown: CancellationToken) -> Self {
-        let backend = Self { locations: Arc::default(), hubs, ttl };
+        let backend = Self { locations: Arc::default(), surges: Arc::default(), hubs, ttl };
         let sweeper = backend.clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(ttl.min(Duration::from_secs(30)));
@@ -53,13 +61,13 @@ impl EmbeddedBackend {
 
     fn sweep(&self) {
         let now = Instant::now();
-        self.lock().retain(|_, stored| stored.expires_at > now);
+        lock(&self.locations).retain(|_, stored| stored.expires_at > now);
     }
+}
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, StoredLocation>> {
-        // Critical sections are single map operations; see `Hubs::lock` on poisoning.
-        self.locations.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
+fn lock<T>(map: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Critical sections are single map operations; see `Hubs::lock` on poisoning.
+    map.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[async_trait]
@@ -67,7 +75,7 @@ impl Backend for EmbeddedBackend {
     async fn ingest_location(&self, update: &LocationUpdate) -> Result<IngestOutcome, BackendError> {
         let now = Instant::now();
         let outcome = {
-            let mut locations = self.lock();
+            let mut locations = lock(&self.locations);
             let key = update.driver.as_str();
             let current = locations.get(key).filter(|stored| stored.expires_at > now);
             if current.is_some_and(|stored| stored.ts >= update.ts) {
@@ -89,14 +97,27 @@ impl Backend for EmbeddedBackend {
         Ok(outcome)
     }
 
+    async fn set_surge(&self, zone: &Id, multiplier: Multiplier, now_ms: u64) -> Result<Bytes, BackendError> {
+        let json = {
+            let mut surges = lock(&self.surges);
+            let ts = next_ts(now_ms, surges.get(zone).map(|stored| stored.ts));
+            let json = Bytes::from(Surge { zone_id: zone.clone(), multiplier, ts }.to_json());
+            surges.insert(zone.clone(), StoredSurge { ts, json: json.clone() });
+            json
+        };
+        // Outside the lock, like ingest: should two sets race here, the hub keeps the newer.
+        self.hubs.deliver(&Topic::SurgeZone(zone.clone()).channel(), &json);
+        Ok(json)
+    }
+
     async fn latest(&self, topic: &Topic) -> Result<Option<Bytes>, BackendError> {
         let now = Instant::now();
         Ok(match topic {
-            Topic::DriverLocation(driver) => self
-                .lock()
+            Topic::DriverLocation(driver) => lock(&self.locations)
                 .get(driver.as_str())
                 .filter(|stored| stored.expires_at > now)
                 .map(|stored| stored.json.clone()),
+            Topic::SurgeZone(zone) => lock(&self.surges).get(zone).map(|stored| stored.json.clone()),
         })
     }
 
@@ -110,5 +131,52 @@ impl Backend for EmbeddedBackend {
 
     fn is_ready(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+
+    fn backend() -> (EmbeddedBackend, Hubs) {
+        let (hubs, _commands) = Hubs::new(Metrics::default());
+        (EmbeddedBackend::new(hubs.clone(), Duration::from_secs(60), CancellationToken::new()), hubs)
+    }
+
+    fn surge(json: &[u8]) -> Surge {
+        serde_json::from_slice(json).expect("surge JSON")
+    }
+
+    #[tokio::test]
+    async fn a_surge_is_stored_as_the_zones_current_value_and_pushed() {
+        let (backend, hubs) = backend();
+        let zone = Id::parse("z1").expect("id");
+        let topic = Topic::SurgeZone(zone.clone());
+        let mut subscriber = hubs.subscribe(topic.clone());
+        assert_eq!(backend.latest(&topic).await.expect("latest"), None);
+
+        let json = backend.set_surge(&zone, Multiplier::new(1.8).expect("valid"), 1_000).await.expect("set");
+        assert_eq!(&json[..], br#"{"zoneId":"z1","multiplier":1.8,"ts":1000}"#);
+        assert_eq!(backend.latest(&topic).await.expect("latest"), Some(json.clone()));
+        let pushed = subscriber.next().await.expect("a pushed value");
+        assert_eq!((pushed.id, &pushed.json), (1_000, &json));
+        assert!(pushed.frame.starts_with(b"event: surge\nid: 1000\ndata: {"));
+    }
+
+    #[tokio::test]
+    async fn surge_timestamps_grow_within_one_millisecond_and_against_a_clock_behind() {
+        let (backend, _hubs) = backend();
+        let zone = Id::parse("z1").expect("id");
+        let two = Multiplier::new(2.0).expect("valid");
+        let stamps = [
+            surge(&backend.set_surge(&zone, two, 5_000).await.expect("set")).ts,
+            surge(&backend.set_surge(&zone, two, 5_000).await.expect("set")).ts,
+            surge(&backend.set_surge(&zone, two, 4_000).await.expect("set")).ts,
+            surge(&backend.set_surge(&zone, two, 9_000).await.expect("set")).ts,
+        ];
+        assert_eq!(stamps, [5_000, 5_001, 5_002, 9_000]);
+        let other = Id::parse("z2").expect("id");
+        assert_eq!(surge(&backend.set_surge(&other, two, 4_000).await.expect("set")).ts, 4_000, "per zone");
     }
 }

@@ -1,9 +1,10 @@
 //! The boundary between an instance and what it shares with other instances.
 //!
-//! A [`Backend`] stores each key's latest value and carries published values to every instance
-//! that subscribed to the channel. Two implementations: [`redis::RedisBackend`] (many instances,
-//! through Redis) and [`embedded::EmbeddedBackend`] (one process, no Redis). Values that arrive on
-//! a subscribed channel are handed to the local [`Hubs`](crate::fanout::Hubs).
+//! A [`Backend`] stores each key's latest value (a driver's location, a zone's surge) and carries
+//! published values to every instance that subscribed to the channel. Two implementations:
+//! [`redis::RedisBackend`] (many instances, through Redis) and [`embedded::EmbeddedBackend`] (one
+//! process, no Redis). Values that arrive on a subscribed channel are handed to the local
+//! [`Hubs`](crate::fanout::Hubs).
 
 pub mod embedded;
 pub mod redis;
@@ -12,12 +13,15 @@ use std::fmt::Debug;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use ridecast_protocol::{GridCell, Id, channels};
+use ridecast_protocol::{GridCell, Id, Multiplier, channels};
 
 /// A key whose latest value riders can follow.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Topic {
+    /// A driver's location: stored by ingest, pushed when its grid cell changes.
     DriverLocation(Id),
+    /// A zone's surge multiplier: stored and pushed on every change an operator makes.
+    SurgeZone(Id),
 }
 
 impl Topic {
@@ -25,6 +29,7 @@ impl Topic {
     pub fn channel(&self) -> String {
         match self {
             Self::DriverLocation(driver) => channels::driver_location(driver),
+            Self::SurgeZone(zone) => channels::surge_zone(zone),
         }
     }
 
@@ -32,6 +37,7 @@ impl Topic {
     pub fn event_name(&self) -> &'static str {
         match self {
             Self::DriverLocation(_) => "location",
+            Self::SurgeZone(_) => "surge",
         }
     }
 }
@@ -72,6 +78,12 @@ pub trait Backend: Send + Sync + Debug + 'static {
     /// Stores `update` as its driver's latest if it is newer, and publishes it on the driver's
     /// channel if its grid cell differs from the last published one. Atomic per driver.
     async fn ingest_location(&self, update: &LocationUpdate) -> Result<IngestOutcome, BackendError>;
+
+    /// Stores `multiplier` as `zone`'s current surge and publishes it on the zone's channel,
+    /// atomically. Its `ts` is `now_ms`, or one more than the stored surge's `ts` if that is not
+    /// older ([`ridecast_protocol::surge::next_ts`]), so that ids only grow even when instances
+    /// set a zone within one millisecond or their clocks disagree. Returns the stored JSON.
+    async fn set_surge(&self, zone: &Id, multiplier: Multiplier, now_ms: u64) -> Result<Bytes, BackendError>;
 
     /// The latest stored value of `topic`, as its JSON.
     async fn latest(&self, topic: &Topic) -> Result<Option<Bytes>, BackendError>;

@@ -4,6 +4,13 @@
 //! connection that carries every channel this instance has local riders for. Both reconnect
 //! with backoff on their own; after the subscriber reconnects it resubscribes and then asks
 //! the hubs to reload from the store, since anything published meanwhile was lost.
+//!
+//! Keys: a driver's latest location (`driver:latest:{id}`, a hash that expires
+//! `--location-ttl-secs` after the driver's last update) and a zone's current surge
+//! (`surge:latest:{id}`, a hash with no expiry). A surge is an operator's decision that stays in force until the next one, however
+//! long that takes; expiring it would make new riders see no surge while riders already
+//! connected still see one. The number of zones is set by operators, not by traffic, so keeping
+//! them costs a few bytes each.
 
 use std::{sync::Arc, time::Duration};
 
@@ -14,7 +21,7 @@ use fred::{
     prelude::{Client, ClientLike, Config as RedisConfig, EventInterface, HashesInterface, PubsubInterface},
     types::{Builder, config::ReconnectPolicy, scripts::Script},
 };
-use ridecast_protocol::channels;
+use ridecast_protocol::{Id, Multiplier, Surge, channels};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
@@ -43,6 +50,28 @@ redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return outcome
 ";
 
+/// Stores a zone's surge and publishes it, atomically, in one round trip; returns its JSON.
+///
+/// Its `ts` is the calling instance's clock, or one more than the stored `ts` when that is not
+/// older (`ridecast_protocol::surge::next_ts`): Redis runs scripts one at a time, so two
+/// instances setting one zone within a millisecond still get distinct, growing ids.
+///
+/// KEYS[1] the zone's surge hash; ARGV: now ms, zone id, multiplier (as a JSON number), channel.
+/// The zone id is a validated id (no character needs escaping in JSON) and `%.0f` prints the
+/// millisecond timestamp, exact in Lua's doubles, without an exponent. The JSON is the shape of
+/// `ridecast_protocol::Surge`, field for field; the caller checks the reply against it.
+const SET_SURGE_LUA: &str = r#"
+local ts = tonumber(ARGV[1])
+local stored = tonumber(redis.call('HGET', KEYS[1], 'ts'))
+if stored and stored >= ts then
+  ts = stored + 1
+end
+local json = string.format('{"zoneId":"%s","multiplier":%s,"ts":%.0f}', ARGV[2], ARGV[3], ts)
+redis.call('HSET', KEYS[1], 'ts', string.format('%.0f', ts), 'json', json)
+redis.call('PUBLISH', ARGV[4], json)
+return json
+"#;
+
 /// How long one Redis command may take before it fails (and the caller degrades).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// How many pub/sub messages may wait for the delivery task before it counts as lagging (and
@@ -56,6 +85,7 @@ pub struct RedisBackend {
     commands: Client,
     subscriber: SubscriberClient,
     ingest: Arc<Script>,
+    set_surge: Arc<Script>,
     ttl_ms: u64,
 }
 
@@ -104,6 +134,7 @@ impl RedisBackend {
             commands,
             subscriber,
             ingest: Arc::new(Script::from_lua(INGEST_LUA)),
+            set_surge: Arc::new(Script::from_lua(SET_SURGE_LUA)),
             ttl_ms: ttl.as_millis() as u64,
         };
         backend.spawn_delivery(hubs.clone(), metrics, shutdown.clone());
@@ -197,12 +228,25 @@ impl Backend for RedisBackend {
         }
     }
 
-    async fn latest(&self, topic: &Topic) -> Result<Option<Bytes>, BackendError> {
-        match topic {
-            Topic::DriverLocation(driver) => {
-                Ok(self.commands.hget::<Option<Bytes>, _, _>(channels::driver_latest_key(driver), "json").await?)
-            }
+    async fn set_surge(&self, zone: &Id, multiplier: Multiplier, now_ms: u64) -> Result<Bytes, BackendError> {
+        let key = channels::surge_latest_key(zone);
+        // Serializing a finite f64 cannot fail; it prints as JSON prints it (`2.0`, `1.8`).
+        let multiplier = serde_json::to_string(&multiplier).unwrap_or_default();
+        let args: Vec<fred::types::Value> =
+            vec![now_ms.to_string().into(), zone.as_str().into(), multiplier.into(), channels::surge_zone(zone).into()];
+        let json: String = self.set_surge.evalsha_with_reload(&self.commands, key, args).await?;
+        match serde_json::from_str::<Surge>(&json) {
+            Ok(surge) if &surge.zone_id == zone => Ok(Bytes::from(json)),
+            _ => Err(BackendError::UnexpectedReply(json)),
         }
+    }
+
+    async fn latest(&self, topic: &Topic) -> Result<Option<Bytes>, BackendError> {
+        let key = match topic {
+            Topic::DriverLocation(driver) => channels::driver_latest_key(driver),
+            Topic::SurgeZone(zone) => channels::surge_latest_key(zone),
+        };
+        Ok(self.commands.hget::<Option<Bytes>, _, _>(key, "json").await?)
     }
 
     async fn subscribe(&self, channels: Vec<String>) -> Result<(), BackendError> {

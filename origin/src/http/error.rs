@@ -2,10 +2,11 @@
 
 use axum::{
     Json,
+    extract::rejection::BytesRejection,
     response::{IntoResponse, Response},
 };
 use http::{HeaderValue, StatusCode, header::RETRY_AFTER};
-use ridecast_protocol::{ErrorBody, ErrorCode, InvalidId, TokenError};
+use ridecast_protocol::{ErrorBody, ErrorCode, InvalidId, TokenError, surge::SurgeRequestError};
 
 use crate::{auth::AuthError, bus::BackendError};
 
@@ -33,6 +34,11 @@ pub enum ApiError {
     TooLarge(&'static str),
     #[error("{0}")]
     BadRequest(String),
+    /// The request body could not be read: larger than the limit (413), or cut off (400).
+    #[error("could not read the request body: {0}")]
+    Body(#[from] BytesRejection),
+    #[error(transparent)]
+    Surge(#[from] SurgeRequestError),
 }
 
 impl ApiError {
@@ -51,7 +57,11 @@ impl ApiError {
             Self::NotFound(_) => ErrorCode::NotFound,
             Self::Backend(_) | Self::Unavailable(_) => ErrorCode::Unavailable,
             Self::TooLarge(_) => ErrorCode::TooLarge,
-            Self::BadRequest(_) => ErrorCode::InvalidMessage,
+            Self::Body(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::TooLarge,
+            Self::BadRequest(_) | Self::Body(_) | Self::Surge(SurgeRequestError::Malformed(_)) => {
+                ErrorCode::InvalidMessage
+            }
+            Self::Surge(SurgeRequestError::Invalid(_)) => ErrorCode::InvalidSurge,
         }
     }
 }
@@ -86,6 +96,17 @@ mod tests {
         assert_eq!(ApiError::Auth(AuthError::Token(TokenError::Expired)).code(), ErrorCode::TokenExpired);
         let forbidden = ApiError::Auth(AuthError::WrongRole { needed: "rider", actual: "driver" });
         assert_eq!(forbidden.into_response().status(), 403);
+    }
+
+    #[test]
+    fn a_malformed_surge_body_and_an_out_of_range_multiplier_are_400_with_distinct_codes() {
+        let malformed = ApiError::from(ridecast_protocol::SurgeRequest::parse(b"{").expect_err("malformed"));
+        assert_eq!(malformed.code(), ErrorCode::InvalidMessage);
+        assert_eq!(malformed.into_response().status(), 400);
+        let invalid =
+            ApiError::from(ridecast_protocol::SurgeRequest::parse(br#"{"multiplier":0.5}"#).expect_err("invalid"));
+        assert_eq!(invalid.code(), ErrorCode::InvalidSurge);
+        assert_eq!(invalid.into_response().status(), 400);
     }
 
     #[test]

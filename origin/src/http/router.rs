@@ -5,13 +5,13 @@ use axum::{
     extract::DefaultBodyLimit,
     middleware,
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
 };
 use http::{HeaderName, HeaderValue, Method, header};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::error::{ApiError, ServerFailure};
-use crate::{driver_ws, edge_link, ops, polling, rider_sse, state::AppState};
+use crate::{driver_ws, edge_link, ops, polling, rider_sse, state::AppState, surge};
 
 /// Largest request body accepted anywhere, in bytes.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -22,8 +22,11 @@ pub fn router(state: AppState) -> Router {
     let routes = Router::new()
         .route("/ws/rides", get(driver_ws::upgrade))
         .route("/api/sse/drivers/{driver_id}/location", get(rider_sse::driver_location))
+        .route("/api/sse/surge/{zone_id}", get(rider_sse::surge_zone))
         .route("/api/drivers/{driver_id}/location", get(polling::driver_location))
+        .route("/api/surge/{zone_id}", post(surge::set))
         .route("/edge/v1/drivers/{driver_id}", get(edge_link::driver_link))
+        .route("/edge/v1/surge/{zone_id}", get(edge_link::surge_link))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
