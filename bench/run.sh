@@ -18,6 +18,12 @@
 #   one-to-500       RIDERS=500 ORIGINS=3 DURATION=30   one driver, riders over 3 origins sharing Redis
 #   scale-100k       RIDERS=50000 DRIVERS=50000 ORIGINS=6 PROCS=6 DURATION=60 CONNECT_RATE=500
 #                    INTERVAL_MS=1000                   Redis + origins on one port (--reuse-port)
+#   edge-fanout      RIDERS=500 DURATION=30             one driver on an embedded origin, riders through the edge
+#                                                       worker (wrangler dev, workerd): all on one Durable Object
+#   edge-idle        RIDERS=1000 HOLD=30                rider streams held open on one Durable Object: workerd
+#                                                       memory per stream
+#
+# The edge rows need the built worker and wrangler: run scripts/edge-setup first.
 #
 # Other settings: RIDECAST_TOKEN_SECRET (default: a fixed bench secret), RESULTS_DIR (default
 # bench/results), NO_BUILD=1 (skip `cargo build --release`), KEEP_WORK=1 (keep the logs).
@@ -25,7 +31,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-ROWS="idle-sse idle-drivers fanout nchan polling-vs-push one-to-500 scale-100k"
+ROWS="idle-sse idle-drivers fanout nchan polling-vs-push one-to-500 scale-100k edge-fanout edge-idle"
 usage() {
   sed -n '2,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//' >&2
   exit 2
@@ -50,6 +56,7 @@ STARTED=()       # every process this script started (stopped on exit)
 ORIGIN_PIDS=()   # the origins among them
 REDIS_PID=""
 NCHAN_PORT=""
+EDGE_PGID=""     # wrangler dev and its workerd run in their own process group
 
 log() { printf '[bench] %s\n' "$*" >&2; }
 die() {
@@ -74,6 +81,9 @@ cleanup() {
   trap - EXIT INT TERM
   if [ -n "$NCHAN_PORT" ]; then
     "$ROOT/bench/nchan.sh" stop "$NCHAN_PORT" || true
+  fi
+  if [ -n "$EDGE_PGID" ]; then
+    kill -KILL -- "-$EDGE_PGID" 2>/dev/null || true
   fi
   local pid
   for pid in "${STARTED[@]}"; do
@@ -214,6 +224,37 @@ loadgen() {
   echo >>"$RESULT_TXT"
 }
 
+# start_edge PORT ORIGIN_URL: the built worker under `wrangler dev --local` (workerd), with the
+# repository's wrangler.toml minus its [build] table (the worker is built already). Sets
+# WORKERD_PID, the process that holds the Durable Objects and the rider streams.
+start_edge() {
+  local port=$1 origin_url=$2 config=$WORK/wrangler.toml
+  [ -f "$ROOT/edge-worker/build/index.js" ] && [ -x "$ROOT/node_modules/.bin/wrangler" ] ||
+    die "the edge worker is not built: run scripts/edge-setup"
+  awk -v main="$ROOT/edge-worker/build/index.js" '
+    /^\[/ { skip = ($0 == "[build]") }
+    skip { next }
+    /^main *=/ { print "main = \"" main "\""; next }
+    { print }' "$ROOT/wrangler.toml" >"$config"
+  CLOUDFLARE_CF_FETCH_ENABLED=false WRANGLER_SEND_METRICS=false NO_COLOR=1 setsid \
+    "$ROOT/node_modules/.bin/wrangler" dev --config "$config" --local --ip 127.0.0.1 --port "$port" \
+    --inspector-port "$(free_port)" --persist-to "$WORK/edge-state" --show-interactive-dev-session=false \
+    --log-level warn --var "ORIGIN_URL:$origin_url" --var "RIDECAST_TOKEN_SECRET:$SECRET" \
+    </dev/null >"$WORK/edge.log" 2>&1 &
+  EDGE_PGID=$!
+  for _ in $(seq 300); do
+    if curl -s -o /dev/null "http://127.0.0.1:$port/"; then
+      WORKERD_PID=$(pgrep -g "$EDGE_PGID" -x workerd | head -1)
+      [ -n "$WORKERD_PID" ] || die "wrangler answers but no workerd process was found"
+      log "edge (wrangler dev) on 127.0.0.1:$port (workerd pid $WORKERD_PID)"
+      return
+    fi
+    sleep 0.2
+  done
+  cat "$WORK/edge.log" >&2 || true
+  die "wrangler dev did not start"
+}
+
 # ---- rows -------------------------------------------------------------------------------------
 
 row_idle_sse() {
@@ -339,6 +380,32 @@ row_scale_100k() {
   if [ -s "$WORK/origin-fds" ]; then
     echo "# open files per origin at the busiest sample (pid:fds): $(cat "$WORK/origin-fds")" | tee -a "$RESULT_TXT" >&2
   fi
+}
+
+row_edge_fanout() {
+  local port edge_port
+  port=$(free_port)
+  start_origin origin "$port"
+  edge_port=$(free_port)
+  start_edge "$edge_port" "http://127.0.0.1:$port"
+  # One driver: every rider is on that driver's one Durable Object.
+  pid_flags "${ORIGIN_PIDS[@]}" "$WORKERD_PID"
+  loadgen edge-fanout fanout --url "http://127.0.0.1:$port" --rider-url "http://127.0.0.1:$edge_port" \
+    --secret "$SECRET" --drivers 1 --riders-per-driver "${RIDERS:-500}" --duration-secs "${DURATION:-30}" \
+    --interval-ms 1000 --connect-concurrency 32 "${PID_FLAGS[@]}"
+}
+
+row_edge_idle() {
+  local port edge_port
+  port=$(free_port)
+  start_origin origin "$port"
+  edge_port=$(free_port)
+  start_edge "$edge_port" "http://127.0.0.1:$port"
+  # Memory is measured on workerd alone (wrangler's node proxy in front of it is a dev tool).
+  pid_flags "$WORKERD_PID"
+  loadgen edge-idle idle --url "http://127.0.0.1:$port" --rider-url "http://127.0.0.1:$edge_port" \
+    --secret "$SECRET" --riders "${RIDERS:-1000}" --shared-driver --hold-secs "${HOLD:-30}" \
+    --connect-concurrency 32 "${PID_FLAGS[@]}"
 }
 
 # Every 10 s, counts each origin's open files (about its connections: how evenly --reuse-port
