@@ -19,11 +19,13 @@
 #   scale-100k       RIDERS=50000 DRIVERS=50000 ORIGINS=6 PROCS=6 DURATION=60 CONNECT_RATE=500
 #                    INTERVAL_MS=1000                   Redis + origins on one port (--reuse-port)
 #   edge-fanout      RIDERS=500 DURATION=30             one driver on an embedded origin, riders through the edge
-#                                                       worker (wrangler dev, workerd): all on one Durable Object
+#                                                       worker in workerd: all on one Durable Object
 #   edge-idle        RIDERS=1000 HOLD=30                rider streams held open on one Durable Object: workerd
 #                                                       memory per stream
 #
-# The edge rows need the built worker and wrangler: run scripts/edge-setup first.
+# The edge rows need the built worker and the npm tools: run scripts/edge-setup first. They run
+# workerd through Miniflare's API (bench/edge-serve.mjs); EDGE_RUNNER=wrangler puts wrangler dev's
+# proxy in front, as `wrangler dev` users see it.
 #
 # Other settings: RIDECAST_TOKEN_SECRET (default: a fixed bench secret), RESULTS_DIR (default
 # bench/results), NO_BUILD=1 (skip `cargo build --release`), KEEP_WORK=1 (keep the logs).
@@ -224,35 +226,42 @@ loadgen() {
   echo >>"$RESULT_TXT"
 }
 
-# start_edge PORT ORIGIN_URL: the built worker under `wrangler dev --local` (workerd), with the
-# repository's wrangler.toml minus its [build] table (the worker is built already). Sets
-# WORKERD_PID, the process that holds the Durable Objects and the rider streams.
+# start_edge PORT ORIGIN_URL: the built worker in workerd, in its own process group. By default
+# through Miniflare's API (bench/edge-serve.mjs: bindings from wrangler.toml, no dev proxy);
+# EDGE_RUNNER=wrangler uses `wrangler dev --local` instead, proxy included. Sets WORKERD_PID, the
+# process that holds the Durable Objects and the rider streams.
 start_edge() {
   local port=$1 origin_url=$2 config=$WORK/wrangler.toml
   [ -f "$ROOT/edge-worker/build/index.js" ] && [ -x "$ROOT/node_modules/.bin/wrangler" ] ||
     die "the edge worker is not built: run scripts/edge-setup"
-  awk -v main="$ROOT/edge-worker/build/index.js" '
-    /^\[/ { skip = ($0 == "[build]") }
-    skip { next }
-    /^main *=/ { print "main = \"" main "\""; next }
-    { print }' "$ROOT/wrangler.toml" >"$config"
-  CLOUDFLARE_CF_FETCH_ENABLED=false WRANGLER_SEND_METRICS=false NO_COLOR=1 setsid \
-    "$ROOT/node_modules/.bin/wrangler" dev --config "$config" --local --ip 127.0.0.1 --port "$port" \
-    --inspector-port "$(free_port)" --persist-to "$WORK/edge-state" --show-interactive-dev-session=false \
-    --log-level warn --var "ORIGIN_URL:$origin_url" --var "RIDECAST_TOKEN_SECRET:$SECRET" \
-    </dev/null >"$WORK/edge.log" 2>&1 &
+  if [ "${EDGE_RUNNER:-miniflare}" = wrangler ]; then
+    awk -v main="$ROOT/edge-worker/build/index.js" '
+      /^\[/ { skip = ($0 == "[build]") }
+      skip { next }
+      /^main *=/ { print "main = \"" main "\""; next }
+      { print }' "$ROOT/wrangler.toml" >"$config"
+    CLOUDFLARE_CF_FETCH_ENABLED=false WRANGLER_SEND_METRICS=false NO_COLOR=1 setsid \
+      "$ROOT/node_modules/.bin/wrangler" dev --config "$config" --local --ip 127.0.0.1 --port "$port" \
+      --inspector-port "$(free_port)" --persist-to "$WORK/edge-state" --show-interactive-dev-session=false \
+      --log-level warn --var "ORIGIN_URL:$origin_url" --var "RIDECAST_TOKEN_SECRET:$SECRET" \
+      </dev/null >"$WORK/edge.log" 2>&1 &
+  else
+    CLOUDFLARE_CF_FETCH_ENABLED=false WRANGLER_SEND_METRICS=false setsid \
+      node "$ROOT/bench/edge-serve.mjs" "$port" "$origin_url" "$SECRET" </dev/null >"$WORK/edge.log" 2>&1 &
+  fi
   EDGE_PGID=$!
   for _ in $(seq 300); do
     if curl -s -o /dev/null "http://127.0.0.1:$port/"; then
       WORKERD_PID=$(pgrep -g "$EDGE_PGID" -x workerd | head -1)
-      [ -n "$WORKERD_PID" ] || die "wrangler answers but no workerd process was found"
-      log "edge (wrangler dev) on 127.0.0.1:$port (workerd pid $WORKERD_PID)"
+      [ -n "$WORKERD_PID" ] || die "the edge answers but no workerd process was found"
+      log "edge (${EDGE_RUNNER:-miniflare}) on 127.0.0.1:$port (workerd pid $WORKERD_PID)"
+      echo "# edge runner: ${EDGE_RUNNER:-miniflare}" >>"$RESULT_TXT"
       return
     fi
     sleep 0.2
   done
   cat "$WORK/edge.log" >&2 || true
-  die "wrangler dev did not start"
+  die "the edge did not start"
 }
 
 # ---- rows -------------------------------------------------------------------------------------
