@@ -23,8 +23,6 @@ pub enum EdgeError {
     OriginUnreachable(#[source] worker::Error),
     #[error("edge configuration is missing `{0}`")]
     Config(&'static str),
-    #[error("the Workers runtime could not open a stream")]
-    Stream(#[source] crate::rider_stream::StreamError),
     #[error("the Workers runtime failed")]
     Runtime(#[source] worker::Error),
 }
@@ -45,7 +43,7 @@ impl EdgeError {
             Self::Forbidden => ErrorCode::Forbidden,
             Self::NotFound => ErrorCode::NotFound,
             Self::OriginUnreachable(_) => ErrorCode::Unavailable,
-            Self::Config(_) | Self::Stream(_) | Self::Runtime(_) => ErrorCode::Internal,
+            Self::Config(_) | Self::Runtime(_) => ErrorCode::Internal,
         }
     }
 

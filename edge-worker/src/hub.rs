@@ -15,7 +15,7 @@ use std::{cell::RefCell, rc::Rc, time::Duration};
 
 use futures_util::StreamExt;
 use ridecast_protocol::{Claims, Id, Role, sse};
-use worker::{Delay, Env, Headers, Request, Response, ResponseBody, State, Url, WebSocket, WebsocketEvent};
+use worker::{Delay, Env, Headers, Request, Response, State, Url, WebSocket, WebsocketEvent};
 
 use crate::{
     auth, bindings,
@@ -152,7 +152,7 @@ impl Hub {
         let last_event_id = req.headers().get("last-event-id").ok().flatten().and_then(|raw| sse::parse_event_id(&raw));
 
         let mut first = sse::retry(RETRY_MS);
-        let body = {
+        let stream = {
             let mut inner = self.inner.borrow_mut();
             inner.key.get_or_insert(key);
             if let Some((id, data)) = &inner.latest
@@ -160,12 +160,9 @@ impl Hub {
             {
                 first.push_str(&sse::event(self.kind.event_name(), &id.to_string(), data));
             }
-            let (slot, body) = match rider_stream::open(&first) {
-                Ok(opened) => opened,
-                Err(e) => return EdgeError::Stream(e).into_response(),
-            };
+            let (slot, stream) = rider_stream::open(first);
             inner.riders.push(slot);
-            body
+            stream
         };
         self.ensure_heartbeat();
         self.ensure_upstream();
@@ -174,7 +171,7 @@ impl Hub {
         headers.set("content-type", "text/event-stream")?;
         headers.set("cache-control", "no-cache, no-transform")?;
         headers.set("x-accel-buffering", "no")?;
-        Ok(Response::from_body(ResponseBody::Stream(body))?.with_headers(headers))
+        Ok(Response::from_stream(stream)?.with_headers(headers))
     }
 
     /// The grace alarm: closes the upstream link if no rider came back meanwhile.
@@ -199,8 +196,7 @@ impl Hub {
         if inner.latest.as_ref().is_some_and(|(latest, _)| *latest >= id) {
             return; // ids only grow; a relinked origin resends what riders already have
         }
-        // One JS byte array for every rider: the frame is encoded and copied out of wasm once.
-        let frame = rider_stream::bytes(&sse::event(self.kind.event_name(), &id.to_string(), &json));
+        let frame = sse::event(self.kind.event_name(), &id.to_string(), &json);
         inner.latest = Some((id, json));
         inner.drop_gone_riders();
         for rider in &inner.riders {
@@ -219,9 +215,8 @@ impl Hub {
                 let empty = {
                     let mut inner = hub.inner.borrow_mut();
                     inner.drop_gone_riders();
-                    let heartbeat = rider_stream::bytes(&sse::comment(rider_stream::HEARTBEAT));
                     for rider in &inner.riders {
-                        rider.push_heartbeat(&heartbeat);
+                        rider.push_heartbeat();
                     }
                     inner.riders.is_empty()
                 };
