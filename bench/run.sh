@@ -20,6 +20,9 @@
 #                    INTERVAL_MS=1000                   Redis + origins on one port (--reuse-port)
 #   edge-fanout      RIDERS=500 DURATION=30             one driver on an embedded origin, riders through the edge
 #                                                       worker in workerd: all on one Durable Object
+#   edge-restart     RIDERS=500 DOWN=5                  Redis, the driver on one origin, riders through the edge on
+#                                                       another, which is killed for DOWN s mid-run: the events
+#                                                       after its restart show how soon riders have the latest
 #   edge-idle        RIDERS=1000 HOLD=30                rider streams held open on one Durable Object: workerd
 #                                                       memory per stream
 #
@@ -33,7 +36,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-ROWS="idle-sse idle-drivers fanout nchan polling-vs-push one-to-500 scale-100k edge-fanout edge-idle"
+ROWS="idle-sse idle-drivers fanout nchan polling-vs-push one-to-500 scale-100k edge-fanout edge-restart edge-idle"
 usage() {
   sed -n '2,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//' >&2
   exit 2
@@ -402,6 +405,39 @@ row_edge_fanout() {
   loadgen edge-fanout fanout --url "http://127.0.0.1:$port" --rider-url "http://127.0.0.1:$edge_port" \
     --secret "$SECRET" --drivers 1 --riders-per-driver "${RIDERS:-500}" --duration-secs "${DURATION:-30}" \
     --interval-ms 1000 --connect-concurrency 32 "${PID_FLAGS[@]}"
+}
+
+row_edge_restart() {
+  local driver_port edge_origin_port edge_port down=${DOWN:-5}
+  start_redis
+  driver_port=$(free_port)
+  start_origin origin-driver "$driver_port" --redis-url "redis://127.0.0.1:$REDIS_PORT"
+  edge_origin_port=$(free_port)
+  start_origin origin-edge "$edge_origin_port" --redis-url "redis://127.0.0.1:$REDIS_PORT"
+  wait_ready "$edge_origin_port"
+  local victim=${ORIGIN_PIDS[1]}
+  edge_port=$(free_port)
+  start_edge "$edge_port" "http://127.0.0.1:$edge_origin_port"
+  # 10 s into the run (connecting takes a few seconds first) the edge's origin dies; DOWN s later
+  # it is back on the same port. The restart time is logged to compare with the late events.
+  (
+    sleep 15
+    kill -KILL "$victim"
+    echo "# edge's origin killed at $(date +%s.%N)" >>"$RESULT_TXT"
+    sleep "$down"
+    "$ORIGIN" --listen "127.0.0.1:$edge_origin_port" --redis-url "redis://127.0.0.1:$REDIS_PORT" \
+      --max-connections 19500 >"$WORK/origin-edge-2.out" 2>"$WORK/origin-edge-2.log" &
+    echo "# edge's origin restarted at $(date +%s.%N) (pid $!)" >>"$RESULT_TXT"
+    echo $! >"$WORK/restarted.pid"
+    wait
+  ) &
+  STARTED+=($!)
+  loadgen edge-restart fanout --url "http://127.0.0.1:$driver_port" --rider-url "http://127.0.0.1:$edge_port" \
+    --secret "$SECRET" --drivers 1 --riders-per-driver "${RIDERS:-500}" --duration-secs "${DURATION:-30}" \
+    --interval-ms 1000 --connect-concurrency 32
+  if [ -s "$WORK/restarted.pid" ]; then
+    stop_pid "$(cat "$WORK/restarted.pid")"
+  fi
 }
 
 row_edge_idle() {

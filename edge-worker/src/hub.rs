@@ -33,7 +33,9 @@ pub const HEARTBEAT_MAX: Duration = Duration::from_secs(15);
 pub const UPSTREAM_GRACE: Duration = Duration::from_secs(10);
 /// Upstream reconnect backoff: first and largest delay (full jitter is applied to each).
 pub const BACKOFF_MIN: Duration = Duration::from_millis(250);
-pub const BACKOFF_MAX: Duration = Duration::from_secs(15);
+/// The cap bounds how long riders wait after an origin comes back (on average half of it, with
+/// full jitter); the jitter, not a long cap, is what spreads the objects' reconnects.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Lifetime of the `edge` token minted for the upstream link.
 pub const EDGE_TOKEN_TTL_SECS: u64 = 300;
 
