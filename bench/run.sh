@@ -27,7 +27,7 @@
 #                                                       memory per stream
 #
 # The edge rows need the built worker and the npm tools: run scripts/edge-setup first. They run
-# workerd through Miniflare's API (bench/edge-serve.mjs); EDGE_RUNNER=wrangler puts wrangler dev's
+# workerd through Miniflare's API (scripts/edge-serve.mjs); EDGE_RUNNER=wrangler puts wrangler dev's
 # proxy in front, as `wrangler dev` users see it.
 #
 # Other settings: RIDECAST_TOKEN_SECRET (default: a fixed bench secret), RESULTS_DIR (default
@@ -230,7 +230,7 @@ loadgen() {
 }
 
 # start_edge PORT ORIGIN_URL: the built worker in workerd, in its own process group. By default
-# through Miniflare's API (bench/edge-serve.mjs: bindings from wrangler.toml, no dev proxy);
+# through Miniflare's API (scripts/edge-serve.mjs: bindings from wrangler.toml, no dev proxy);
 # EDGE_RUNNER=wrangler uses `wrangler dev --local` instead, proxy included. Sets WORKERD_PID, the
 # process that holds the Durable Objects and the rider streams.
 start_edge() {
@@ -250,7 +250,7 @@ start_edge() {
       </dev/null >"$WORK/edge.log" 2>&1 &
   else
     CLOUDFLARE_CF_FETCH_ENABLED=false WRANGLER_SEND_METRICS=false setsid \
-      node "$ROOT/bench/edge-serve.mjs" "$port" "$origin_url" "$SECRET" </dev/null >"$WORK/edge.log" 2>&1 &
+      node "$ROOT/scripts/edge-serve.mjs" "$port" "$origin_url" "$SECRET" </dev/null >"$WORK/edge.log" 2>&1 &
   fi
   EDGE_PGID=$!
   for _ in $(seq 300); do

@@ -7,6 +7,10 @@
 //! # }
 //! ```
 //!
+//! Two ways to run it: `wrangler dev` (the default, what developers run), or workerd through
+//! Miniflare's API (`scripts/edge-serve.mjs`, [`EdgeBuilder::direct`]) without wrangler's dev
+//! proxy, which buffers every stream without bound and so hides backpressure from the worker.
+//!
 //! The worker is built once per test binary (`scripts/edge-setup build`); set
 //! `RIDECAST_TESTS_EDGE_BUILT=1` when it is already built (the test command builds it first).
 //! Each edge gets its own port, inspector port, Durable Object storage directory and a copy of
@@ -117,11 +121,19 @@ pub fn wrangler_command() -> Command {
     command
 }
 
+/// How workerd is started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Runner {
+    WranglerDev,
+    Miniflare,
+}
+
 /// Configures an [`Edge`] before starting it.
 #[derive(Debug, Clone)]
 pub struct EdgeBuilder {
     origin_url: String,
     vars: Vec<(String, String)>,
+    runner: Runner,
 }
 
 impl EdgeBuilder {
@@ -131,7 +143,14 @@ impl EdgeBuilder {
         self
     }
 
-    /// Starts `wrangler dev` on a free port and waits until the worker answers.
+    /// Runs workerd through Miniflare's API (`scripts/edge-serve.mjs`) instead of `wrangler dev`:
+    /// riders' sockets are then workerd's own, so a stalled rider pushes back on the worker.
+    pub fn direct(mut self) -> Self {
+        self.runner = Runner::Miniflare;
+        self
+    }
+
+    /// Starts the edge on a free port and waits until the worker answers.
     ///
     /// # Panics
     /// If it never answers; the panic carries wrangler's log.
@@ -149,15 +168,45 @@ impl EdgeBuilder {
                 }
             }
         }
-        panic!("wrangler dev did not start: {last_failure}");
+        panic!("the edge ({:?}) did not start: {last_failure}", self.runner);
     }
 
     fn spawn(&self, dir: TempDir) -> Edge {
-        let config = test_config(dir.path());
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let log_path = dir.path().join("wrangler.log");
         let log = File::create(&log_path).expect("creating the wrangler log file");
         let log_for_stderr = log.try_clone().expect("sharing the wrangler log file");
+        let mut command = match self.runner {
+            Runner::WranglerDev => self.wrangler_dev(&dir, addr),
+            Runner::Miniflare => self.miniflare(addr),
+        };
+        // Its own process group: wrangler (or node) runs workerd as a child, and both must go.
+        command
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log_for_stderr))
+            .kill_on_drop(true);
+        let child = command.spawn().unwrap_or_else(|e| panic!("spawning the edge ({:?}): {e}", self.runner));
+        Edge { child, addr, log_path, _dir: dir, quiet_on_drop: false }
+    }
+
+    fn miniflare(&self, addr: SocketAddr) -> Command {
+        let mut command = Command::new("node");
+        command
+            .arg(repository().join("scripts/edge-serve.mjs"))
+            .arg(addr.port().to_string())
+            .arg(&self.origin_url)
+            .arg(TEST_SECRET)
+            .args(self.vars.iter().map(|(name, value)| format!("{name}={value}")))
+            .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
+            .env("WRANGLER_SEND_METRICS", "false")
+            .current_dir(repository());
+        command
+    }
+
+    fn wrangler_dev(&self, dir: &TempDir, addr: SocketAddr) -> Command {
+        let config = test_config(dir.path());
         let mut command = wrangler_command();
         command
             .arg("dev")
@@ -173,20 +222,12 @@ impl EdgeBuilder {
         for (name, value) in &self.vars {
             command.args(["--var", &format!("{name}:{value}")]);
         }
-        // Its own process group: wrangler runs workerd as a child, and both must go on drop.
         command
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log_for_stderr))
-            .kill_on_drop(true);
-        let child = command.spawn().unwrap_or_else(|e| panic!("spawning wrangler dev: {e}"));
-        Edge { child, addr, log_path, _dir: dir, quiet_on_drop: false }
     }
 }
 
-/// A running `wrangler dev` (and its workerd), killed with its process group when dropped; its
-/// log is printed if the test failed.
+/// A running `wrangler dev` or Miniflare (and its workerd), killed with its process group when
+/// dropped; its log is printed if the test failed.
 #[derive(Debug)]
 pub struct Edge {
     child: Child,
@@ -199,7 +240,7 @@ pub struct Edge {
 impl Edge {
     /// An edge in front of `origin`, with the test secret.
     pub fn builder(origin: &Origin) -> EdgeBuilder {
-        EdgeBuilder { origin_url: origin.url(""), vars: Vec::new() }
+        EdgeBuilder { origin_url: origin.url(""), vars: Vec::new(), runner: Runner::WranglerDev }
     }
 
     /// Everything wrangler and the worker logged so far.

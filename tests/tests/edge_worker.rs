@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use ridecast_protocol::Role;
 use ridecast_tests::http::{self, client, expect_error};
+use ridecast_tests::raw_sse::RawOptions;
 use ridecast_tests::rider::location_path;
 use ridecast_tests::tokens::{
     bad_signature_rider_token, claims, driver_token, expired_rider_token, mint, ops_token, rider_token,
@@ -15,8 +16,8 @@ use ridecast_tests::tokens::{
 };
 use ridecast_tests::wait::{now_ms, poll_until};
 use ridecast_tests::{
-    Auth, Cluster, DriverSocket, EXPECT, Edge, Endpoint, Fix, Mode, Origin, RawSse, RiderStream, Route, SseFrame,
-    TsClock, wait_until_stored,
+    Auth, Cluster, DriverSocket, EXPECT, Edge, Endpoint, Fix, Mode, Origin, RawSse, RiderStream, Route, SeenLocation,
+    SseFrame, TsClock, wait_until_stored,
 };
 
 /// Heartbeat and link grace for tests: short, so that dead riders and idle links go quickly.
@@ -384,4 +385,61 @@ async fn a_surge_set_through_the_edge_reaches_riders_on_the_zones_object() {
         assert_eq!(surge, stored, "riders get exactly the stored value");
         assert_eq!(event.id, stored["ts"].to_string(), "a surge event's id is its ts");
     }
+}
+
+/// Cell changes sent while one rider of the object stalls: ~1 MB of events, many times what
+/// the kernel and workerd's pipes hold for a reader with [`RawOptions::stalling`].
+const STALL_UPDATES: u32 = 4000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_rider_at_the_edge_costs_one_pending_value_and_slows_no_one() {
+    // No coalescing at the origin, so every update is pushed; workerd without wrangler's dev
+    // proxy, which would read the stalled rider's stream into memory without bound for it.
+    let origin = Origin::builder().ingest_interval_ms(0).start().await;
+    let edge = Edge::builder(&origin).direct().start().await;
+    // The longest id the contract allows, so that each event is large (~250 bytes).
+    let driver = format!("stall-{}", "e".repeat(58));
+    let path = location_path(&driver);
+    let auth = format!("Bearer {}", rider_token("r-stalled", &driver));
+    let mut stalled = RawSse::open_with(edge.addr(), &path, &[("authorization", &auth)], RawOptions::stalling()).await;
+    assert_eq!(stalled.status(), 200);
+    let mut prompt = RiderStream::open(&edge, &driver, &rider_token("r-prompt", &driver)).await;
+    let mut socket = DriverSocket::connect(&origin, &driver_token(&driver)).await;
+    let (route, mut clock) = (Route::san_francisco(), TsClock::new());
+
+    // The stalled rider reads nothing from here on; the prompt one must see every update at once.
+    let mut newest = None;
+    for k in 0..STALL_UPDATES {
+        let fix = Fix::at(route.point(k), clock.tick()).moving(f64::from(k % 360) + 0.123_456_789, 13.37);
+        socket.send_location(fix).await;
+        let what = format!("update {k} of {STALL_UPDATES} at the prompt rider, beside a stalled one");
+        let event = prompt.next_event(Duration::from_secs(2), &what).await;
+        SeenLocation::parse(&event.data).assert_is(&driver, &fix, &what);
+        newest = Some(fix);
+    }
+    let newest = newest.expect("at least one update");
+
+    // Resume: what the kernel and workerd held, then the object's one pending value, the newest.
+    let mut received = 0usize;
+    let mut last_ts = 0u64;
+    let resumed = async {
+        loop {
+            let frame = stalled.next_event(EXPECT, "the stalled rider catching up").await;
+            let location = location_of(&frame, "an event after resuming");
+            let ts = location["ts"].as_u64().expect("a numeric ts");
+            assert!(ts > last_ts, "ids only grow: {ts} after {last_ts}");
+            last_ts = ts;
+            received += 1;
+            if ts == newest.ts {
+                return;
+            }
+        }
+    };
+    ridecast_tests::wait::within(EXPECT * 4, "the stalled rider to reach the newest value", resumed).await;
+    eprintln!("stalled rider at the edge: {received} events after resuming, of {STALL_UPDATES} sent");
+    assert!(
+        received < STALL_UPDATES as usize / 4,
+        "after resuming, the stalled rider got {received} of {STALL_UPDATES} updates: the object kept a backlog \
+         instead of the latest value"
+    );
 }
