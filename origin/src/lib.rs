@@ -28,6 +28,7 @@ pub mod bus;
 pub mod clock;
 pub mod config;
 pub mod dev;
+pub mod dispatch;
 pub mod driver_ws;
 pub mod edge_link;
 pub mod fanout;

@@ -1,0 +1,201 @@
+//! The dispatch transitions of [`super::book::Book`], as Lua scripts: each runs atomically in
+//! Redis, so any number of instances can offer, accept and sweep the same rides at once.
+//!
+//! Keys (`{p}` is the prefix `dispatch:`): `{p}geo` (GEO set of online drivers' positions),
+//! `{p}driver:{id}` (hash: available, seen, lat, lng, offer, ride), `{p}offer:{id}` (hash: json,
+//! state, acked, driver, ride, expires), `{p}ride:{id}` (hash: closed), `{p}ride:{id}:live` and
+//! `{p}ride:{id}:tried` (sets), `{p}deadlines` (sorted set of pending offers by deadline). Keys
+//! of one transition are derived inside the script from ids, which is fine on one Redis; issue 9
+//! (Redis Cluster) has to move them under one hash tag per ride.
+//!
+//! Every key but the GEO set expires `ttl` ms after its last change; the GEO set loses a driver
+//! when it goes offline, wins a ride, or is found stale by an offer attempt.
+
+/// Shared helpers, prepended to every script.
+const PRELUDE: &str = r"
+local p = 'dispatch:'
+local function dkey(id) return p .. 'driver:' .. id end
+local function okey(id) return p .. 'offer:' .. id end
+local function rkey(id) return p .. 'ride:' .. id end
+local function touch(key, ttl) redis.call('PEXPIRE', key, ttl) end
+-- Ends a pending offer in `state`; returns its json, or false if it was not pending.
+local function end_offer(oid, state, ttl)
+  local o = okey(oid)
+  local f = redis.call('HMGET', o, 'state', 'driver', 'ride', 'json')
+  if f[1] ~= 'pending' then return false end
+  redis.call('HSET', o, 'state', state)
+  touch(o, ttl)
+  redis.call('SREM', rkey(f[3]) .. ':live', oid)
+  redis.call('ZREM', p .. 'deadlines', oid)
+  if redis.call('HGET', dkey(f[2]), 'offer') == oid then
+    redis.call('HDEL', dkey(f[2]), 'offer')
+  end
+  return f[4]
+end
+";
+
+/// ARGV: driver, available (0/1), now, ttl. Going offline leaves the GEO set.
+pub const SET_AVAILABLE: &str = r"
+local d, available, now, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local k = dkey(d)
+redis.call('HSET', k, 'available', available, 'seen', now)
+touch(k, ttl)
+local f = redis.call('HMGET', k, 'lat', 'lng', 'ride')
+if available == '1' and f[1] and not f[3] then
+  redis.call('GEOADD', p .. 'geo', f[2], f[1], d)
+else
+  redis.call('ZREM', p .. 'geo', d)
+end
+return 1
+";
+
+/// ARGV: driver, lat, lng, now, ttl. An online, free driver's position joins the GEO set.
+pub const SET_POSITION: &str = r"
+local d, lat, lng, now, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local k = dkey(d)
+redis.call('HSET', k, 'lat', lat, 'lng', lng, 'seen', now)
+touch(k, ttl)
+local f = redis.call('HMGET', k, 'available', 'ride')
+if f[1] == '1' and not f[2] then
+  redis.call('GEOADD', p .. 'geo', lng, lat, d)
+end
+return 1
+";
+
+/// ARGV: offer id, driver, ride, offer json, expires, now, max attempts, fanout, stale ms, ttl.
+/// Returns 0 created, 1 driver unavailable, 2 ride full, 3 ride closed, 4 exhausted.
+pub const TRY_OFFER: &str = r"
+local oid, d, r, json, expires, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
+local max_attempts, fanout, stale, ttl = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10]
+local rk = rkey(r)
+if redis.call('HGET', rk, 'closed') == '1' then return 3 end
+if redis.call('SCARD', rk .. ':tried') >= max_attempts then return 4 end
+if redis.call('SCARD', rk .. ':live') >= fanout then return 2 end
+if redis.call('SISMEMBER', rk .. ':tried', d) == 1 then return 1 end
+local dk = dkey(d)
+local f = redis.call('HMGET', dk, 'available', 'ride', 'offer', 'seen')
+if f[1] ~= '1' or f[2] or f[3] then return 1 end
+if not f[4] or now - tonumber(f[4]) > stale then
+  redis.call('ZREM', p .. 'geo', d)
+  return 1
+end
+redis.call('HSET', dk, 'offer', oid)
+touch(dk, ttl)
+redis.call('SADD', rk .. ':live', oid)
+redis.call('SADD', rk .. ':tried', d)
+redis.call('HSET', rk, 'closed', '0')
+for _, key in ipairs({rk, rk .. ':live', rk .. ':tried'}) do touch(key, ttl) end
+local o = okey(oid)
+redis.call('HSET', o, 'json', json, 'state', 'pending', 'acked', '0', 'driver', d, 'ride', r, 'expires', expires)
+touch(o, ttl)
+redis.call('ZADD', p .. 'deadlines', expires, oid)
+return 0
+";
+
+/// ARGV: lng, lat, radius m, count. Online drivers nearest first (the offer attempt checks the
+/// rest: free, fresh, not offered this ride).
+pub const CANDIDATES: &str = r"
+return redis.call('GEOSEARCH', p .. 'geo', 'FROMLONLAT', ARGV[1], ARGV[2], 'BYRADIUS', ARGV[3], 'm', 'ASC', 'COUNT', ARGV[4])
+";
+
+/// ARGV: now, limit. Pending offers whose deadline has passed, oldest first.
+pub const DUE: &str = r"
+return redis.call('ZRANGE', p .. 'deadlines', '-inf', ARGV[1], 'BYSCORE', 'LIMIT', 0, ARGV[2])
+";
+
+/// ARGV: driver. Returns {json, acked} of the driver's pending offer, or nil.
+pub const CURRENT_OFFER: &str = r"
+local oid = redis.call('HGET', dkey(ARGV[1]), 'offer')
+if not oid then return nil end
+local f = redis.call('HMGET', okey(oid), 'state', 'json', 'acked')
+if f[1] ~= 'pending' then return nil end
+return {f[2], f[3]}
+";
+
+/// ARGV: offer id, driver. Returns {'acked'} | {'not_pending', state} | {'not_yours'} | {'unknown'}.
+pub const ACK: &str = r"
+local o = okey(ARGV[1])
+local f = redis.call('HMGET', o, 'state', 'driver')
+if not f[1] then return {'unknown'} end
+if f[2] ~= ARGV[2] then return {'not_yours'} end
+if f[1] ~= 'pending' then return {'not_pending', f[1]} end
+redis.call('HSET', o, 'acked', '1')
+return {'acked'}
+";
+
+/// ARGV: offer id, driver, now, ttl. Returns {'confirmed', ride, taken json...} |
+/// {'expired', ride} | {'ended', state} | {'already'} | {'not_yours'} | {'unknown'}.
+pub const ACCEPT: &str = r"
+local oid, d, now, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local f = redis.call('HMGET', okey(oid), 'state', 'driver', 'ride', 'expires')
+if not f[1] then return {'unknown'} end
+if f[2] ~= d then return {'not_yours'} end
+if f[1] == 'accepted' then return {'already'} end
+if f[1] ~= 'pending' then return {'ended', f[1]} end
+local r = f[3]
+if now >= tonumber(f[4]) then
+  end_offer(oid, 'expired', ttl)
+  return {'expired', r}
+end
+local out = {'confirmed', r}
+for _, other in ipairs(redis.call('SMEMBERS', rkey(r) .. ':live')) do
+  if other ~= oid then
+    local json = end_offer(other, 'taken', ttl)
+    if json then table.insert(out, json) end
+  end
+end
+end_offer(oid, 'accepted', ttl)
+redis.call('HSET', rkey(r), 'closed', '1', 'driver', d)
+touch(rkey(r), ttl)
+redis.call('HSET', dkey(d), 'ride', r)
+touch(dkey(d), ttl)
+redis.call('ZREM', p .. 'geo', d)
+return out
+";
+
+/// ARGV: offer id, driver, ttl. Returns {'rejected', ride} | {'not_pending', state} |
+/// {'not_yours'} | {'unknown'}.
+pub const REJECT: &str = r"
+local f = redis.call('HMGET', okey(ARGV[1]), 'state', 'driver', 'ride')
+if not f[1] then return {'unknown'} end
+if f[2] ~= ARGV[2] then return {'not_yours'} end
+if f[1] ~= 'pending' then return {'not_pending', f[1]} end
+end_offer(ARGV[1], 'rejected', ARGV[3])
+return {'rejected', f[3]}
+";
+
+/// ARGV: offer id, now, ttl. Returns the offer's json if this call expired it, else nil.
+pub const EXPIRE: &str = r"
+local f = redis.call('HMGET', okey(ARGV[1]), 'state', 'expires')
+if f[1] ~= 'pending' or tonumber(f[2]) > tonumber(ARGV[2]) then
+  if not f[1] then redis.call('ZREM', p .. 'deadlines', ARGV[1]) end
+  return nil
+end
+return end_offer(ARGV[1], 'expired', ARGV[3])
+";
+
+/// ARGV: ride, ttl. Closes the ride for dispatch; returns the json of the offers it cancelled.
+/// Its driver, if one won it, is free again (and back in the GEO set if online).
+pub const CLOSE_RIDE: &str = r"
+local r, ttl = ARGV[1], ARGV[2]
+local rk = rkey(r)
+redis.call('HSET', rk, 'closed', '1')
+touch(rk, ttl)
+local out = {}
+for _, oid in ipairs(redis.call('SMEMBERS', rk .. ':live')) do
+  local json = end_offer(oid, 'cancelled', ttl)
+  if json then table.insert(out, json) end
+end
+local winner = redis.call('HGET', rk, 'driver')
+if winner and redis.call('HGET', dkey(winner), 'ride') == r then
+  redis.call('HDEL', dkey(winner), 'ride')
+  local f = redis.call('HMGET', dkey(winner), 'available', 'lat', 'lng')
+  if f[1] == '1' and f[2] then redis.call('GEOADD', p .. 'geo', f[3], f[2], winner) end
+end
+return out
+";
+
+/// A script with the prelude, ready for `Script::from_lua`.
+pub fn with_prelude(body: &str) -> String {
+    format!("{PRELUDE}{body}")
+}
