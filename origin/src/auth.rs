@@ -7,7 +7,7 @@ use axum::extract::{FromRequestParts, Path};
 use http::{header::AUTHORIZATION, request::Parts};
 use ridecast_protocol::{Claims, Id, Role, TokenError, TokenKeys};
 
-use crate::{clock, http::error::ApiError, state::AppState};
+use crate::{clock, http::error::ApiError, rides::Ride, state::AppState};
 
 /// Verifies tokens against the configured secrets. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -42,6 +42,8 @@ pub enum AuthError {
     WrongRole { needed: &'static str, actual: &'static str },
     #[error("this token does not allow tracking driver {0}")]
     WrongDriver(Id),
+    #[error("ride {0} was created by another rider, and this token is not scoped to it")]
+    NotThisRide(Id),
 }
 
 /// A caller whose token verified.
@@ -68,6 +70,16 @@ impl Principal {
     pub fn require_tracking(&self, driver: &Id) -> Result<(), AuthError> {
         self.require_role(Role::Rider)?;
         if self.claims.drv.as_ref() == Some(driver) { Ok(()) } else { Err(AuthError::WrongDriver(driver.clone())) }
+    }
+
+    /// A token that may follow and cancel `ride` ([`Ride::allows`]): what the ride stream and
+    /// `DELETE /api/rides/{rideId}` take.
+    ///
+    /// # Errors
+    /// [`AuthError::WrongRole`] or [`AuthError::NotThisRide`].
+    pub fn require_ride(&self, ride: &Ride) -> Result<(), AuthError> {
+        self.require_role(Role::Rider)?;
+        if ride.allows(&self.claims) { Ok(()) } else { Err(AuthError::NotThisRide(ride.id.clone())) }
     }
 }
 
@@ -133,6 +145,27 @@ impl FromRequestParts<AppState> for FollowedZone {
         let ZonePath(zone) = ZonePath::from_request_parts(parts, state).await?;
         principal.require_role(Role::Rider)?;
         Ok(Self(zone))
+    }
+}
+
+/// A ride the caller may follow and cancel, from a `/{ride_id}` path segment, checked in the
+/// contract's order: a verified token (401), a well-formed ride id (400), the `rider` role (403),
+/// a ride the store knows (404), then that the token may have it (403: its `sub` created the
+/// ride or its `ride` claim names it). An unknown ride is 404 for every rider token: whose it
+/// would be cannot be known. A store that cannot be read is [`ApiError::Backend`].
+#[derive(Debug, Clone)]
+pub struct AuthorizedRide(pub Ride);
+
+impl FromRequestParts<AppState> for AuthorizedRide {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let principal = Principal::from_request_parts(parts, state).await?;
+        let id = path_id(parts, state, "ride id").await?;
+        principal.require_role(Role::Rider)?;
+        let ride = state.rides.get(&id).await?.ok_or_else(|| ApiError::NotFound(format!("no ride {id}")))?;
+        principal.require_ride(&ride)?;
+        Ok(Self(ride))
     }
 }
 

@@ -65,6 +65,16 @@ pub struct ServeArgs {
     #[arg(long, env = "RIDECAST_LOCATION_TTL_SECS", default_value_t = 300)]
     pub location_ttl_secs: u64,
 
+    /// How long a ride is kept after its last change (status, driver); then it is gone: its
+    /// stream and `DELETE` answer 404.
+    #[arg(long, env = "RIDECAST_RIDE_TTL_SECS", default_value_t = 86_400)]
+    pub ride_ttl_secs: u64,
+
+    /// Lifetime of the ride-scoped rider token `POST /api/rides` answers with, and of the
+    /// tracking token a ride's `driver_assigned` status carries.
+    #[arg(long, env = "RIDECAST_RIDE_TOKEN_TTL_SECS", default_value_t = 7_200)]
+    pub ride_token_ttl_secs: u64,
+
     /// Per driver, the minimum time between two ingested updates; faster updates are
     /// coalesced and only the newest is kept. 0 ingests every update.
     #[arg(long, env = "RIDECAST_INGEST_INTERVAL_MS", default_value_t = 200)]
@@ -160,6 +170,8 @@ pub struct Config {
     pub heartbeat: Duration,
     pub sse_retry_ms: u64,
     pub location_ttl: Duration,
+    pub ride_ttl: Duration,
+    pub ride_token_ttl: Duration,
     pub ingest_interval: Duration,
     pub ws_ping: Duration,
     pub ws_idle: Duration,
@@ -184,6 +196,8 @@ impl Config {
             heartbeat: Duration::from_secs(args.heartbeat_secs),
             sse_retry_ms: args.sse_retry_ms,
             location_ttl: Duration::from_secs(args.location_ttl_secs.max(1)),
+            ride_ttl: Duration::from_secs(args.ride_ttl_secs.max(1)),
+            ride_token_ttl: Duration::from_secs(args.ride_token_ttl_secs.max(1)),
             ingest_interval: Duration::from_millis(args.ingest_interval_ms),
             ws_ping: Duration::from_secs(args.ws_ping_secs.max(1)),
             ws_idle: Duration::from_secs(args.ws_idle_secs.max(2)),
@@ -227,6 +241,7 @@ mod tests {
         assert_eq!(cli.serve.cors_origins, vec!["a", "b"]);
         assert_eq!(cli.serve.drain_secs, 30);
         assert_eq!(cli.serve.heartbeat_secs, 15);
+        assert_eq!((cli.serve.ride_ttl_secs, cli.serve.ride_token_ttl_secs), (86_400, 7_200));
         assert!(Cli::try_parse_from(["ridecast-origin", "--heartbeat-secs", "16"]).is_err());
     }
 

@@ -15,6 +15,9 @@
 //!
 //! A zone's surge multiplier is the second kind of topic: [`surge`] takes an operator's value
 //! and stores and publishes it through the [`bus`]; from there it travels as in steps 3 to 5.
+//! A ride's status is the third: [`rides`] creates and cancels rides (and is where the matcher
+//! assigns them), each change stored and published atomically through the [`bus`], then on as
+//! in steps 3 to 5.
 //!
 //! Edge Durable Objects follow hubs through [`edge_link`] WebSockets. The rest: [`config`]
 //! (flags and env), [`auth`] (bearer tokens), [`http`] (connection front, router, errors),
@@ -38,6 +41,7 @@ pub mod metrics;
 pub mod ops;
 pub mod polling;
 pub mod rider_sse;
+pub mod rides;
 pub mod server;
 pub mod shutdown;
 pub mod state;

@@ -59,6 +59,10 @@ metric_set! {
     counter updates_failed_total;
     /// Surge multipliers set by operators through this instance (stored and published).
     counter surge_updates_total;
+    /// Rides requested through this instance (stored and published as `searching`).
+    counter rides_created_total;
+    /// Rides cancelled through this instance (a repeated cancel of a cancelled ride is not counted).
+    counter rides_cancelled_total;
     /// Values received from the bus and handed to local hubs.
     counter bus_deliveries_total;
     /// Events written to rider streams.

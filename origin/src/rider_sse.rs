@@ -1,5 +1,5 @@
 //! Rider Server-Sent Events: a hub's latest value, pushed to each rider, latest-only. One
-//! mechanism for every [`Topic`]: a driver's location and a zone's surge.
+//! mechanism for every [`Topic`]: a driver's location, a zone's surge and a ride's status.
 //!
 //! An [`SseStream`] is built by the handler (auth, ids, the current value) and then served in
 //! one of two ways: straight on the TCP socket by the [`front`](crate::http::front) (the normal
@@ -20,9 +20,10 @@ use tokio::{net::TcpStream, sync::watch, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    auth::{FollowedZone, TrackedDriver},
+    auth::{AuthorizedRide, FollowedZone, TrackedDriver},
     bus::Topic,
     fanout::{HubValue, Subscription},
+    http::error::ApiError,
     metrics::{GaugeGuard, Metrics},
     state::AppState,
 };
@@ -59,6 +60,25 @@ pub async fn surge_zone(
     headers: HeaderMap,
 ) -> Response {
     open(&state, Topic::SurgeZone(zone), &headers).await
+}
+
+/// `GET /api/sse/rides/{rideId}`: a rider follows one ride's status. Who may is decided by
+/// [`AuthorizedRide`] (401, 400, 403, 404). That needs the store; when it cannot be read the
+/// answer is the refusal stream, as when draining, since a browser's EventSource would give up
+/// for good on a 503.
+pub async fn ride_status(
+    State(state): State<AppState>,
+    ride: Result<AuthorizedRide, ApiError>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    match ride {
+        Ok(AuthorizedRide(ride)) => Ok(open(&state, Topic::RideStatus(ride.id), &headers).await),
+        Err(ApiError::Backend(error)) => {
+            tracing::warn!(%error, "could not read a ride to authorise its stream; asking the rider to come back");
+            Ok(refusal(state.config.sse_retry_ms, "the ride store is unavailable; reconnect"))
+        }
+        Err(refused) => Err(refused),
+    }
 }
 
 /// Opens a stream on `topic`'s hub, or a refusal stream when the instance is draining.

@@ -6,13 +6,14 @@ use tokio::{net::TcpListener, sync::Semaphore};
 
 use crate::{
     auth::Authenticator,
-    bus::{Backend, BackendError, embedded::EmbeddedBackend, redis::RedisBackend},
+    bus::{Backend, BackendError, Retention, embedded::EmbeddedBackend, redis::RedisBackend},
     config::Config,
     fanout::{Hubs, SubscriptionManager},
     http::{front, router::router},
     ingest::Ingestor,
     metrics::{GaugeGuard, Metrics},
     rider_sse,
+    rides::Rides,
     shutdown::Drain,
     state::AppState,
 };
@@ -34,20 +35,21 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     let metrics = Metrics::default();
     let drain = Drain::new();
     let (hubs, commands) = Hubs::new(metrics.clone());
+    let retention = Retention { location: config.location_ttl, ride: config.ride_ttl };
     let (backend, redis): (Arc<dyn Backend>, Option<RedisBackend>) = match &config.redis_url {
         Some(url) => {
             let redis =
-                RedisBackend::connect(url, config.location_ttl, hubs.clone(), metrics.clone(), drain.token().clone())
-                    .await?;
+                RedisBackend::connect(url, retention, hubs.clone(), metrics.clone(), drain.token().clone()).await?;
             (Arc::new(redis.clone()), Some(redis))
         }
-        None => (Arc::new(EmbeddedBackend::new(hubs.clone(), config.location_ttl, drain.token().clone())), None),
+        None => (Arc::new(EmbeddedBackend::new(hubs.clone(), retention, drain.token().clone())), None),
     };
     tokio::spawn(SubscriptionManager::new(hubs.clone(), backend.clone()).run(commands, drain.token().clone()));
 
     let state = AppState {
         auth: Authenticator::new(config.secrets.keys.clone()),
         ingestor: Ingestor::new(backend.clone(), metrics.clone()),
+        rides: Rides::new(backend.clone(), config.secrets.keys.clone(), metrics.clone(), config.ride_token_ttl),
         stream_signals: rider_sse::StreamSignals::spawn(config.heartbeat, drain.token().clone()),
         config: Arc::new(config),
         backend,

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use crate::{
     auth::Authenticator, bus::Backend, config::Config, fanout::Hubs, ingest::Ingestor, metrics::Metrics,
-    rider_sse::StreamSignals, shutdown::Drain,
+    rider_sse::StreamSignals, rides::Rides, shutdown::Drain,
 };
 
 #[derive(Debug, Clone)]
@@ -14,6 +14,8 @@ pub struct AppState {
     pub backend: Arc<dyn Backend>,
     pub hubs: Hubs,
     pub ingestor: Ingestor,
+    /// Ride creation, lookup and status changes (the handlers' and the matcher's one way in).
+    pub rides: Rides,
     pub metrics: Metrics,
     pub drain: Drain,
     /// Heartbeat ticks and the drain signal for every SSE stream.

@@ -24,3 +24,14 @@ pub fn surge_zone(zone: &Id) -> String {
 pub fn surge_latest_key(zone: &Id) -> String {
     format!("surge:latest:{zone}")
 }
+
+/// Channel carrying a ride's status changes, as ride status JSON.
+pub fn ride_status(ride: &Id) -> String {
+    format!("ride:status:{ride}")
+}
+
+/// Store key holding a ride: who asked for it, where from and to, its status (and driver), and
+/// the status JSON as last published.
+pub fn ride_key(ride: &Id) -> String {
+    format!("ride:{ride}")
+}

@@ -11,6 +11,7 @@
 //! | [`messages`] | WebSocket frames, driver to server and server to driver |
 //! | [`token`] | JWT claims, roles, minting and verification (HS256, key rotation) |
 //! | [`surge`] | a zone's surge multiplier, the operator's request and the pushed value |
+//! | [`ride`] | a ride's request, its status and the status value riders follow |
 //! | [`sse`] | Server-Sent Events framing that no payload can break |
 //! | [`error`] | the JSON error body shared by HTTP and WebSocket |
 //! | [`channels`] | names of pub/sub channels and store keys shared by every instance |
@@ -22,6 +23,7 @@ pub mod grid;
 pub mod ids;
 pub mod location;
 pub mod messages;
+pub mod ride;
 pub mod sse;
 pub mod surge;
 pub mod token;
@@ -30,6 +32,8 @@ pub use error::{ErrorBody, ErrorCode};
 pub use grid::GridCell;
 pub use ids::{Id, InvalidId};
 pub use location::{InvalidLocation, Location, LocationReport};
+pub use messages::LatLng;
+pub use ride::{RideCreated, RideRequest, RideState, RideStatus};
 pub use surge::{InvalidSurge, Multiplier, Surge, SurgeRequest};
 pub use token::{Claims, Role, TokenError, TokenKeys};
 

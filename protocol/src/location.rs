@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::Id;
+use crate::{Id, messages::LatLng};
 
 /// How far ahead of the receiver's clock a device timestamp may be, in milliseconds.
 ///
@@ -65,14 +65,7 @@ impl LocationReport {
     /// # Errors
     /// [`InvalidLocation`] names the first field that breaks the rules.
     pub fn validate(&self, now_ms: u64) -> Result<(), InvalidLocation> {
-        finite("lat", self.lat)?;
-        finite("lng", self.lng)?;
-        if !(-90.0..=90.0).contains(&self.lat) {
-            return Err(InvalidLocation::LatOutOfRange);
-        }
-        if !(-180.0..=180.0).contains(&self.lng) {
-            return Err(InvalidLocation::LngOutOfRange);
-        }
+        LatLng { lat: self.lat, lng: self.lng }.validate()?;
         if let Some(heading) = self.heading {
             finite("heading", heading)?;
             if !(0.0..=360.0).contains(&heading) {
@@ -97,6 +90,25 @@ impl LocationReport {
     /// The rider-facing form of this report, attributed to `driver_id`.
     pub fn attribute_to(self, driver_id: Id) -> Location {
         Location { driver_id, lat: self.lat, lng: self.lng, heading: self.heading, speed: self.speed, ts: self.ts }
+    }
+}
+
+impl LatLng {
+    /// Checks a point (a driver's position, a ride's pickup or drop-off) against the contract:
+    /// finite numbers, lat within [-90, 90], lng within [-180, 180], both ends included.
+    ///
+    /// # Errors
+    /// [`InvalidLocation`] names the first coordinate that breaks the rules.
+    pub fn validate(&self) -> Result<(), InvalidLocation> {
+        finite("lat", self.lat)?;
+        finite("lng", self.lng)?;
+        if !(-90.0..=90.0).contains(&self.lat) {
+            return Err(InvalidLocation::LatOutOfRange);
+        }
+        if !(-180.0..=180.0).contains(&self.lng) {
+            return Err(InvalidLocation::LngOutOfRange);
+        }
+        Ok(())
     }
 }
 

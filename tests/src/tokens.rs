@@ -52,6 +52,12 @@ pub fn rider_token_without_drv(rider: &str) -> String {
     mint(&claims(Role::Rider, rider))
 }
 
+/// A rider's token scoped to `ride` (`ride` claim), with no `drv`: what `POST /api/rides`
+/// answers with, minted here for rides a test names itself.
+pub fn ride_token(rider: &str, ride: &str) -> String {
+    mint(&Claims { ride: Some(id(ride)), ..claims(Role::Rider, rider) })
+}
+
 /// An operator's token: what `POST /api/surge/{zoneId}` takes.
 pub fn ops_token(operator: &str) -> String {
     mint(&claims(Role::Ops, operator))

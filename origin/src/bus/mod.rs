@@ -1,7 +1,9 @@
 //! The boundary between an instance and what it shares with other instances.
 //!
-//! A [`Backend`] stores each key's latest value (a driver's location, a zone's surge) and carries
-//! published values to every instance that subscribed to the channel. Two implementations:
+//! A [`Backend`] stores each key's latest value (a driver's location, a zone's surge, a ride's
+//! status) and carries published values to every instance that subscribed to the channel. It
+//! also keeps rides themselves, changing them only through atomic, conditional transitions
+//! (see [`crate::rides`]). Two implementations:
 //! [`redis::RedisBackend`] (many instances, through Redis) and [`embedded::EmbeddedBackend`] (one
 //! process, no Redis). Values that arrive on a subscribed channel are handed to the local
 //! [`Hubs`](crate::fanout::Hubs).
@@ -9,11 +11,13 @@
 pub mod embedded;
 pub mod redis;
 
-use std::fmt::Debug;
+use std::{fmt::Debug, time::Duration};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use ridecast_protocol::{GridCell, Id, Multiplier, channels};
+
+use crate::rides::{NewRide, Ride, RideChange, RideChangeOutcome};
 
 /// A key whose latest value riders can follow.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -22,6 +26,8 @@ pub enum Topic {
     DriverLocation(Id),
     /// A zone's surge multiplier: stored and pushed on every change an operator makes.
     SurgeZone(Id),
+    /// A ride's status: stored and pushed on every change (created, assigned, cancelled, ...).
+    RideStatus(Id),
 }
 
 impl Topic {
@@ -30,6 +36,7 @@ impl Topic {
         match self {
             Self::DriverLocation(driver) => channels::driver_location(driver),
             Self::SurgeZone(zone) => channels::surge_zone(zone),
+            Self::RideStatus(ride) => channels::ride_status(ride),
         }
     }
 
@@ -38,8 +45,18 @@ impl Topic {
         match self {
             Self::DriverLocation(_) => "location",
             Self::SurgeZone(_) => "surge",
+            Self::RideStatus(_) => "ride",
         }
     }
+}
+
+/// How long the store keeps what expires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// A driver's latest location, after its last update.
+    pub location: Duration,
+    /// A ride, after its last change.
+    pub ride: Duration,
 }
 
 /// One accepted location update, serialized once.
@@ -84,6 +101,22 @@ pub trait Backend: Send + Sync + Debug + 'static {
     /// older ([`ridecast_protocol::surge::next_ts`]), so that ids only grow even when instances
     /// set a zone within one millisecond or their clocks disagree. Returns the stored JSON.
     async fn set_surge(&self, zone: &Id, multiplier: Multiplier, now_ms: u64) -> Result<Bytes, BackendError>;
+
+    /// Stores `ride` as a new ride in `searching`, its `ts` and creation time `now_ms`, and
+    /// publishes that status on the ride's channel, atomically. The ride is kept for the
+    /// configured ride TTL after its last change. `None` (and nothing stored) if a ride with
+    /// this id exists already.
+    async fn create_ride(&self, ride: &NewRide, now_ms: u64) -> Result<Option<Ride>, BackendError>;
+
+    /// The stored ride, if it exists (and has not expired).
+    async fn ride(&self, id: &Id) -> Result<Option<Ride>, BackendError>;
+
+    /// Applies `change` to the ride if its current status allows it
+    /// ([`RideChange::applies_to`]): the new status (and driver), a `ts` that only grows
+    /// ([`ridecast_protocol::surge::next_ts`], as for surge), the status JSON stored and
+    /// published on the ride's channel, and the ride's TTL renewed, all atomically: of two
+    /// instances assigning one ride at once, exactly one gets [`RideChangeOutcome::Applied`].
+    async fn change_ride(&self, id: &Id, change: &RideChange, now_ms: u64) -> Result<RideChangeOutcome, BackendError>;
 
     /// The latest stored value of `topic`, as its JSON.
     async fn latest(&self, topic: &Topic) -> Result<Option<Bytes>, BackendError>;

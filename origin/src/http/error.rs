@@ -6,9 +6,11 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use http::{HeaderValue, StatusCode, header::RETRY_AFTER};
-use ridecast_protocol::{ErrorBody, ErrorCode, InvalidId, TokenError, surge::SurgeRequestError};
+use ridecast_protocol::{
+    ErrorBody, ErrorCode, InvalidId, TokenError, ride::RideRequestError, surge::SurgeRequestError,
+};
 
-use crate::{auth::AuthError, bus::BackendError};
+use crate::{auth::AuthError, bus::BackendError, rides::RideError};
 
 /// Seconds a client is asked to wait before retrying a 503.
 pub const RETRY_AFTER_SECS: u64 = 2;
@@ -39,6 +41,23 @@ pub enum ApiError {
     Body(#[from] BytesRejection),
     #[error(transparent)]
     Surge(#[from] SurgeRequestError),
+    #[error(transparent)]
+    RideRequest(#[from] RideRequestError),
+    /// A ride could not be created or changed: the store (503) or this instance (500) failed.
+    #[error(transparent)]
+    Ride(RideError),
+    #[error("{0}")]
+    Conflict(String),
+}
+
+impl From<RideError> for ApiError {
+    /// A store failure is the same 503 wherever it happens.
+    fn from(error: RideError) -> Self {
+        match error {
+            RideError::Backend(source) => Self::Backend(source),
+            other => Self::Ride(other),
+        }
+    }
 }
 
 impl ApiError {
@@ -52,7 +71,9 @@ impl ApiError {
             Self::Auth(AuthError::Missing) => ErrorCode::MissingToken,
             Self::Auth(AuthError::Token(TokenError::Expired)) => ErrorCode::TokenExpired,
             Self::Auth(AuthError::Token(_)) => ErrorCode::InvalidToken,
-            Self::Auth(AuthError::WrongRole { .. } | AuthError::WrongDriver(_)) => ErrorCode::Forbidden,
+            Self::Auth(AuthError::WrongRole { .. } | AuthError::WrongDriver(_) | AuthError::NotThisRide(_)) => {
+                ErrorCode::Forbidden
+            }
             Self::InvalidId { .. } => ErrorCode::InvalidId,
             Self::NotFound(_) => ErrorCode::NotFound,
             Self::Backend(_) | Self::Unavailable(_) => ErrorCode::Unavailable,
@@ -62,6 +83,10 @@ impl ApiError {
                 ErrorCode::InvalidMessage
             }
             Self::Surge(SurgeRequestError::Invalid(_)) => ErrorCode::InvalidSurge,
+            Self::RideRequest(RideRequestError::Malformed(_)) => ErrorCode::InvalidMessage,
+            Self::RideRequest(RideRequestError::Invalid { .. }) => ErrorCode::InvalidLocation,
+            Self::Ride(_) => ErrorCode::Internal,
+            Self::Conflict(_) => ErrorCode::Conflict,
         }
     }
 }
@@ -79,11 +104,28 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
         }
         // Draining and full are expected states, not failures; a backend error is worth a log line.
-        if let Self::Backend(source) = &self {
-            response.extensions_mut().insert(ServerFailure(source.to_string()));
+        let failure = match &self {
+            Self::Backend(source) => Some(source.to_string()),
+            Self::Ride(source) => Some(error_chain(source)),
+            _ => None,
+        };
+        if let Some(detail) = failure {
+            response.extensions_mut().insert(ServerFailure(detail));
         }
         response
     }
+}
+
+/// An error and its sources, for a log line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 #[cfg(test)]
@@ -107,6 +149,23 @@ mod tests {
             ApiError::from(ridecast_protocol::SurgeRequest::parse(br#"{"multiplier":0.5}"#).expect_err("invalid"));
         assert_eq!(invalid.code(), ErrorCode::InvalidSurge);
         assert_eq!(invalid.into_response().status(), 400);
+    }
+
+    #[test]
+    fn a_malformed_ride_body_and_a_point_off_the_map_are_400_with_distinct_codes() {
+        let malformed = ApiError::from(ridecast_protocol::RideRequest::parse(b"{").expect_err("malformed"));
+        assert_eq!(malformed.code(), ErrorCode::InvalidMessage);
+        let off_the_map = br#"{"pickup":{"lat":91,"lng":0},"dropoff":{"lat":0,"lng":0}}"#;
+        let invalid = ApiError::from(ridecast_protocol::RideRequest::parse(off_the_map).expect_err("invalid"));
+        assert_eq!(invalid.code(), ErrorCode::InvalidLocation);
+        assert_eq!(invalid.into_response().status(), 400);
+    }
+
+    #[test]
+    fn another_riders_ride_is_403_and_a_conflict_409() {
+        let ride = ridecast_protocol::Id::parse("r1").expect("id");
+        assert_eq!(ApiError::Auth(AuthError::NotThisRide(ride)).into_response().status(), 403);
+        assert_eq!(ApiError::Conflict("ended".into()).into_response().status(), 409);
     }
 
     #[test]

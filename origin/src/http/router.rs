@@ -5,13 +5,13 @@ use axum::{
     extract::DefaultBodyLimit,
     middleware,
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::{delete, get, post},
 };
 use http::{HeaderName, HeaderValue, Method, header};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::error::{ApiError, ServerFailure};
-use crate::{driver_ws, edge_link, ops, polling, rider_sse, state::AppState, surge};
+use crate::{driver_ws, edge_link, ops, polling, rider_sse, rides, state::AppState, surge};
 
 /// Largest request body accepted anywhere, in bytes.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -23,8 +23,11 @@ pub fn router(state: AppState) -> Router {
         .route("/ws/rides", get(driver_ws::upgrade))
         .route("/api/sse/drivers/{driver_id}/location", get(rider_sse::driver_location))
         .route("/api/sse/surge/{zone_id}", get(rider_sse::surge_zone))
+        .route("/api/sse/rides/{ride_id}", get(rider_sse::ride_status))
         .route("/api/drivers/{driver_id}/location", get(polling::driver_location))
         .route("/api/surge/{zone_id}", post(surge::set))
+        .route("/api/rides", post(rides::http::create))
+        .route("/api/rides/{ride_id}", delete(rides::http::cancel))
         .route("/edge/v1/drivers/{driver_id}", get(edge_link::driver_link))
         .route("/edge/v1/surge/{zone_id}", get(edge_link::surge_link))
         .route("/healthz", get(ops::healthz))

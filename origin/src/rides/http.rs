@@ -1,0 +1,56 @@
+//! `POST /api/rides` and `DELETE /api/rides/{rideId}`.
+
+use axum::{
+    Json,
+    extract::{State, rejection::BytesRejection},
+    response::{IntoResponse, Response},
+};
+use bytes::Bytes;
+use http::{StatusCode, header};
+use ridecast_protocol::{RideCreated, RideRequest, RideStatus, Role};
+
+use super::RideChangeOutcome;
+use crate::{
+    auth::{AuthorizedRide, Principal},
+    http::error::ApiError,
+    state::AppState,
+};
+
+/// A rider asks for a ride. Checks, in the contract's order: the token (401), the body (400:
+/// `invalid_message`, or `invalid_location` for a point off the map), the `rider` role (403).
+/// Answers 201 with the new ride's id, `searching` and its ride-scoped token; 503 when the
+/// store is unreachable.
+pub async fn create(
+    State(state): State<AppState>,
+    principal: Principal,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let request = RideRequest::parse(&body?)?;
+    principal.require_role(Role::Rider)?;
+    let created = state.rides.create(&principal.claims.sub, request).await?;
+    tracing::info!(ride.id = %created.ride.id, rider.sub = %created.ride.rider, "ride requested");
+    let answer = RideCreated { ride_id: created.ride.id, status: created.ride.status, token: created.token };
+    Ok((StatusCode::CREATED, Json(answer)).into_response())
+}
+
+/// The ride's creator (or a token scoped to the ride) cancels it: 200 with the ride's status
+/// JSON, `cancelled`, also when it already was (a repeated `DELETE` changes nothing). A ride with
+/// a driver can still be cancelled; one that ended as `no_driver` cannot (409 `conflict`).
+pub async fn cancel(State(state): State<AppState>, AuthorizedRide(ride): AuthorizedRide) -> Result<Response, ApiError> {
+    let json = match state.rides.cancel(&ride.id).await? {
+        RideChangeOutcome::Applied(ride) => {
+            tracing::info!(ride.id = %ride.id, had_driver = ride.driver.is_some(), "ride cancelled");
+            ride.json
+        }
+        RideChangeOutcome::Refused(ride) if ride.status == RideStatus::Cancelled => ride.json,
+        RideChangeOutcome::Refused(ride) => {
+            return Err(ApiError::Conflict(format!(
+                "ride {} has ended as {}; it cannot be cancelled",
+                ride.id, ride.status
+            )));
+        }
+        // Expired between the permission check and the cancel.
+        RideChangeOutcome::Unknown => return Err(ApiError::NotFound(format!("no ride {}", ride.id))),
+    };
+    Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
+}

@@ -1,0 +1,418 @@
+//! Rides: what a rider asks for, kept in the [`bus`](crate::bus) store, and followed as the third
+//! kind of topic.
+//!
+//! `POST /api/rides` creates a ride in `searching` ([`http::create`]); `DELETE
+//! /api/rides/{rideId}` cancels it ([`http::cancel`]); `GET /api/sse/rides/{rideId}`
+//! ([`rider_sse::ride_status`](crate::rider_sse::ride_status)) follows its status through the
+//! same hubs and SSE front as locations and surge ([`Topic::RideStatus`](crate::bus::Topic)).
+//!
+//! Every change of a ride goes through [`Rides`], the one handle the handlers and the matcher
+//! share. It ends in one atomic step of the [`Backend`]: the status is changed only if the
+//! current one allows it ([`RideChange::applies_to`]), the status version `ts` only grows per
+//! ride, and the new status JSON is stored and published together, so that every instance's
+//! riders see each change once, in order.
+//!
+//! Who may follow and cancel a ride ([`Ride::allows`]): a rider token whose `sub` created it, or
+//! whose `ride` claim is it (PROTOCOL, "Who is who").
+
+pub mod http;
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use ridecast_protocol::{Claims, Id, LatLng, RideRequest, RideState, RideStatus, Role, TokenError, TokenKeys};
+
+use crate::{
+    bus::{Backend, BackendError},
+    clock,
+    metrics::Metrics,
+};
+
+/// Random bytes in a ride id: 128 bits, so that ids cannot be guessed (a ride's id is not a
+/// secret, but knowing one should not be how anyone finds a stranger's ride).
+const RIDE_ID_BYTES: usize = 16;
+
+/// How many fresh ids `create` tries before giving up. With 128 random bits a second try
+/// already means a broken random source.
+const CREATE_ATTEMPTS: usize = 3;
+
+/// What a new ride is made of; the store adds status, times and JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRide {
+    pub id: Id,
+    /// The creating rider's `sub`.
+    pub rider: Id,
+    pub pickup: LatLng,
+    pub dropoff: LatLng,
+}
+
+/// A ride as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ride {
+    pub id: Id,
+    /// The `sub` of the rider who created it.
+    pub rider: Id,
+    pub pickup: LatLng,
+    pub dropoff: LatLng,
+    pub status: RideStatus,
+    /// The driver the ride was assigned to. Kept after a cancellation (the JSON then no longer
+    /// names it), so that whoever tells that driver can find it.
+    pub driver: Option<Id>,
+    /// When it was created, epoch milliseconds.
+    pub created_ms: u64,
+    /// The status version: the `ts` (and SSE id) of its current status, epoch milliseconds,
+    /// strictly growing per ride.
+    pub ts: u64,
+    /// The current status as published ([`RideState`] JSON, tracking token included): SSE data
+    /// and the answer to `DELETE`.
+    pub json: Bytes,
+}
+
+impl Ride {
+    /// Whether `claims` may follow and cancel this ride: a rider token whose `sub` created the
+    /// ride, or whose `ride` claim names it. A `ride` claim adds that ride to what its `sub` may
+    /// do; it takes nothing away.
+    pub fn allows(&self, claims: &Claims) -> bool {
+        claims.role == Role::Rider && (claims.sub == self.rider || claims.ride.as_ref() == Some(&self.id))
+    }
+}
+
+/// A change of a ride's status, as the matcher and the cancel endpoint ask for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RideChange {
+    /// `searching` → `driver_assigned`: `driver` took the ride; `tracking_token` (a rider
+    /// token with `drv` = `driver`, see [`Rides::tracking_token`]) goes out with the status.
+    Assign { driver: Id, tracking_token: String },
+    /// `searching` → `no_driver`: nobody took it.
+    NoDriver,
+    /// `searching` or `driver_assigned` → `cancelled`: the rider cancelled.
+    Cancel,
+}
+
+impl RideChange {
+    /// The status the ride has after the change.
+    pub fn target(&self) -> RideStatus {
+        match self {
+            Self::Assign { .. } => RideStatus::DriverAssigned,
+            Self::NoDriver => RideStatus::NoDriver,
+            Self::Cancel => RideStatus::Cancelled,
+        }
+    }
+
+    /// The statuses the change applies to; from any other it is refused.
+    pub fn from_statuses(&self) -> &'static [RideStatus] {
+        match self {
+            Self::Assign { .. } | Self::NoDriver => &[RideStatus::Searching],
+            Self::Cancel => &[RideStatus::Searching, RideStatus::DriverAssigned],
+        }
+    }
+
+    /// Whether a ride in `status` may take this change.
+    pub fn applies_to(&self, status: RideStatus) -> bool {
+        self.from_statuses().contains(&status)
+    }
+
+    /// The status value the change publishes for `ride` at `ts`.
+    pub fn state(&self, ride: &Id, ts: u64) -> RideState {
+        let (driver_id, tracking_token) = match self {
+            Self::Assign { driver, tracking_token } => (Some(driver.clone()), Some(tracking_token.clone())),
+            Self::NoDriver | Self::Cancel => (None, None),
+        };
+        RideState { ride_id: ride.clone(), status: self.target(), driver_id, tracking_token, ts }
+    }
+}
+
+/// What [`Backend::change_ride`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RideChangeOutcome {
+    /// Changed, stored and published: the ride as it is now.
+    Applied(Ride),
+    /// Not changed: its status does not allow it. The ride as it is (unchanged).
+    Refused(Ride),
+    /// No such ride (never created, or expired).
+    Unknown,
+}
+
+/// A ride just created, with the ride-scoped token its creator gets.
+#[derive(Debug, Clone)]
+pub struct CreatedRide {
+    pub ride: Ride,
+    pub token: String,
+}
+
+/// Why a ride could not be created or changed.
+#[derive(Debug, thiserror::Error)]
+pub enum RideError {
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error("could not mint the ride's token")]
+    Token(#[from] TokenError),
+    #[error("no random ride id available")]
+    Random(#[source] getrandom::Error),
+    #[error("no unused ride id after {CREATE_ATTEMPTS} tries")]
+    NoFreeId,
+}
+
+/// The rides of the whole deployment, as this instance reaches them. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Rides {
+    backend: Arc<dyn Backend>,
+    keys: TokenKeys,
+    metrics: Metrics,
+    token_ttl: Duration,
+}
+
+impl Rides {
+    /// Rides stored in `backend`; tokens signed with `keys` (the current secret) live `token_ttl`.
+    pub fn new(backend: Arc<dyn Backend>, keys: TokenKeys, metrics: Metrics, token_ttl: Duration) -> Self {
+        Self { backend, keys, metrics, token_ttl }
+    }
+
+    /// Creates a ride for `rider` in `searching` (stored and published), and mints its
+    /// ride-scoped token: a rider token with `rider` as `sub`, the new id as `ride`, no `drv`.
+    ///
+    /// # Errors
+    /// [`RideError::Backend`] when the store is unreachable (nothing is created), others when
+    /// the random source or signing fails.
+    pub async fn create(&self, rider: &Id, request: RideRequest) -> Result<CreatedRide, RideError> {
+        for _ in 0..CREATE_ATTEMPTS {
+            let id = new_ride_id().map_err(RideError::Random)?;
+            let token = self.mint(rider, None, &id)?;
+            let new = NewRide { id, rider: rider.clone(), pickup: request.pickup, dropoff: request.dropoff };
+            let created = self.backend.create_ride(&new, clock::now_ms()).await;
+            if let Some(ride) = self.counted(created)? {
+                Metrics::inc(&self.metrics.values().rides_created_total);
+                return Ok(CreatedRide { ride, token });
+            }
+            tracing::warn!(ride.id = %new.id, "a fresh ride id was taken; trying another");
+        }
+        Err(RideError::NoFreeId)
+    }
+
+    /// The stored ride.
+    ///
+    /// # Errors
+    /// [`BackendError`] when the store is unreachable.
+    pub async fn get(&self, id: &Id) -> Result<Option<Ride>, BackendError> {
+        self.counted(self.backend.ride(id).await)
+    }
+
+    /// Assigns `ride` to `driver` if it is still `searching`: mints the tracking token (a rider
+    /// token for the ride's creator with `drv` = `driver` and `ride` = the ride) and publishes
+    /// `driver_assigned` with both. Atomic: of two concurrent assignments one is
+    /// [`RideChangeOutcome::Applied`], the other [`RideChangeOutcome::Refused`] with the winner's
+    /// driver in the returned ride.
+    ///
+    /// # Errors
+    /// [`RideError::Backend`] when the store is unreachable (the ride is then unchanged, as far
+    /// as this instance knows), [`RideError::Token`] if signing fails.
+    pub async fn assign(&self, ride: &Ride, driver: &Id) -> Result<RideChangeOutcome, RideError> {
+        let tracking_token = self.tracking_token(ride, driver)?;
+        Ok(self.change(&ride.id, &RideChange::Assign { driver: driver.clone(), tracking_token }).await?)
+    }
+
+    /// Ends a `searching` ride as `no_driver`.
+    ///
+    /// # Errors
+    /// [`BackendError`] when the store is unreachable.
+    pub async fn no_driver(&self, id: &Id) -> Result<RideChangeOutcome, BackendError> {
+        self.change(id, &RideChange::NoDriver).await
+    }
+
+    /// Cancels a `searching` or `driver_assigned` ride. A ride already `cancelled` (or
+    /// `no_driver`) comes back [`RideChangeOutcome::Refused`], unchanged.
+    ///
+    /// # Errors
+    /// [`BackendError`] when the store is unreachable.
+    pub async fn cancel(&self, id: &Id) -> Result<RideChangeOutcome, BackendError> {
+        let outcome = self.change(id, &RideChange::Cancel).await?;
+        if let RideChangeOutcome::Applied(_) = outcome {
+            Metrics::inc(&self.metrics.values().rides_cancelled_total);
+        }
+        Ok(outcome)
+    }
+
+    /// A rider token for `ride`'s creator that tracks `driver`: `drv` = `driver`, `ride` = the
+    /// ride, valid for the ride token TTL. What a `driver_assigned` status carries.
+    ///
+    /// # Errors
+    /// [`TokenError::Signing`] if signing fails.
+    pub fn tracking_token(&self, ride: &Ride, driver: &Id) -> Result<String, TokenError> {
+        self.mint(&ride.rider, Some(driver), &ride.id)
+    }
+
+    async fn change(&self, id: &Id, change: &RideChange) -> Result<RideChangeOutcome, BackendError> {
+        self.counted(self.backend.change_ride(id, change, clock::now_ms()).await)
+    }
+
+    fn mint(&self, rider: &Id, driver: Option<&Id>, ride: &Id) -> Result<String, TokenError> {
+        self.keys.mint(&Claims {
+            sub: rider.clone(),
+            role: Role::Rider,
+            exp: clock::now_secs() + self.token_ttl.as_secs(),
+            drv: driver.cloned(),
+            ride: Some(ride.clone()),
+        })
+    }
+
+    /// Counts a failed store operation in `backend_errors_total`.
+    fn counted<T>(&self, result: Result<T, BackendError>) -> Result<T, BackendError> {
+        if result.is_err() {
+            Metrics::inc(&self.metrics.values().backend_errors_total);
+        }
+        result
+    }
+}
+
+/// A fresh ride id: [`RIDE_ID_BYTES`] from the OS's random source, as lowercase hex (32
+/// characters of the id alphabet).
+///
+/// # Errors
+/// When the OS has no randomness to give.
+pub fn new_ride_id() -> Result<Id, getrandom::Error> {
+    use std::fmt::Write;
+    let mut bytes = [0u8; RIDE_ID_BYTES];
+    getrandom::fill(&mut bytes)?;
+    let mut hex = String::with_capacity(RIDE_ID_BYTES * 2);
+    for byte in bytes {
+        let _ = write!(hex, "{byte:02x}");
+    }
+    Ok(Id::parse(&hex).expect("32 hex digits are a valid id"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering::Relaxed;
+
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::{
+        bus::{Retention, embedded::EmbeddedBackend},
+        fanout::Hubs,
+    };
+
+    const SECRET: &[u8] = b"rides-test-secret";
+
+    fn rides() -> (Rides, Metrics) {
+        let metrics = Metrics::default();
+        let (hubs, _commands) = Hubs::new(metrics.clone());
+        let retention = Retention { location: Duration::from_secs(60), ride: Duration::from_secs(600) };
+        let backend = Arc::new(EmbeddedBackend::new(hubs, retention, CancellationToken::new()));
+        let keys = TokenKeys::new(SECRET, None).expect("keys");
+        (Rides::new(backend, keys, metrics.clone(), Duration::from_secs(120)), metrics)
+    }
+
+    fn id(raw: &str) -> Id {
+        Id::parse(raw).expect("id")
+    }
+
+    fn request() -> RideRequest {
+        RideRequest { pickup: LatLng { lat: 37.7, lng: -122.4 }, dropoff: LatLng { lat: 37.8, lng: -122.3 } }
+    }
+
+    fn claims_of(token: &str) -> Claims {
+        TokenKeys::new(SECRET, None).expect("keys").verify(token, clock::now_secs()).expect("a valid token")
+    }
+
+    #[tokio::test]
+    async fn a_created_ride_is_searching_and_its_token_is_scoped_to_it() {
+        let (rides, metrics) = rides();
+        let created = rides.create(&id("r-1"), request()).await.expect("created");
+        let ride = &created.ride;
+        assert_eq!(
+            (ride.status, &ride.rider, ride.pickup, ride.dropoff),
+            (RideStatus::Searching, &id("r-1"), request().pickup, request().dropoff)
+        );
+        assert_eq!(rides.get(&ride.id).await.expect("read").as_ref(), Some(ride));
+
+        let claims = claims_of(&created.token);
+        assert_eq!(
+            (claims.sub, claims.role, claims.drv, claims.ride),
+            (id("r-1"), Role::Rider, None, Some(ride.id.clone()))
+        );
+        assert!(claims.exp.abs_diff(clock::now_secs() + 120) <= 2, "the ride token TTL, got exp {}", claims.exp);
+        assert_eq!(metrics.values().rides_created_total.load(Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn only_a_searching_ride_is_assigned_and_its_tracking_token_tracks_the_driver() {
+        let (rides, _metrics) = rides();
+        let ride = rides.create(&id("r-1"), request()).await.expect("created").ride;
+
+        let RideChangeOutcome::Applied(assigned) = rides.assign(&ride, &id("d-1")).await.expect("assign") else {
+            panic!("a searching ride is assigned");
+        };
+        assert_eq!((assigned.status, assigned.driver.as_ref()), (RideStatus::DriverAssigned, Some(&id("d-1"))));
+        assert!(assigned.ts > ride.ts, "the status version grows: {} after {}", assigned.ts, ride.ts);
+        let state: RideState = serde_json::from_slice(&assigned.json).expect("status JSON");
+        assert_eq!(
+            (state.status, state.driver_id.as_ref(), state.ts),
+            (RideStatus::DriverAssigned, Some(&id("d-1")), assigned.ts)
+        );
+        let tracking = claims_of(state.tracking_token.as_deref().expect("a tracking token"));
+        assert_eq!(
+            (tracking.sub, tracking.role, tracking.drv, tracking.ride),
+            (id("r-1"), Role::Rider, Some(id("d-1")), Some(ride.id.clone()))
+        );
+
+        let second = rides.assign(&ride, &id("d-2")).await.expect("assign");
+        assert_eq!(second, RideChangeOutcome::Refused(assigned.clone()), "the first assignment stands");
+        assert_eq!(rides.no_driver(&ride.id).await.expect("no driver"), RideChangeOutcome::Refused(assigned));
+    }
+
+    #[tokio::test]
+    async fn a_cancel_applies_to_searching_and_assigned_rides_and_is_counted_once() {
+        let (rides, metrics) = rides();
+        let assigned = rides.create(&id("r-1"), request()).await.expect("created").ride;
+        rides.assign(&assigned, &id("d-1")).await.expect("assign");
+        let RideChangeOutcome::Applied(cancelled) = rides.cancel(&assigned.id).await.expect("cancel") else {
+            panic!("an assigned ride can be cancelled");
+        };
+        assert_eq!(cancelled.driver.as_ref(), Some(&id("d-1")), "the store remembers the driver");
+        let state: RideState = serde_json::from_slice(&cancelled.json).expect("status JSON");
+        assert_eq!((state.status, state.driver_id, state.tracking_token), (RideStatus::Cancelled, None, None));
+        assert_eq!(rides.cancel(&assigned.id).await.expect("cancel"), RideChangeOutcome::Refused(cancelled));
+        assert_eq!(metrics.values().rides_cancelled_total.load(Relaxed), 1);
+
+        let unmatched = rides.create(&id("r-1"), request()).await.expect("created").ride;
+        let RideChangeOutcome::Applied(ended) = rides.no_driver(&unmatched.id).await.expect("no driver") else {
+            panic!("a searching ride can end without a driver");
+        };
+        assert!(
+            matches!(rides.cancel(&unmatched.id).await.expect("cancel"), RideChangeOutcome::Refused(ride) if ride == ended)
+        );
+        assert!(matches!(rides.cancel(&id("nobody")).await.expect("cancel"), RideChangeOutcome::Unknown));
+    }
+
+    #[test]
+    fn the_creator_or_a_token_scoped_to_the_ride_may_have_it_and_only_as_riders() {
+        let ride = Ride {
+            id: id("ride1"),
+            rider: id("r-1"),
+            pickup: request().pickup,
+            dropoff: request().dropoff,
+            status: RideStatus::Searching,
+            driver: None,
+            created_ms: 1,
+            ts: 1,
+            json: Bytes::new(),
+        };
+        let claims =
+            |role, sub: &str, ride: Option<&str>| Claims { sub: id(sub), role, exp: 0, drv: None, ride: ride.map(id) };
+        assert!(ride.allows(&claims(Role::Rider, "r-1", None)), "the creator");
+        assert!(ride.allows(&claims(Role::Rider, "r-1", Some("other"))), "the creator, with a token of another ride");
+        assert!(ride.allows(&claims(Role::Rider, "someone", Some("ride1"))), "a token scoped to the ride");
+        assert!(!ride.allows(&claims(Role::Rider, "r-2", None)), "another rider");
+        assert!(!ride.allows(&claims(Role::Rider, "r-2", Some("other"))), "a token scoped to another ride");
+        assert!(!ride.allows(&claims(Role::Driver, "r-1", Some("ride1"))), "not a rider token");
+    }
+
+    #[test]
+    fn ride_ids_are_32_random_hex_digits() {
+        let (a, b) = (new_ride_id().expect("random"), new_ride_id().expect("random"));
+        assert_ne!(a, b);
+        assert_eq!(a.as_str().len(), 32);
+        assert!(a.as_str().bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()), "{a}");
+    }
+}
