@@ -8,6 +8,8 @@ use std::{net::SocketAddr, time::Duration};
 use clap::{Args, Parser, Subcommand};
 use ridecast_protocol::{Role, TokenError, TokenKeys};
 
+use crate::dispatch::{OfferLimits, dispatcher::DispatchConfig};
+
 /// Environment variable names, in one place.
 pub mod env {
     pub const TOKEN_SECRET: &str = "RIDECAST_TOKEN_SECRET";
@@ -74,6 +76,40 @@ pub struct ServeArgs {
     /// tracking token a ride's `driver_assigned` status carries.
     #[arg(long, env = "RIDECAST_RIDE_TOKEN_TTL_SECS", default_value_t = 7_200)]
     pub ride_token_ttl_secs: u64,
+
+    /// Only drivers within this distance of a ride's pickup are offered it, in metres.
+    #[arg(long, env = "RIDECAST_MATCH_RADIUS_M", default_value_t = 5_000.0)]
+    pub match_radius_m: f64,
+
+    /// How long a driver has to accept an offer before the ride moves on, in ms.
+    #[arg(long, env = "RIDECAST_OFFER_EXPIRY_MS", default_value_t = 15_000)]
+    pub offer_expiry_ms: u64,
+
+    /// How often an offer is sent again until the driver acknowledges it, in ms.
+    #[arg(long, env = "RIDECAST_OFFER_RESEND_MS", default_value_t = 2_000)]
+    pub offer_resend_ms: u64,
+
+    /// Drivers offered one ride at once (1: one at a time, nearest first; more: the first
+    /// accept wins and the others are told `taken`).
+    #[arg(long, env = "RIDECAST_OFFER_FANOUT", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10))]
+    pub offer_fanout: u32,
+
+    /// Drivers offered one ride in all before it ends as `no_driver`.
+    #[arg(long, env = "RIDECAST_MAX_OFFER_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_offer_attempts: u32,
+
+    /// How often each instance looks for offers past their deadline, in ms.
+    #[arg(long, env = "RIDECAST_OFFER_SWEEP_MS", default_value_t = 250)]
+    pub offer_sweep_ms: u64,
+
+    /// How long a ride keeps searching while no driver is available before it ends as
+    /// `no_driver`, in seconds (it is searched again every second meanwhile).
+    #[arg(long, env = "RIDECAST_SEARCH_TIMEOUT_SECS", default_value_t = 60)]
+    pub search_timeout_secs: u64,
+
+    /// A driver not heard from (location or availability) for this long gets no offers.
+    #[arg(long, env = "RIDECAST_DRIVER_STALE_SECS", default_value_t = 30)]
+    pub driver_stale_secs: u64,
 
     /// Per driver, the minimum time between two ingested updates; faster updates are
     /// coalesced and only the newest is kept. 0 ingests every update.
@@ -172,6 +208,7 @@ pub struct Config {
     pub location_ttl: Duration,
     pub ride_ttl: Duration,
     pub ride_token_ttl: Duration,
+    pub dispatch: DispatchConfig,
     pub ingest_interval: Duration,
     pub ws_ping: Duration,
     pub ws_idle: Duration,
@@ -198,6 +235,19 @@ impl Config {
             location_ttl: Duration::from_secs(args.location_ttl_secs.max(1)),
             ride_ttl: Duration::from_secs(args.ride_ttl_secs.max(1)),
             ride_token_ttl: Duration::from_secs(args.ride_token_ttl_secs.max(1)),
+            dispatch: DispatchConfig {
+                radius_m: if args.match_radius_m.is_finite() { args.match_radius_m.max(1.0) } else { 5_000.0 },
+                offer_ttl: Duration::from_millis(args.offer_expiry_ms.max(100)),
+                resend: Duration::from_millis(args.offer_resend_ms.max(50)),
+                sweep: Duration::from_millis(args.offer_sweep_ms.max(10)),
+                search_timeout: Duration::from_secs(args.search_timeout_secs),
+                search_retry: Duration::from_secs(1),
+                limits: OfferLimits {
+                    max_attempts: args.max_offer_attempts as usize,
+                    fanout: args.offer_fanout as usize,
+                    stale_ms: args.driver_stale_secs.max(1) * 1_000,
+                },
+            },
             ingest_interval: Duration::from_millis(args.ingest_interval_ms),
             ws_ping: Duration::from_secs(args.ws_ping_secs.max(1)),
             ws_idle: Duration::from_secs(args.ws_idle_secs.max(2)),

@@ -3,6 +3,12 @@
 //! Frames are validated one by one; a bad frame gets an error frame and the socket lives on.
 //! Only abuse closes it: a frame over 4 KiB (1009), silence past the idle limit. Location
 //! floods are coalesced: at most one ingest per `--ingest-interval-ms`, always the newest.
+//!
+//! Offers: the session registers with the [`DriverPost`](crate::dispatch::post::DriverPost) so
+//! offers and results reach it from any instance, sends the driver's pending offer on connect
+//! (a reconnecting driver gets the same offer id again), and resends an offer every
+//! `--offer-resend-ms` until the driver acknowledges it or it ends. Availability and position
+//! (when online) feed the dispatch store.
 
 use axum::{
     Extension,
@@ -13,15 +19,16 @@ use axum::{
     response::Response,
 };
 use ridecast_protocol::{
-    ErrorCode, Id, LocationReport, MAX_FRAME_BYTES, Role,
+    ErrorCode, GridCell, Id, LocationReport, MAX_FRAME_BYTES, Role,
     location::is_newer,
-    messages::{DriverMessage, ServerMessage, parse_driver_message},
+    messages::{DriverMessage, LatLng, ServerMessage, parse_driver_message},
 };
-use tokio::time::Instant;
+use tokio::{sync::mpsc, time::Instant};
 use tracing::Instrument;
 
 use crate::{
     auth::Principal,
+    bus::BackendError,
     clock,
     http::{error::ApiError, front::ConnectionSlot},
     metrics::{GaugeGuard, Metrics},
@@ -34,6 +41,10 @@ const TRANSPORT_FRAME_LIMIT: usize = 64 * 1024;
 
 /// Initial read buffer of a driver socket.
 const READ_BUFFER_BYTES: usize = 512;
+
+/// An online driver's position is written to the dispatch store when its grid cell changes,
+/// or at least this often (which also keeps it from counting as stale).
+const POSITION_REFRESH: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Authenticates (before any upgrade: failures are plain 401/403) and upgrades.
 pub async fn upgrade(
@@ -70,6 +81,19 @@ enum Next {
     Close(u16, &'static str),
 }
 
+/// An offer sent and not yet acknowledged.
+struct Unacked {
+    frame: ServerMessage,
+    offer_id: String,
+    resend_at: Instant,
+}
+
+impl Unacked {
+    fn boxed(frame: ServerMessage, offer_id: String, resend_in: std::time::Duration) -> Box<Self> {
+        Box::new(Self { frame, offer_id, resend_at: Instant::now() + resend_in })
+    }
+}
+
 struct DriverSession {
     driver: Id,
     state: AppState,
@@ -81,29 +105,64 @@ struct DriverSession {
     last_heard: Instant,
     /// Whether the driver has been told the store is failing (told once per outage).
     told_unavailable: bool,
+    /// Online for offers (the driver's last `availability`).
+    available: bool,
+    /// The newest valid position the driver sent.
+    last_position: Option<LatLng>,
+    /// Last position written to the dispatch store, and when.
+    dispatched_position: Option<(GridCell, Instant)>,
+    /// The offer being resent until acknowledged (boxed: rare, and every connected driver
+    /// holds the field).
+    unacked: Option<Box<Unacked>>,
 }
 
 impl DriverSession {
     fn new(driver: Id, state: AppState) -> Self {
         let now = Instant::now();
-        Self { driver, state, last_ts: None, pending: None, next_ingest: now, last_heard: now, told_unavailable: false }
+        Self {
+            driver,
+            state,
+            last_ts: None,
+            pending: None,
+            next_ingest: now,
+            last_heard: now,
+            told_unavailable: false,
+            available: false,
+            last_position: None,
+            dispatched_position: None,
+            unacked: None,
+        }
     }
 
     async fn run(mut self, mut socket: WebSocket) {
         let _open = GaugeGuard::new(&self.state.metrics, |m| &m.driver_connections);
         let _drain = self.state.drain.tracker().token();
         let shutdown = self.state.drain.token().clone();
-        // One timer for both deadlines (next ping, next coalesced ingest), reset as they move:
-        // every connected driver holds this future, so each timer is memory per driver.
+        let (_registration, mut inbox, _never_sends) = match self.state.dispatcher.post().register(&self.driver).await {
+            Ok((registration, inbox)) => (Some(registration), inbox, None),
+            Err(error) => {
+                // Still a working location socket; its stored offer reaches it on reconnect.
+                tracing::warn!(driver.id = %self.driver, %error, "driver not registered for offers");
+                let (sender, inbox) = mpsc::channel(1);
+                (None, inbox, Some(sender))
+            }
+        };
+        Box::pin(self.send_pending_offer(&mut socket)).await;
+        // One timer for every deadline (next ping, next coalesced ingest, next offer resend),
+        // reset as they move: every connected driver holds this future, so each timer is
+        // memory per driver.
         let mut next_ping = Instant::now() + self.state.config.ws_ping;
         let timer = tokio::time::sleep_until(next_ping);
         let mut timer = std::pin::pin!(timer);
         tracing::debug!("driver connected");
         let close = loop {
-            let deadline = match self.pending {
+            let mut deadline = match self.pending {
                 Some(_) => next_ping.min(self.next_ingest),
                 None => next_ping,
             };
+            if let Some(unacked) = &self.unacked {
+                deadline = deadline.min(unacked.resend_at);
+            }
             if timer.deadline() != deadline {
                 timer.as_mut().reset(deadline);
             }
@@ -117,10 +176,14 @@ impl DriverSession {
                     }
                     Some(Err(error)) => break transport_close(&error),
                 },
+                Some(frame) = inbox.recv() => Box::pin(self.on_post(*frame, &mut socket)).await,
                 () = timer.as_mut() => {
                     let now = Instant::now();
                     if self.pending.is_some() && now >= self.next_ingest {
                         Box::pin(self.ingest_pending(&mut socket)).await;
+                    }
+                    if self.unacked.as_ref().is_some_and(|unacked| now >= unacked.resend_at) {
+                        Box::pin(self.resend(&mut socket)).await;
                     }
                     if now >= next_ping {
                         next_ping = now + self.state.config.ws_ping;
@@ -148,7 +211,68 @@ impl DriverSession {
         } else if socket.send(Message::Ping(Default::default())).await.is_err() {
             Next::Close(close_code::ERROR, "ping failed")
         } else {
+            if let Err(error) = self.state.dispatcher.post().refresh(&self.driver).await {
+                tracing::warn!(driver.id = %self.driver, %error, "driver registration not refreshed");
+            }
             Next::Continue
+        }
+    }
+
+    /// On connect: the offer this driver holds, if any, again (same id; its app de-duplicates).
+    async fn send_pending_offer(&mut self, socket: &mut WebSocket) {
+        match self.state.dispatcher.store().current_offer(&self.driver).await {
+            Ok(Some((offer, acked))) => {
+                let frame = offer.frame();
+                if !acked {
+                    self.unacked = Some(Unacked::boxed(frame.clone(), offer.offer_id, self.resend_interval()));
+                }
+                let _ = self.send(socket, &frame).await;
+            }
+            Ok(None) => {}
+            Err(error) => tracing::warn!(driver.id = %self.driver, %error, "pending offer not looked up"),
+        }
+    }
+
+    fn resend_interval(&self) -> std::time::Duration {
+        self.state.dispatcher.resend_interval()
+    }
+
+    /// A frame from the post: an offer (resent until acknowledged) or an offer's result.
+    async fn on_post(&mut self, frame: ServerMessage, socket: &mut WebSocket) -> Next {
+        match &frame {
+            ServerMessage::Offer { offer_id, .. } => {
+                self.unacked = Some(Unacked::boxed(frame.clone(), offer_id.clone(), self.resend_interval()));
+            }
+            ServerMessage::OfferResult { offer_id, .. } => self.settle(offer_id),
+            ServerMessage::Error { .. } => {}
+        }
+        self.send(socket, &frame).await
+    }
+
+    /// Sends the unacknowledged offer again, unless it has expired meanwhile.
+    async fn resend(&mut self, socket: &mut WebSocket) {
+        let Some(unacked) = self.unacked.take() else { return };
+        let Unacked { frame, offer_id, .. } = *unacked;
+        if let ServerMessage::Offer { expires_at, .. } = &frame
+            && *expires_at <= clock::now_ms()
+        {
+            return;
+        }
+        let _ = self.send(socket, &frame).await;
+        self.unacked = Some(Unacked::boxed(frame, offer_id, self.resend_interval()));
+    }
+
+    /// Stops resending `offer_id`.
+    fn settle(&mut self, offer_id: &str) {
+        if self.unacked.as_ref().is_some_and(|unacked| unacked.offer_id == offer_id) {
+            self.unacked = None;
+        }
+    }
+
+    async fn send(&self, socket: &mut WebSocket, frame: &ServerMessage) -> Next {
+        match socket.send(Message::Text(frame.to_json().into())).await {
+            Ok(()) => Next::Continue,
+            Err(_) => Next::Close(close_code::ERROR, "send failed"),
         }
     }
 
@@ -168,16 +292,76 @@ impl DriverSession {
         match parse_driver_message(&text) {
             Err(error) => self.reject(socket, ErrorCode::InvalidMessage, error.to_string()).await,
             Ok(DriverMessage::Location(report)) => self.on_location(report, socket).await,
-            // Offers arrive with ride matching; until then an online driver simply waits.
-            Ok(DriverMessage::Availability { .. }) => Next::Continue,
-            Ok(
-                DriverMessage::OfferAck { offer_id }
-                | DriverMessage::Accept { offer_id }
-                | DriverMessage::Reject { offer_id },
-            ) => {
-                self.reject(socket, ErrorCode::NotFound, format!("no pending offer {offer_id:?} for this driver")).await
+            Ok(DriverMessage::Availability { available }) => self.on_availability(available, socket).await,
+            Ok(DriverMessage::OfferAck { offer_id }) => {
+                self.settle(&offer_id);
+                let reply = self.state.dispatcher.ack(&self.driver, &offer_id).await;
+                self.answer(reply, socket).await
+            }
+            Ok(DriverMessage::Accept { offer_id }) => {
+                self.settle(&offer_id);
+                let reply = self.state.dispatcher.accept(&self.driver, &offer_id).await;
+                self.answer(reply, socket).await
+            }
+            Ok(DriverMessage::Reject { offer_id }) => {
+                self.settle(&offer_id);
+                let reply = self.state.dispatcher.reject(&self.driver, &offer_id).await;
+                self.answer(reply, socket).await
             }
         }
+    }
+
+    /// Sends the dispatcher's reply, or an `unavailable` error when the store failed.
+    async fn answer(&self, reply: Result<Option<ServerMessage>, BackendError>, socket: &mut WebSocket) -> Next {
+        match reply {
+            Ok(Some(frame)) => self.send(socket, &frame).await,
+            Ok(None) => Next::Continue,
+            Err(error) => {
+                tracing::warn!(driver.id = %self.driver, %error, "offer answer not processed");
+                self.reject(socket, ErrorCode::Unavailable, "offers cannot be processed right now; try again".into())
+                    .await
+            }
+        }
+    }
+
+    async fn on_availability(&mut self, available: bool, socket: &mut WebSocket) -> Next {
+        self.available = available;
+        self.dispatched_position = None;
+        let store = self.state.dispatcher.store();
+        let mut result = store.set_available(&self.driver, available, clock::now_ms()).await;
+        // A driver going online is placed at once if its position is known.
+        if result.is_ok()
+            && available
+            && let Some(report) = self.last_position
+        {
+            result = self.dispatch_position(report).await;
+        }
+        match result {
+            Ok(()) => Next::Continue,
+            Err(error) => {
+                tracing::warn!(driver.id = %self.driver, %error, "availability not stored");
+                self.reject(
+                    socket,
+                    ErrorCode::Unavailable,
+                    "availability cannot be stored right now; send it again".into(),
+                )
+                .await
+            }
+        }
+    }
+
+    /// Writes an online driver's position to the dispatch store when its cell changed or the
+    /// last write is getting old.
+    async fn dispatch_position(&mut self, at: LatLng) -> Result<(), BackendError> {
+        let cell = GridCell::of(at.lat, at.lng);
+        let due =
+            self.dispatched_position.is_none_or(|(last, when)| last != cell || when.elapsed() >= POSITION_REFRESH);
+        if !due {
+            return Ok(());
+        }
+        self.state.dispatcher.store().set_position(&self.driver, at, clock::now_ms()).await?;
+        self.dispatched_position = Some((cell, Instant::now()));
+        Ok(())
     }
 
     async fn on_location(&mut self, report: LocationReport, socket: &mut WebSocket) -> Next {
@@ -192,8 +376,15 @@ impl DriverSession {
         }
         Metrics::inc(&metrics.updates_received_total);
         self.last_ts = Some(report.ts);
+        let at = LatLng { lat: report.lat, lng: report.lng };
         if self.pending.replace(report).is_some() {
             Metrics::inc(&metrics.updates_coalesced_total);
+        }
+        self.last_position = Some(at);
+        if self.available
+            && let Err(error) = self.dispatch_position(at).await
+        {
+            tracing::warn!(driver.id = %self.driver, %error, "position not given to dispatch");
         }
         if Instant::now() >= self.next_ingest {
             self.ingest_pending(socket).await;
@@ -219,11 +410,7 @@ impl DriverSession {
 
     /// Sends an error frame; the socket stays open.
     async fn reject(&self, socket: &mut WebSocket, code: ErrorCode, message: String) -> Next {
-        let frame = ServerMessage::error(code, message).to_json();
-        match socket.send(Message::Text(frame.into())).await {
-            Ok(()) => Next::Continue,
-            Err(_) => Next::Close(close_code::ERROR, "send failed"),
-        }
+        self.send(socket, &ServerMessage::error(code, message)).await
     }
 }
 

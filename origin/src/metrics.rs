@@ -69,6 +69,14 @@ metric_set! {
     counter events_pushed_total;
     /// Values a rider stream skipped because a newer one arrived first (latest-only delivery).
     counter events_superseded_total;
+    /// Ride offers made to drivers by this instance.
+    counter offers_sent_total;
+    /// Offers this instance found past their deadline and expired.
+    counter offers_expired_total;
+    /// Rides a driver won through this instance.
+    counter rides_assigned_total;
+    /// Rides this instance gave up on: nobody (else) within the radius to offer them to.
+    counter rides_unmatched_total;
     /// Local hubs (channels with at least one local subscriber).
     gauge hubs;
     /// Backend (Redis) operations that failed.

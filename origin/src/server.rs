@@ -8,6 +8,11 @@ use crate::{
     auth::Authenticator,
     bus::{Backend, BackendError, Retention, embedded::EmbeddedBackend, redis::RedisBackend},
     config::Config,
+    dispatch::{
+        dispatcher::Dispatcher,
+        post::DriverPost,
+        store::{DispatchStore, EmbeddedDispatch, RedisDispatch},
+    },
     fanout::{Hubs, SubscriptionManager},
     http::{front, router::router},
     ingest::Ingestor,
@@ -46,10 +51,22 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     };
     tokio::spawn(SubscriptionManager::new(hubs.clone(), backend.clone()).run(commands, drain.token().clone()));
 
+    let rides = Rides::new(backend.clone(), config.secrets.keys.clone(), metrics.clone(), config.ride_token_ttl);
+    let (dispatch_store, post): (Arc<dyn DispatchStore>, DriverPost) = match (&redis, &config.redis_url) {
+        (Some(redis), Some(url)) => (
+            Arc::new(RedisDispatch::new(redis.command_client(), config.ride_ttl)),
+            DriverPost::through_redis(url, redis.command_client(), drain.token().clone()).await?,
+        ),
+        _ => (Arc::new(EmbeddedDispatch::default()), DriverPost::local()),
+    };
+    let dispatcher = Dispatcher::new(dispatch_store, rides.clone(), post, config.dispatch, metrics.clone());
+    tokio::spawn(dispatcher.clone().run_sweeper(drain.token().clone()));
+
     let state = AppState {
         auth: Authenticator::new(config.secrets.keys.clone()),
         ingestor: Ingestor::new(backend.clone(), metrics.clone()),
-        rides: Rides::new(backend.clone(), config.secrets.keys.clone(), metrics.clone(), config.ride_token_ttl),
+        rides,
+        dispatcher,
         stream_signals: rider_sse::StreamSignals::spawn(config.heartbeat, drain.token().clone()),
         config: Arc::new(config),
         backend,

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use crate::{
-    auth::Authenticator, bus::Backend, config::Config, fanout::Hubs, ingest::Ingestor, metrics::Metrics,
-    rider_sse::StreamSignals, rides::Rides, shutdown::Drain,
+    auth::Authenticator, bus::Backend, config::Config, dispatch::dispatcher::Dispatcher, fanout::Hubs,
+    ingest::Ingestor, metrics::Metrics, rider_sse::StreamSignals, rides::Rides, shutdown::Drain,
 };
 
 #[derive(Debug, Clone)]
@@ -16,6 +16,8 @@ pub struct AppState {
     pub ingestor: Ingestor,
     /// Ride creation, lookup and status changes (the handlers' and the matcher's one way in).
     pub rides: Rides,
+    /// Ride offers: matching, drivers' answers, deadlines.
+    pub dispatcher: Dispatcher,
     pub metrics: Metrics,
     pub drain: Drain,
     /// Heartbeat ticks and the drain signal for every SSE stream.

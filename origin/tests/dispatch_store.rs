@@ -189,3 +189,19 @@ async fn closing_a_ride_cancels_its_offers_and_frees_its_driver() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_ride_with_nobody_to_ask_waits_is_handed_out_once_and_not_after_it_closed() {
+    in_both_stores(|store| async move {
+        store.wait(&id("r1"), T0 + 1_000).await.expect("wait");
+        store.wait(&id("r2"), T0 + 2_000).await.expect("wait");
+        assert!(store.waiting_due(T0 + 999, 10).await.expect("due").is_empty());
+        assert_eq!(store.waiting_due(T0 + 1_000, 10).await.expect("due"), vec![id("r1")]);
+        assert!(store.waiting_due(T0 + 1_000, 10).await.expect("due").is_empty(), "handed out once");
+        store.close_ride(&id("r2")).await.expect("close");
+        assert!(store.waiting_due(T0 + 5_000, 10).await.expect("due").is_empty(), "a closed ride stops waiting");
+        store.wait(&id("r2"), T0 + 6_000).await.expect("wait");
+        assert!(store.waiting_due(T0 + 7_000, 10).await.expect("due").is_empty(), "and cannot wait again");
+    })
+    .await;
+}

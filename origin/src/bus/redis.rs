@@ -257,6 +257,11 @@ impl RedisBackend {
         });
     }
 
+    /// The command connection, for other stores that share this Redis (dispatch).
+    pub fn command_client(&self) -> Client {
+        self.commands.clone()
+    }
+
     /// Closes both connections.
     pub async fn quit(&self) {
         let _ = self.subscriber.quit().await;

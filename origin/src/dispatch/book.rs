@@ -44,6 +44,8 @@ pub struct Book {
     drivers: HashMap<Id, DriverEntry>,
     offers: HashMap<String, OfferEntry>,
     rides: HashMap<Id, RideEntry>,
+    /// Rides searching with no live offer, and when to search again.
+    waiting: HashMap<Id, u64>,
 }
 
 impl Book {
@@ -199,6 +201,25 @@ impl Book {
         self.end_offer(offer_id, OfferState::Expired)
     }
 
+    /// `ride` found nobody to offer it to: search again at `retry_at`.
+    pub fn wait(&mut self, ride: &Id, retry_at: u64) {
+        if !self.rides.get(ride).is_some_and(|r| r.closed) {
+            self.waiting.insert(ride.clone(), retry_at);
+        }
+    }
+
+    /// Takes the waiting rides due for another search (each is handed out once).
+    pub fn waiting_due(&mut self, now: u64, limit: usize) -> Vec<Id> {
+        let mut due: Vec<(u64, Id)> =
+            self.waiting.iter().filter(|(_, at)| **at <= now).map(|(id, at)| (*at, id.clone())).collect();
+        due.sort();
+        due.truncate(limit);
+        for (_, ride) in &due {
+            self.waiting.remove(ride);
+        }
+        due.into_iter().map(|(_, ride)| ride).collect()
+    }
+
     /// Whether the ride has offers still waiting for an answer.
     pub fn has_live_offers(&self, ride: &Id) -> bool {
         self.rides.get(ride).is_some_and(|r| !r.live.is_empty())
@@ -207,6 +228,7 @@ impl Book {
     /// The ride is over for dispatch (cancelled, or given up): its live offers end as
     /// `cancelled` and come back so their drivers can be told; its driver, if any, is free.
     pub fn close_ride(&mut self, ride_id: &Id) -> Vec<Offer> {
+        self.waiting.remove(ride_id);
         let live: Vec<String> = match self.rides.get_mut(ride_id) {
             Some(ride) => {
                 ride.closed = true;

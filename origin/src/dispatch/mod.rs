@@ -6,6 +6,8 @@
 //! resend, one offer per driver at a time).
 
 pub mod book;
+pub mod dispatcher;
+pub mod post;
 pub mod redis_scripts;
 pub mod store;
 

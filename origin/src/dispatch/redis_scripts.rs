@@ -4,7 +4,8 @@
 //! Keys (`{p}` is the prefix `dispatch:`): `{p}geo` (GEO set of online drivers' positions),
 //! `{p}driver:{id}` (hash: available, seen, lat, lng, offer, ride), `{p}offer:{id}` (hash: json,
 //! state, acked, driver, ride, expires), `{p}ride:{id}` (hash: closed), `{p}ride:{id}:live` and
-//! `{p}ride:{id}:tried` (sets), `{p}deadlines` (sorted set of pending offers by deadline). Keys
+//! `{p}ride:{id}:tried` (sets), `{p}deadlines` (sorted set of pending offers by deadline),
+//! `{p}waiting` (sorted set of searching rides with nobody to ask yet, by next search). Keys
 //! of one transition are derived inside the script from ids, which is fine on one Redis; issue 9
 //! (Redis Cluster) has to move them under one hash tag per ride.
 //!
@@ -179,6 +180,7 @@ return end_offer(ARGV[1], 'expired', ARGV[3])
 pub const CLOSE_RIDE: &str = r"
 local r, ttl = ARGV[1], ARGV[2]
 local rk = rkey(r)
+redis.call('ZREM', p .. 'waiting', r)
 redis.call('HSET', rk, 'closed', '1')
 touch(rk, ttl)
 local out = {}
@@ -193,6 +195,26 @@ if winner and redis.call('HGET', dkey(winner), 'ride') == r then
   if f[1] == '1' and f[2] then redis.call('GEOADD', p .. 'geo', f[3], f[2], winner) end
 end
 return out
+";
+
+/// ARGV: ride, retry at. The ride found nobody: search again then (unless it is closed).
+pub const WAIT: &str = r"
+if redis.call('HGET', rkey(ARGV[1]), 'closed') == '1' then return 0 end
+redis.call('ZADD', p .. 'waiting', ARGV[2], ARGV[1])
+return 1
+";
+
+/// ARGV: now, limit. Takes the waiting rides due for another search: each goes to exactly one
+/// caller.
+pub const WAITING_DUE: &str = r"
+local due = redis.call('ZRANGE', p .. 'waiting', '-inf', ARGV[1], 'BYSCORE', 'LIMIT', 0, ARGV[2])
+for _, ride in ipairs(due) do redis.call('ZREM', p .. 'waiting', ride) end
+return due
+";
+
+/// ARGV: ride. How many of its offers wait for an answer.
+pub const LIVE_OFFERS: &str = r"
+return redis.call('SCARD', rkey(ARGV[1]) .. ':live')
 ";
 
 /// A script with the prelude, ready for `Script::from_lua`.

@@ -38,6 +38,12 @@ pub trait DispatchStore: Send + Sync + Debug + 'static {
     async fn due(&self, now: u64, limit: usize) -> Result<Vec<String>, BackendError>;
     async fn expire(&self, offer_id: &str, now: u64) -> Result<Option<Offer>, BackendError>;
     async fn close_ride(&self, ride: &Id) -> Result<Vec<Offer>, BackendError>;
+    /// Whether the ride has offers still waiting for an answer.
+    async fn has_live_offers(&self, ride: &Id) -> Result<bool, BackendError>;
+    /// The ride found nobody to offer it to: search again at `retry_at` (epoch ms).
+    async fn wait(&self, ride: &Id, retry_at: u64) -> Result<(), BackendError>;
+    /// Takes the waiting rides due for another search; each goes to exactly one caller.
+    async fn waiting_due(&self, now: u64, limit: usize) -> Result<Vec<Id>, BackendError>;
 }
 
 /// One process's dispatch state.
@@ -107,6 +113,19 @@ impl DispatchStore for EmbeddedDispatch {
     async fn close_ride(&self, ride: &Id) -> Result<Vec<Offer>, BackendError> {
         Ok(self.book().close_ride(ride))
     }
+
+    async fn has_live_offers(&self, ride: &Id) -> Result<bool, BackendError> {
+        Ok(self.book().has_live_offers(ride))
+    }
+
+    async fn wait(&self, ride: &Id, retry_at: u64) -> Result<(), BackendError> {
+        self.book().wait(ride, retry_at);
+        Ok(())
+    }
+
+    async fn waiting_due(&self, now: u64, limit: usize) -> Result<Vec<Id>, BackendError> {
+        Ok(self.book().waiting_due(now, limit))
+    }
 }
 
 /// Dispatch state in Redis, shared by every instance.
@@ -129,6 +148,9 @@ struct Scripts {
     due: Script,
     expire: Script,
     close_ride: Script,
+    live_offers: Script,
+    wait: Script,
+    waiting_due: Script,
 }
 
 impl Debug for RedisDispatch {
@@ -154,6 +176,9 @@ impl RedisDispatch {
             due: script(redis_scripts::DUE),
             expire: script(redis_scripts::EXPIRE),
             close_ride: script(redis_scripts::CLOSE_RIDE),
+            live_offers: script(redis_scripts::LIVE_OFFERS),
+            wait: script(redis_scripts::WAIT),
+            waiting_due: script(redis_scripts::WAITING_DUE),
         };
         Self { client, ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX), scripts: Arc::new(scripts) }
     }
@@ -299,5 +324,19 @@ impl DispatchStore for RedisDispatch {
     async fn close_ride(&self, ride: &Id) -> Result<Vec<Offer>, BackendError> {
         let jsons: Vec<String> = self.run(&self.scripts.close_ride, vec![ride.to_string(), self.ttl()]).await?;
         jsons.iter().map(|json| parse_offer(json)).collect()
+    }
+
+    async fn has_live_offers(&self, ride: &Id) -> Result<bool, BackendError> {
+        let live: i64 = self.run(&self.scripts.live_offers, vec![ride.to_string()]).await?;
+        Ok(live > 0)
+    }
+
+    async fn wait(&self, ride: &Id, retry_at: u64) -> Result<(), BackendError> {
+        self.run::<i64>(&self.scripts.wait, vec![ride.to_string(), retry_at.to_string()]).await.map(drop)
+    }
+
+    async fn waiting_due(&self, now: u64, limit: usize) -> Result<Vec<Id>, BackendError> {
+        let rides: Vec<String> = self.run(&self.scripts.waiting_due, vec![now.to_string(), limit.to_string()]).await?;
+        rides.iter().map(|raw| parse_id(Some(raw))).collect()
     }
 }

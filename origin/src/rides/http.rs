@@ -29,6 +29,9 @@ pub async fn create(
     principal.require_role(Role::Rider)?;
     let created = state.rides.create(&principal.claims.sub, request).await?;
     tracing::info!(ride.id = %created.ride.id, rider.sub = %created.ride.rider, "ride requested");
+    // Offered before the answer: a rider who got 201 has a ride that is being matched (a
+    // failure here ends it as `no_driver`, which the ride stream shows).
+    state.dispatcher.ride_created(&created.ride).await;
     let answer = RideCreated { ride_id: created.ride.id, status: created.ride.status, token: created.token };
     Ok((StatusCode::CREATED, Json(answer)).into_response())
 }
@@ -40,6 +43,10 @@ pub async fn cancel(State(state): State<AppState>, AuthorizedRide(ride): Authori
     let json = match state.rides.cancel(&ride.id).await? {
         RideChangeOutcome::Applied(ride) => {
             tracing::info!(ride.id = %ride.id, had_driver = ride.driver.is_some(), "ride cancelled");
+            if let Err(error) = state.dispatcher.ride_cancelled(&ride.id).await {
+                // The offers still end: by their deadline, or as `cancelled` when answered.
+                tracing::warn!(ride.id = %ride.id, %error, "drivers not told of a cancel");
+            }
             ride.json
         }
         RideChangeOutcome::Refused(ride) if ride.status == RideStatus::Cancelled => ride.json,

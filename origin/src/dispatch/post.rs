@@ -1,0 +1,237 @@
+//! Getting a frame to a driver's socket, on whatever instance it is connected to.
+//!
+//! Each driver session registers here while it is connected. A frame for a driver connected to
+//! this instance goes straight to its session; otherwise, with Redis, the instance looks up
+//! where the driver is (`dispatch:conn:{driver}`, refreshed by the session, expiring on its own
+//! when an instance dies) and publishes the frame on that instance's inbox channel, which only
+//! that instance subscribes to. A frame can still be lost (the driver between two instances):
+//! what matters is never only in a frame, since offers are stored and a (re)connecting driver
+//! is sent its pending offer, and resent until it acknowledges.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+    time::Duration,
+};
+
+use fred::{
+    prelude::{Client, ClientLike, Config as RedisConfig, EventInterface, KeysInterface, PubsubInterface},
+    types::{Builder, Expiration, config::ReconnectPolicy},
+};
+use ridecast_protocol::{Id, messages::ServerMessage};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::BackendError;
+
+/// Frames waiting for one driver session; beyond this a frame is dropped (offers are resent).
+/// Frames are boxed: the channel's slots are memory of every connected driver.
+pub const SESSION_QUEUE: usize = 16;
+
+/// How long a session's registration survives without a refresh (a dead instance's drivers
+/// are found elsewhere after this).
+pub const REGISTRATION_TTL: Duration = Duration::from_secs(60);
+
+#[derive(Debug)]
+struct LocalSession {
+    generation: u64,
+    frames: mpsc::Sender<Box<ServerMessage>>,
+}
+
+/// A frame on its way through another instance's inbox.
+#[derive(Debug, Serialize, Deserialize)]
+struct Parcel {
+    driver: Id,
+    frame: ServerMessage,
+}
+
+#[derive(Clone)]
+struct Remote {
+    commands: Client,
+    instance: String,
+}
+
+/// Delivery of frames to driver sessions, here or on other instances. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct DriverPost {
+    local: Arc<Mutex<HashMap<Id, LocalSession>>>,
+    generations: Arc<AtomicU64>,
+    remote: Option<Remote>,
+}
+
+impl std::fmt::Debug for DriverPost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DriverPost")
+            .field("instance", &self.remote.as_ref().map(|r| r.instance.as_str()))
+            .finish_non_exhaustive()
+    }
+}
+
+/// A session's place in the post; dropping it unregisters (unless a newer session of the same
+/// driver took the place meanwhile).
+#[derive(Debug)]
+pub struct Registration {
+    post: DriverPost,
+    driver: Id,
+    generation: u64,
+}
+
+/// A name for this instance's inbox: random, so a restarted instance never gets a dead one's
+/// frames.
+fn instance_id() -> String {
+    let mut bytes = [0u8; 8];
+    let _ = getrandom::fill(&mut bytes);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    format!("{}-{:x}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>(), nanos.as_millis())
+}
+
+fn conn_key(driver: &Id) -> String {
+    format!("dispatch:conn:{driver}")
+}
+
+fn inbox_channel(instance: &str) -> String {
+    format!("dispatch:inbox:{instance}")
+}
+
+impl DriverPost {
+    /// Delivery within this process only (the embedded mode).
+    pub fn local() -> Self {
+        Self::default()
+    }
+
+    /// Delivery across instances through the Redis at `url`: `commands` for lookups and
+    /// publishing, and a subscriber connection of its own that only this instance's inbox
+    /// channel uses (resubscribed by fred after reconnects).
+    ///
+    /// # Errors
+    /// [`BackendError`] if the URL is invalid.
+    pub async fn through_redis(url: &str, commands: Client, shutdown: CancellationToken) -> Result<Self, BackendError> {
+        let config = RedisConfig::from_url(url)?;
+        let subscriber = Builder::from_config(config)
+            .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2))
+            .build_subscriber_client()?;
+        subscriber.connect();
+        if tokio::time::timeout(Duration::from_secs(5), subscriber.wait_for_connect()).await.is_err() {
+            tracing::error!("redis is not reachable yet for the driver inbox; reconnecting in the background");
+        }
+        let instance = instance_id();
+        let post = Self { remote: Some(Remote { commands, instance: instance.clone() }), ..Self::default() };
+        let channel = inbox_channel(&instance);
+        let mut messages = subscriber.message_rx();
+        // Tracked by the subscriber client, so it is subscribed again after every reconnect.
+        if let Err(error) = subscriber.subscribe(channel.clone()).await {
+            tracing::warn!(%error, "driver inbox not subscribed yet; retried on reconnect");
+        }
+        drop(subscriber.manage_subscriptions());
+        let receiver = post.clone();
+        tokio::spawn(async move {
+            loop {
+                let message = tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    message = messages.recv() => message,
+                };
+                match message {
+                    Ok(message) if message.channel == channel => {
+                        let parcel =
+                            message.value.as_bytes().and_then(|raw| serde_json::from_slice::<Parcel>(raw).ok());
+                        match parcel {
+                            Some(parcel) => {
+                                // Gone meanwhile: it gets its stored offer when it reconnects.
+                                let _ = receiver.deliver_here(&parcel.driver, parcel.frame);
+                            }
+                            None => tracing::warn!("unreadable parcel on the driver inbox ignored"),
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "driver inbox fell behind; offers are resent");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                }
+            }
+            let _ = subscriber.quit().await;
+        });
+        Ok(post)
+    }
+
+    fn sessions(&self) -> MutexGuard<'_, HashMap<Id, LocalSession>> {
+        // Single map operations; see `Hubs::lock` on poisoning.
+        self.local.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Registers `driver`'s session here and returns where its frames arrive.
+    ///
+    /// # Errors
+    /// [`BackendError`] if the registration cannot be written to Redis.
+    pub async fn register(
+        &self,
+        driver: &Id,
+    ) -> Result<(Registration, mpsc::Receiver<Box<ServerMessage>>), BackendError> {
+        let (frames, inbox) = mpsc::channel(SESSION_QUEUE);
+        let generation = self.generations.fetch_add(1, Relaxed);
+        self.sessions().insert(driver.clone(), LocalSession { generation, frames });
+        self.refresh(driver).await?;
+        Ok((Registration { post: self.clone(), driver: driver.clone(), generation }, inbox))
+    }
+
+    /// Renews the driver's registration in Redis (sessions do it on every ping).
+    ///
+    /// # Errors
+    /// [`BackendError`] if Redis fails.
+    pub async fn refresh(&self, driver: &Id) -> Result<(), BackendError> {
+        if let Some(remote) = &self.remote {
+            let ttl = i64::try_from(REGISTRATION_TTL.as_secs()).unwrap_or(60);
+            let () = remote
+                .commands
+                .set(conn_key(driver), remote.instance.as_str(), Some(Expiration::EX(ttl)), None, false)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Sends `frame` to `driver`'s session wherever it is; `false` if it is not connected
+    /// anywhere we know of (the frame is then dropped: stored offers reach it on connect).
+    ///
+    /// # Errors
+    /// [`BackendError`] if Redis fails.
+    pub async fn send(&self, driver: &Id, frame: ServerMessage) -> Result<bool, BackendError> {
+        let frame = match self.deliver_here(driver, frame) {
+            Ok(()) => return Ok(true),
+            Err(frame) => frame,
+        };
+        let Some(remote) = &self.remote else { return Ok(false) };
+        let instance: Option<String> = remote.commands.get(conn_key(driver)).await?;
+        let Some(instance) = instance.filter(|i| *i != remote.instance) else { return Ok(false) };
+        let parcel = serde_json::to_string(&Parcel { driver: driver.clone(), frame })
+            .map_err(|e| BackendError::UnexpectedReply(e.to_string()))?;
+        let receivers: i64 = remote.commands.publish(inbox_channel(&instance), parcel).await?;
+        Ok(receivers > 0)
+    }
+
+    /// Hands `frame` to the local session of `driver`, or gives it back.
+    fn deliver_here(&self, driver: &Id, frame: ServerMessage) -> Result<(), ServerMessage> {
+        let sessions = self.sessions();
+        let Some(session) = sessions.get(driver) else { return Err(frame) };
+        match session.frames.try_send(Box::new(frame)) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(driver.id = %driver, "driver session queue full; frame dropped (offers are resent)");
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Closed(frame)) => Err(*frame),
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut sessions = self.post.sessions();
+        if sessions.get(&self.driver).is_some_and(|s| s.generation == self.generation) {
+            sessions.remove(&self.driver);
+        }
+    }
+}

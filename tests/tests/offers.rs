@@ -1,0 +1,345 @@
+//! Ride offers over the driver WebSocket: the nearest available driver gets an offer, which is
+//! resent until acknowledged; the first accept wins the ride; rejects, silence and late accepts
+//! move the ride on; a cancel reaches the offered driver; and no single process dying strands
+//! a ride. Matching runs on several origin processes sharing one real Redis (and embedded).
+//!
+//! Contract: PROTOCOL.md, "Driver WebSocket", "Rider HTTP and SSE" and "Precise points".
+
+use std::time::Duration;
+
+use ridecast_tests::http::client;
+use ridecast_tests::tokens::{claims, driver_token, mint};
+use ridecast_tests::wait::now_ms;
+use ridecast_tests::{Auth, Cluster, DriverSocket, EXPECT, Fix, Mode, Origin, RiderStream, in_both_modes};
+use serde_json::{Value, json};
+
+/// Offer timings for tests: short, so that silence and expiry take a second, not fifteen.
+const EXPIRY_MS: u64 = 1_500;
+const RESEND_MS: u64 = 300;
+/// How long a ride with nobody to ask keeps searching.
+const SEARCH_TIMEOUT_SECS: u64 = 2;
+
+/// The pickup of every ride here, and where drivers stand relative to it.
+const PICKUP: (f64, f64) = (37.7749, -122.4194);
+const DROPOFF: (f64, f64) = (37.8044, -122.2712);
+
+fn metres_north(metres: f64) -> (f64, f64) {
+    (PICKUP.0 + metres / 111_195.0, PICKUP.1)
+}
+
+async fn start(mode: Mode, fanout: u32) -> Cluster {
+    Cluster::start(mode, |origin| {
+        origin
+            .flag("--offer-expiry-ms", EXPIRY_MS)
+            .flag("--offer-resend-ms", RESEND_MS)
+            .flag("--offer-sweep-ms", 100)
+            .flag("--offer-fanout", fanout)
+            .flag("--match-radius-m", 5_000)
+            .flag("--search-timeout-secs", SEARCH_TIMEOUT_SECS)
+    })
+    .await
+}
+
+/// A driver online for offers at `at`.
+async fn online_driver(origin: &Origin, driver: &str, at: (f64, f64)) -> DriverSocket {
+    let mut socket = DriverSocket::connect(origin, &driver_token(driver)).await;
+    socket.send_text(json!({"type": "availability", "available": true}).to_string()).await;
+    socket.send_location(Fix::at(at, now_ms())).await;
+    socket
+}
+
+/// The next frame of `kind` on the driver's socket, skipping resent offers when waiting for
+/// something else.
+async fn next_frame(socket: &mut DriverSocket, kind: &str, limit: Duration, what: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let text = socket.next_text(left, what).await;
+        let frame: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {text}"));
+        if frame["type"] == kind {
+            return frame;
+        }
+        assert_eq!(frame["type"], "offer", "{what}: only resent offers may come first, got {frame}");
+    }
+}
+
+async fn expect_offer(socket: &mut DriverSocket, what: &str) -> Value {
+    let offer = next_frame(socket, "offer", EXPECT, what).await;
+    for field in ["offerId", "rideId", "pickup", "dropoff", "expiresAt"] {
+        assert!(!offer[field].is_null(), "{what}: the offer has {field}: {offer}");
+    }
+    offer
+}
+
+async fn answer(socket: &mut DriverSocket, kind: &str, offer: &Value) {
+    socket.send_text(json!({"type": kind, "offerId": offer["offerId"]}).to_string()).await;
+}
+
+async fn expect_result(socket: &mut DriverSocket, offer: &Value, result: &str, what: &str) {
+    let frame = next_frame(socket, "offer_result", EXPECT, what).await;
+    assert_eq!(frame["offerId"], offer["offerId"], "{what}: {frame}");
+    assert_eq!(frame["result"], result, "{what}: {frame}");
+}
+
+/// Asserts the driver gets no offer for `quiet`.
+async fn expect_no_offer(socket: &mut DriverSocket, quiet: Duration, why: &str) {
+    if let Err(frame) = socket.is_open_after(quiet).await {
+        panic!("expected nothing ({why}), got {frame}");
+    }
+}
+
+/// A rider's ride: its id, ride-scoped token and status stream.
+struct RiderRide {
+    id: String,
+    token: String,
+    stream: RiderStream,
+}
+
+async fn request_ride(origin: &Origin, rider: &str) -> RiderRide {
+    let token = mint(&claims(ridecast_protocol::Role::Rider, rider));
+    let body = json!({"pickup": {"lat": PICKUP.0, "lng": PICKUP.1}, "dropoff": {"lat": DROPOFF.0, "lng": DROPOFF.1}});
+    let response = client()
+        .post(origin.url("/api/rides"))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("POST /api/rides");
+    assert_eq!(response.status().as_u16(), 201, "a ride is created");
+    let created: Value = serde_json::from_str(&response.text().await.expect("a body")).expect("JSON");
+    let id = created["rideId"].as_str().expect("a rideId").to_owned();
+    let token = created["token"].as_str().expect("a ride token").to_owned();
+    let stream = RiderStream::open_with(origin, &format!("/api/sse/rides/{id}"), Auth::Bearer(&token), None).await;
+    RiderRide { id, token, stream }
+}
+
+impl RiderRide {
+    /// The next status on the ride stream.
+    async fn expect_status(&mut self, status: &str, what: &str) -> Value {
+        loop {
+            let event = self.stream.next_event(EXPECT * 2, what).await;
+            assert_eq!(event.event, "ride", "{what}");
+            let state: Value = serde_json::from_str(&event.data).expect("ride JSON");
+            if state["status"] == "searching" && status != "searching" {
+                continue;
+            }
+            assert_eq!(state["status"], status, "{what}: {state}");
+            return state;
+        }
+    }
+}
+
+in_both_modes!(
+    the_nearest_driver_gets_the_offer_accepts_and_the_rider_can_track_them,
+    a_rejected_offer_goes_to_the_next_nearest_driver,
+    an_unanswered_offer_expires_moves_on_and_a_late_accept_is_expired,
+    a_riders_cancel_reaches_the_offered_driver,
+    with_nobody_nearby_the_ride_has_no_driver,
+    a_driver_coming_online_while_a_ride_searches_gets_its_offer,
+    an_offer_is_sent_again_until_acknowledged,
+    bad_answers_to_offers_get_contract_errors,
+);
+
+async fn the_nearest_driver_gets_the_offer_accepts_and_the_rider_can_track_them(mode: Mode) {
+    let cluster = start(mode, 1).await;
+    let mut near = online_driver(cluster.driver_side(), "d-near", metres_north(200.0)).await;
+    let mut far = online_driver(cluster.driver_side(), "d-far", metres_north(900.0)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut ride = request_ride(cluster.rider_side(), "r-happy").await;
+    ride.expect_status("searching", "the new ride").await;
+
+    let offer = expect_offer(&mut near, "the nearest driver's offer").await;
+    assert_eq!(offer["rideId"], ride.id.as_str());
+    assert_eq!(offer["pickup"], json!({"lat": PICKUP.0, "lng": PICKUP.1}));
+    answer(&mut near, "offer_ack", &offer).await;
+    answer(&mut near, "accept", &offer).await;
+    expect_result(&mut near, &offer, "confirmed", "the accept").await;
+    expect_no_offer(&mut far, Duration::from_millis(500), "the farther driver is not needed").await;
+
+    let assigned = ride.expect_status("driver_assigned", "the assignment on the ride stream").await;
+    assert_eq!(assigned["driverId"], "d-near");
+    let tracking = assigned["trackingToken"].as_str().expect("a tracking token");
+    let path = "/api/sse/drivers/d-near/location";
+    let mut tracked = RiderStream::open_with(cluster.rider_side(), path, Auth::Bearer(tracking), None).await;
+    let event = tracked.next_event(EXPECT, "the assigned driver's location through the tracking token").await;
+    assert_eq!(event.event, "location");
+}
+
+async fn a_rejected_offer_goes_to_the_next_nearest_driver(mode: Mode) {
+    let cluster = start(mode, 1).await;
+    let mut first = online_driver(cluster.driver_side(), "d-first", metres_north(100.0)).await;
+    let mut second = online_driver(cluster.rider_side(), "d-second", metres_north(300.0)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut ride = request_ride(cluster.rider_side(), "r-reject").await;
+    let offer = expect_offer(&mut first, "the nearest driver's offer").await;
+    answer(&mut first, "reject", &offer).await;
+    let next = expect_offer(&mut second, "the next nearest driver's offer").await;
+    assert_eq!(next["rideId"], offer["rideId"], "the same ride, reassigned");
+    assert_ne!(next["offerId"], offer["offerId"], "a new offer");
+    answer(&mut second, "accept", &next).await;
+    expect_result(&mut second, &next, "confirmed", "the second driver's accept").await;
+    let assigned = ride.expect_status("driver_assigned", "the ride after a reject").await;
+    assert_eq!(assigned["driverId"], "d-second");
+}
+
+async fn an_unanswered_offer_expires_moves_on_and_a_late_accept_is_expired(mode: Mode) {
+    let cluster = start(mode, 1).await;
+    let mut silent = online_driver(cluster.driver_side(), "d-silent", metres_north(100.0)).await;
+    let mut next = online_driver(cluster.driver_side(), "d-next", metres_north(300.0)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ride = request_ride(cluster.rider_side(), "r-expiry").await;
+    let offer = expect_offer(&mut silent, "the offer nobody answers").await;
+    let expired_after = now_ms();
+    let moved = expect_offer(&mut next, "the offer after the first expired").await;
+    assert!(now_ms() + 100 >= expired_after + EXPIRY_MS / 2, "the ride moved on only after the deadline");
+    expect_result(&mut silent, &offer, "expired", "the silent driver is told").await;
+    answer(&mut silent, "accept", &offer).await;
+    expect_result(&mut silent, &offer, "expired", "a late accept").await;
+    answer(&mut next, "accept", &moved).await;
+    expect_result(&mut next, &moved, "confirmed", "the next driver's accept").await;
+}
+
+async fn a_riders_cancel_reaches_the_offered_driver(mode: Mode) {
+    let cluster = start(mode, 1).await;
+    let mut driver = online_driver(cluster.driver_side(), "d-cancel", metres_north(100.0)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut ride = request_ride(cluster.rider_side(), "r-cancel").await;
+    let offer = expect_offer(&mut driver, "the offer").await;
+    answer(&mut driver, "offer_ack", &offer).await;
+    let response =
+        client().delete(cluster.rider_side().url(&format!("/api/rides/{}", ride.id))).bearer_auth(&ride.token).send();
+    assert_eq!(response.await.expect("DELETE").status().as_u16(), 200);
+    expect_result(&mut driver, &offer, "cancelled", "the rider's cancel").await;
+    ride.expect_status("cancelled", "the cancelled ride").await;
+    answer(&mut driver, "accept", &offer).await;
+    expect_result(&mut driver, &offer, "cancelled", "an accept after the cancel").await;
+}
+
+async fn with_nobody_nearby_the_ride_has_no_driver(mode: Mode) {
+    let cluster = start(mode, 1).await;
+    let mut far = online_driver(cluster.driver_side(), "d-too-far", metres_north(50_000.0)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = now_ms();
+    let mut ride = request_ride(cluster.rider_side(), "r-lonely").await;
+    ride.expect_status("no_driver", "a ride with nobody within the radius").await;
+    assert!(now_ms() - started >= SEARCH_TIMEOUT_SECS * 1_000 - 100, "it kept searching for the search timeout");
+    expect_no_offer(&mut far, Duration::from_millis(300), "outside the radius").await;
+}
+
+async fn a_driver_coming_online_while_a_ride_searches_gets_its_offer(mode: Mode) {
+    let cluster = start(mode, 1).await;
+    let mut ride = request_ride(cluster.rider_side(), "r-patient").await;
+    ride.expect_status("searching", "a ride nobody can take yet").await;
+    let mut late = online_driver(cluster.driver_side(), "d-late", metres_north(100.0)).await;
+    let offer = expect_offer(&mut late, "the offer once a driver is online").await;
+    assert_eq!(offer["rideId"], ride.id.as_str());
+}
+
+async fn an_offer_is_sent_again_until_acknowledged(mode: Mode) {
+    let cluster = start(mode, 1).await;
+    let mut driver = online_driver(cluster.driver_side(), "d-resend", metres_north(100.0)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ride = request_ride(cluster.rider_side(), "r-resend").await;
+    let offer = expect_offer(&mut driver, "the offer").await;
+    let again = expect_offer(&mut driver, "the offer, sent again before any ack").await;
+    assert_eq!(again["offerId"], offer["offerId"], "resent with the same id");
+    answer(&mut driver, "offer_ack", &offer).await;
+    // Allow one resend that crossed the ack on the wire, then silence.
+    let _ = driver.is_open_after(Duration::from_millis(RESEND_MS)).await;
+    expect_no_offer(&mut driver, Duration::from_millis(RESEND_MS * 3), "acknowledged: no more resends").await;
+}
+
+async fn bad_answers_to_offers_get_contract_errors(mode: Mode) {
+    let cluster = start(mode, 1).await;
+    let mut holder = online_driver(cluster.driver_side(), "d-holder", metres_north(100.0)).await;
+    let mut other = DriverSocket::connect(cluster.driver_side(), &driver_token("d-other")).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ride = request_ride(cluster.rider_side(), "r-bad").await;
+    let offer = expect_offer(&mut holder, "the offer").await;
+
+    other.send_text(json!({"type": "accept", "offerId": "of-does-not-exist"}).to_string()).await;
+    assert_eq!(other.expect_error_frame("an accept of an unknown offer").await.code, "not_found");
+    answer(&mut other, "accept", &offer).await;
+    assert_eq!(other.expect_error_frame("an accept of someone else's offer").await.code, "forbidden");
+    answer(&mut other, "offer_ack", &offer).await;
+    assert_eq!(other.expect_error_frame("an ack of someone else's offer").await.code, "forbidden");
+
+    answer(&mut holder, "accept", &offer).await;
+    expect_result(&mut holder, &offer, "confirmed", "the holder's accept").await;
+    answer(&mut holder, "accept", &offer).await;
+    let twice = next_frame(&mut holder, "error", EXPECT, "a second accept").await;
+    assert_eq!(twice["code"], "conflict", "accepting twice: {twice}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_drivers_accepting_the_same_ride_at_once_one_is_confirmed_one_taken() {
+    // Two live offers per ride, so that two drivers really hold the same ride at once; each on
+    // its own instance.
+    let cluster = start(Mode::Redis, 2).await;
+    let mut a = online_driver(&cluster.origins[0], "d-a", metres_north(100.0)).await;
+    let mut b = online_driver(&cluster.origins[1], "d-b", metres_north(150.0)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut ride = request_ride(&cluster.origins[2], "r-race").await;
+    let offer_a = expect_offer(&mut a, "a's offer").await;
+    let offer_b = expect_offer(&mut b, "b's offer").await;
+    assert_eq!(offer_a["rideId"], offer_b["rideId"]);
+    tokio::join!(answer(&mut a, "accept", &offer_a), answer(&mut b, "accept", &offer_b));
+    let result_a = next_frame(&mut a, "offer_result", EXPECT, "a's result").await;
+    let result_b = next_frame(&mut b, "offer_result", EXPECT, "b's result").await;
+    let mut results = [result_a["result"].as_str().unwrap_or(""), result_b["result"].as_str().unwrap_or("")];
+    results.sort_unstable();
+    assert_eq!(results, ["confirmed", "taken"], "exactly one wins: {result_a} {result_b}");
+    let winner = if result_a["result"] == "confirmed" { "d-a" } else { "d-b" };
+    let assigned = ride.expect_status("driver_assigned", "the race's winner on the ride stream").await;
+    assert_eq!(assigned["driverId"], winner);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_offering_instance_mid_offer_does_not_strand_the_ride() {
+    let mut cluster = start(Mode::Redis, 1).await;
+    // The ride is requested on origin 2, which makes the first offer and then dies.
+    let mut silent = online_driver(&cluster.origins[0], "d-k-silent", metres_north(100.0)).await;
+    let mut next = online_driver(&cluster.origins[1], "d-k-next", metres_north(300.0)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ride = request_ride(&cluster.origins[2], "r-kill").await;
+    let offer = expect_offer(&mut silent, "the offer from the instance about to die").await;
+    cluster.origins[2].kill9().await;
+    drop(ride);
+    // Nobody answers; a surviving instance sweeps the deadline and moves the ride on.
+    let moved = expect_offer(&mut next, "the next offer, made by a surviving instance").await;
+    assert_eq!(moved["rideId"], offer["rideId"]);
+    answer(&mut next, "accept", &moved).await;
+    expect_result(&mut next, &moved, "confirmed", "the accept handled by a survivor").await;
+    let rider_side = &cluster.origins[1];
+    let ride_id = moved["rideId"].as_str().expect("a ride id");
+    let token = mint(&ridecast_protocol::Claims {
+        ride: Some(ridecast_protocol::Id::parse(ride_id).expect("id")),
+        ..claims(ridecast_protocol::Role::Rider, "r-kill")
+    });
+    let path = format!("/api/sse/rides/{ride_id}");
+    let mut stream = RiderStream::open_with(rider_side, &path, Auth::Bearer(&token), None).await;
+    let event = stream.next_event(EXPECT, "the ride's status on a surviving instance").await;
+    let state: Value = serde_json::from_str(&event.data).expect("ride JSON");
+    assert_eq!(state["status"], "driver_assigned", "the ride was resolved: {state}");
+    assert_eq!(state["driverId"], "d-k-next");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_reconnecting_to_another_instance_gets_the_same_offer_again() {
+    let cluster = Cluster::start(Mode::Redis, |origin| {
+        origin.flag("--offer-expiry-ms", 10_000).flag("--offer-resend-ms", RESEND_MS).flag("--match-radius-m", 5_000)
+    })
+    .await;
+    let mut driver = online_driver(&cluster.origins[0], "d-roam", metres_north(100.0)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ride = request_ride(&cluster.origins[2], "r-roam").await;
+    let offer = expect_offer(&mut driver, "the offer on the first instance").await;
+    answer(&mut driver, "offer_ack", &offer).await;
+    drop(driver);
+    let mut again = DriverSocket::connect(&cluster.origins[1], &driver_token("d-roam")).await;
+    let resent = expect_offer(&mut again, "the offer after reconnecting elsewhere").await;
+    assert_eq!(resent["offerId"], offer["offerId"], "the same offer id, so the app can de-duplicate");
+    answer(&mut again, "accept", &resent).await;
+    expect_result(&mut again, &resent, "confirmed", "accepting on the new instance").await;
+}
