@@ -19,6 +19,11 @@
 //! assigns them), each change stored and published atomically through the [`bus`], then on as
 //! in steps 3 to 5.
 //!
+//! Ride offers: [`dispatch`] finds the nearest available drivers for a new ride, keeps its
+//! offers, deadlines and winner in a store shared by every instance (an in-process book, or Lua
+//! scripts in Redis), and reaches each driver's [`driver_ws`] session on whatever instance it is
+//! connected to; the winner is assigned through [`rides`].
+//!
 //! Edge Durable Objects follow hubs through [`edge_link`] WebSockets. The rest: [`config`]
 //! (flags and env), [`auth`] (bearer tokens), [`http`] (connection front, router, errors),
 //! [`polling`] (the legacy polling endpoint), [`ops`] (health, readiness, metrics), [`metrics`],

@@ -1,7 +1,7 @@
 //! The matcher: turns ride requests into offers, drivers' answers into assignments, and
 //! deadlines into reassignments. Every instance runs one; they coordinate only through the
-//! [`DispatchStore`](super::store::DispatchStore), whose transitions are atomic, so any instance
-//! may handle any step of any ride, including the steps of an instance that died.
+//! [`DispatchStore`], whose transitions are atomic, so any instance may handle any step of any
+//! ride, including the steps of an instance that died.
 
 use std::{sync::Arc, time::Duration};
 
@@ -40,7 +40,8 @@ pub struct DispatchConfig {
     pub search_retry: Duration,
 }
 
-/// Candidates fetched per search; more are fetched only if all of these are unavailable.
+/// Candidates fetched per search, nearest first. No more are fetched when all of these turn
+/// out unavailable: the ride then waits for its next search.
 const CANDIDATES_PER_SEARCH: usize = 16;
 /// Offers expired per sweep at most; the next sweep takes the rest.
 const SWEEP_BATCH: usize = 256;

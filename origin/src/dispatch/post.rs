@@ -105,7 +105,8 @@ impl DriverPost {
 
     /// Delivery across instances through the Redis at `url`: `commands` for lookups and
     /// publishing, and a subscriber connection of its own that only this instance's inbox
-    /// channel uses (resubscribed by fred after reconnects).
+    /// channel uses (resubscribed by fred after reconnects, provided the first `SUBSCRIBE`
+    /// here succeeded: fred tracks a channel only once subscribed).
     ///
     /// # Errors
     /// [`BackendError`] if the URL is invalid.

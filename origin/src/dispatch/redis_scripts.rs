@@ -9,8 +9,10 @@
 //! of one transition are derived inside the script from ids, which is fine on one Redis; issue 9
 //! (Redis Cluster) has to move them under one hash tag per ride.
 //!
-//! Every key but the GEO set expires `ttl` ms after its last change; the GEO set loses a driver
-//! when it goes offline, wins a ride, or is found stale by an offer attempt.
+//! Every per-driver, per-offer and per-ride key expires `ttl` ms after the last script that
+//! touched it. The shared sets have no TTL: the GEO set loses a driver when it goes offline,
+//! wins a ride, or is found stale by an offer attempt; `{p}deadlines` loses an offer when it
+//! ends, `{p}waiting` a ride when a sweep takes it or the ride is closed.
 
 /// Shared helpers, prepended to every script.
 const PRELUDE: &str = r"

@@ -264,7 +264,7 @@ impl Rides {
     }
 }
 
-/// A fresh ride id: [`RIDE_ID_BYTES`] from the OS's random source, as lowercase hex (32
+/// A fresh ride id: `RIDE_ID_BYTES` (16) from the OS's random source, as lowercase hex (32
 /// characters of the id alphabet).
 ///
 /// # Errors
