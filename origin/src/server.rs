@@ -57,7 +57,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
             Arc::new(RedisDispatch::new(redis.command_client(), config.ride_ttl)),
             DriverPost::through_redis(url, redis.command_client(), drain.token().clone()).await?,
         ),
-        _ => (Arc::new(EmbeddedDispatch::default()), DriverPost::local()),
+        _ => (Arc::new(EmbeddedDispatch::new(config.ride_ttl)), DriverPost::local()),
     };
     let dispatcher = Dispatcher::new(dispatch_store, rides.clone(), post, config.dispatch, metrics.clone());
     tokio::spawn(dispatcher.clone().run_sweeper(drain.token().clone()));

@@ -17,6 +17,8 @@ const TWO_AT_ONCE: OfferLimits = OfferLimits { max_attempts: 3, fanout: 2, stale
 const PICKUP: LatLng = LatLng { lat: 37.7749, lng: -122.4194 };
 /// Epoch ms of the scenarios' clock: Redis keeps the stores' times as given.
 const T0: u64 = 1_764_240_000_000;
+/// How long a ride handed out for another search is its searcher's.
+const LEASE: Duration = Duration::from_secs(5);
 
 fn id(raw: &str) -> Id {
     Id::parse(raw).expect("a valid id")
@@ -48,7 +50,7 @@ where
     F: Fn(Box<dyn DispatchStore>) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    scenario(Box::new(EmbeddedDispatch::default())).await;
+    scenario(Box::new(EmbeddedDispatch::new(Duration::from_secs(3600)))).await;
     let redis = RedisServer::start().await;
     let client = Builder::from_config(Config::from_url(&redis.url()).expect("url")).build().expect("client");
     client.init().await.expect("connecting to the test redis");
@@ -178,12 +180,13 @@ async fn closing_a_ride_cancels_its_offers_and_frees_its_driver() {
         online(&*store, "a", 100.0).await;
         online(&*store, "b", 200.0).await;
         store.try_offer(&offer(1, "r1", "a"), T0, ONE_AT_A_TIME).await.expect("offer");
-        assert_eq!(store.close_ride(&id("r1")).await.expect("close"), vec![offer(1, "r1", "a")]);
+        assert_eq!(store.close_ride(&id("r1"), T0).await.expect("close"), vec![offer(1, "r1", "a")]);
         let after = store.accept("o1", &id("a"), T0 + 1).await.expect("accept");
         assert_eq!(after, AcceptOutcome::Ended(OfferState::Cancelled));
         store.try_offer(&offer(2, "r2", "b"), T0, ONE_AT_A_TIME).await.expect("offer");
         assert!(matches!(store.accept("o2", &id("b"), T0 + 1).await.expect("accept"), AcceptOutcome::Confirmed { .. }));
-        assert!(store.close_ride(&id("r2")).await.expect("close").is_empty());
+        let told = store.close_ride(&id("r2"), T0).await.expect("close");
+        assert_eq!(told, vec![offer(2, "r2", "b")], "the driver who won a cancelled ride is told");
         let free = store.candidates(PICKUP, 1_000.0, T0, ONE_AT_A_TIME, 10).await.expect("candidates");
         assert_eq!(free, vec![id("a"), id("b")], "the winner of a cancelled ride is free again");
     })
@@ -195,13 +198,22 @@ async fn a_ride_with_nobody_to_ask_waits_is_handed_out_once_and_not_after_it_clo
     in_both_stores(|store| async move {
         store.wait(&id("r1"), T0 + 1_000).await.expect("wait");
         store.wait(&id("r2"), T0 + 2_000).await.expect("wait");
-        assert!(store.waiting_due(T0 + 999, 10).await.expect("due").is_empty());
-        assert_eq!(store.waiting_due(T0 + 1_000, 10).await.expect("due"), vec![id("r1")]);
-        assert!(store.waiting_due(T0 + 1_000, 10).await.expect("due").is_empty(), "handed out once");
-        store.close_ride(&id("r2")).await.expect("close");
-        assert!(store.waiting_due(T0 + 5_000, 10).await.expect("due").is_empty(), "a closed ride stops waiting");
+        assert!(store.waiting_due(T0 + 999, 10, LEASE).await.expect("due").is_empty());
+        assert_eq!(store.waiting_due(T0 + 1_000, 10, LEASE).await.expect("due"), vec![id("r1")]);
+        assert!(store.waiting_due(T0 + 1_000, 10, LEASE).await.expect("due").is_empty(), "handed out once");
+        let again = store.waiting_due(T0 + 1_000 + 5_000, 10, LEASE).await.expect("due");
+        assert_eq!(again, vec![id("r2"), id("r1")], "r1 again after its lease (its searcher may have died)");
+        store.close_ride(&id("r2"), T0).await.expect("close");
+        online(&*store, "a", 100.0).await;
+        store.try_offer(&offer(1, "r1", "a"), T0, ONE_AT_A_TIME).await.expect("offer");
+        let after = store.waiting_due(T0 + 60_000, 10, LEASE).await.expect("due");
+        assert!(after.is_empty(), "an offer made or the ride closed takes a ride off the list: {after:?}");
         store.wait(&id("r2"), T0 + 6_000).await.expect("wait");
-        assert!(store.waiting_due(T0 + 7_000, 10).await.expect("due").is_empty(), "and cannot wait again");
+        assert!(store.waiting_due(T0 + 70_000, 10, LEASE).await.expect("due").is_empty(), "a closed ride cannot wait");
+
+        // An offer ending without a winner puts its ride up for another search at once.
+        assert!(matches!(store.reject("o1", &id("a")).await.expect("reject"), RejectOutcome::Rejected { .. }));
+        assert_eq!(store.waiting_due(T0 + 70_000, 10, LEASE).await.expect("due"), vec![id("r1")]);
     })
     .await;
 }

@@ -137,6 +137,7 @@ in_both_modes!(
     a_riders_cancel_reaches_the_offered_driver,
     with_nobody_nearby_the_ride_has_no_driver,
     a_driver_coming_online_while_a_ride_searches_gets_its_offer,
+    a_driver_who_won_a_ride_is_told_when_the_rider_cancels_and_is_free_again,
     an_offer_is_sent_again_until_acknowledged,
     bad_answers_to_offers_get_contract_errors,
 );
@@ -342,4 +343,33 @@ async fn a_driver_reconnecting_to_another_instance_gets_the_same_offer_again() {
     assert_eq!(resent["offerId"], offer["offerId"], "the same offer id, so the app can de-duplicate");
     answer(&mut again, "accept", &resent).await;
     expect_result(&mut again, &resent, "confirmed", "accepting on the new instance").await;
+}
+
+async fn a_driver_who_won_a_ride_is_told_when_the_rider_cancels_and_is_free_again(mode: Mode) {
+    let cluster = start(mode, 1).await;
+    let mut driver = online_driver(cluster.driver_side(), "d-won", metres_north(100.0)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut ride = request_ride(cluster.rider_side(), "r-change-of-mind").await;
+    let offer = expect_offer(&mut driver, "the offer").await;
+    answer(&mut driver, "accept", &offer).await;
+    expect_result(&mut driver, &offer, "confirmed", "the accept").await;
+    ride.expect_status("driver_assigned", "the assignment").await;
+
+    // On a ride: no offers for another one.
+    let mut other = request_ride(cluster.rider_side(), "r-meanwhile").await;
+    expect_no_offer(&mut driver, Duration::from_millis(500), "a driver on a ride gets no offers").await;
+    let response =
+        client().delete(cluster.rider_side().url(&format!("/api/rides/{}", other.id))).bearer_auth(&other.token).send();
+    assert_eq!(response.await.expect("DELETE").status().as_u16(), 200);
+    other.expect_status("cancelled", "the other ride, withdrawn").await;
+
+    let response =
+        client().delete(cluster.rider_side().url(&format!("/api/rides/{}", ride.id))).bearer_auth(&ride.token).send();
+    assert_eq!(response.await.expect("DELETE").status().as_u16(), 200);
+    expect_result(&mut driver, &offer, "cancelled", "the rider cancelled the ride the driver won").await;
+
+    // Free again: the next ride is offered to it.
+    let next = request_ride(cluster.rider_side(), "r-next").await;
+    let offer = expect_offer(&mut driver, "an offer once the won ride was cancelled").await;
+    assert_eq!(offer["rideId"], next.id.as_str());
 }

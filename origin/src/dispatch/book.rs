@@ -3,7 +3,7 @@
 //! the same transitions as Lua scripts, one script per transition, so each is atomic across
 //! instances. Every method takes `now` (epoch ms) so the rules are tested without a clock.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use ridecast_protocol::{Id, messages::LatLng};
 
@@ -36,6 +36,10 @@ struct RideEntry {
     tried: HashSet<Id>,
     /// Assigned, cancelled or given up: no more offers.
     closed: bool,
+    /// The accepted offer, once a driver won the ride.
+    winner: Option<String>,
+    /// Last change, epoch ms (what pruning goes by).
+    touched: u64,
 }
 
 /// All dispatch state of one embedded instance.
@@ -44,16 +48,25 @@ pub struct Book {
     drivers: HashMap<Id, DriverEntry>,
     offers: HashMap<String, OfferEntry>,
     rides: HashMap<Id, RideEntry>,
-    /// Rides searching with no live offer, and when to search again.
+    /// Rides to search again, and when: those with nobody to ask yet, and those whose offer
+    /// just ended without a winner. A lease: handing a ride out moves its time on, and only an
+    /// offer made or the ride closing takes it out, so a searcher dying loses nothing.
     waiting: HashMap<Id, u64>,
+    /// Pending offers by deadline.
+    deadlines: BTreeSet<(u64, String)>,
 }
 
 impl Book {
-    /// The driver went online for offers (or offline).
+    /// The driver went online for offers (or offline). Going online also ends the ride it
+    /// won, if any: the contract has no "ride completed", and a driver asking for offers is
+    /// free by its own word.
     pub fn set_available(&mut self, driver: &Id, available: bool, now: u64) {
         let entry = self.drivers.entry(driver.clone()).or_default();
         entry.available = available;
         entry.seen = now;
+        if available {
+            entry.ride = None;
+        }
     }
 
     /// The driver's position, from its location updates.
@@ -107,6 +120,9 @@ impl Book {
         driver.offer = Some(offer.offer_id.clone());
         ride.live.insert(offer.offer_id.clone());
         ride.tried.insert(offer.driver.clone());
+        ride.touched = now;
+        self.waiting.remove(&offer.ride_id);
+        self.deadlines.insert((offer.expires_at, offer.offer_id.clone()));
         let entry = OfferEntry { offer: offer.clone(), state: OfferState::Pending, acked: false };
         self.offers.insert(offer.offer_id.clone(), entry);
         OfferAttempt::Created
@@ -143,6 +159,7 @@ impl Book {
             OfferState::Pending if now >= entry.offer.expires_at => {
                 let ride = entry.offer.ride_id.clone();
                 self.end_offer(offer_id, OfferState::Expired);
+                self.search_again(&ride);
                 return AcceptOutcome::Expired { ride };
             }
             OfferState::Pending => {}
@@ -158,6 +175,8 @@ impl Book {
         self.end_offer(offer_id, OfferState::Accepted);
         if let Some(ride) = self.rides.get_mut(&ride_id) {
             ride.closed = true;
+            ride.winner = Some(offer_id.to_owned());
+            ride.touched = now;
         }
         if let Some(d) = self.drivers.get_mut(driver) {
             d.ride = Some(ride_id.clone());
@@ -176,19 +195,13 @@ impl Book {
         }
         let ride = entry.offer.ride_id.clone();
         self.end_offer(offer_id, OfferState::Rejected);
+        self.search_again(&ride);
         RejectOutcome::Rejected { ride }
     }
 
     /// Offers whose deadline has passed, oldest first.
     pub fn due(&self, now: u64, limit: usize) -> Vec<String> {
-        let mut due: Vec<(&u64, &String)> = self
-            .offers
-            .iter()
-            .filter(|(_, e)| e.state == OfferState::Pending && e.offer.expires_at <= now)
-            .map(|(id, e)| (&e.offer.expires_at, id))
-            .collect();
-        due.sort();
-        due.into_iter().take(limit).map(|(_, id)| id.clone()).collect()
+        self.deadlines.iter().take_while(|(at, _)| *at <= now).take(limit).map(|(_, id)| id.clone()).collect()
     }
 
     /// Expires `offer_id` if it is still pending past its deadline; `Some` only for the call that
@@ -198,7 +211,14 @@ impl Book {
         if entry.state != OfferState::Pending || entry.offer.expires_at > now {
             return None;
         }
-        self.end_offer(offer_id, OfferState::Expired)
+        let expired = self.end_offer(offer_id, OfferState::Expired)?;
+        self.search_again(&expired.ride_id);
+        Some(expired)
+    }
+
+    /// An offer of `ride` ended without a winner: search again at once (unless it is closed).
+    fn search_again(&mut self, ride: &Id) {
+        self.wait(ride, 0);
     }
 
     /// `ride` found nobody to offer it to: search again at `retry_at`.
@@ -208,14 +228,15 @@ impl Book {
         }
     }
 
-    /// Takes the waiting rides due for another search (each is handed out once).
-    pub fn waiting_due(&mut self, now: u64, limit: usize) -> Vec<Id> {
+    /// The waiting rides due for another search; each is handed out once per `lease_ms` (its
+    /// time moves on by that much), so if its searcher dies it comes due again.
+    pub fn waiting_due(&mut self, now: u64, limit: usize, lease_ms: u64) -> Vec<Id> {
         let mut due: Vec<(u64, Id)> =
             self.waiting.iter().filter(|(_, at)| **at <= now).map(|(id, at)| (*at, id.clone())).collect();
         due.sort();
         due.truncate(limit);
         for (_, ride) in &due {
-            self.waiting.remove(ride);
+            self.waiting.insert(ride.clone(), now + lease_ms);
         }
         due.into_iter().map(|(_, ride)| ride).collect()
     }
@@ -226,25 +247,34 @@ impl Book {
     }
 
     /// The ride is over for dispatch (cancelled, or given up): its live offers end as
-    /// `cancelled` and come back so their drivers can be told; its driver, if any, is free.
-    pub fn close_ride(&mut self, ride_id: &Id) -> Vec<Offer> {
+    /// `cancelled` and come back so their drivers can be told, and so does the accepted offer
+    /// of the driver who won it, if that driver is still on it (it is free again).
+    pub fn close_ride(&mut self, ride_id: &Id, now: u64) -> Vec<Offer> {
         self.waiting.remove(ride_id);
-        let live: Vec<String> = match self.rides.get_mut(ride_id) {
-            Some(ride) => {
-                ride.closed = true;
-                ride.live.iter().cloned().collect()
-            }
-            None => {
-                self.rides.insert(ride_id.clone(), RideEntry { closed: true, ..RideEntry::default() });
-                Vec::new()
-            }
-        };
-        for driver in self.drivers.values_mut() {
-            if driver.ride.as_ref() == Some(ride_id) {
-                driver.ride = None;
-            }
+        let ride = self.rides.entry(ride_id.clone()).or_default();
+        ride.closed = true;
+        ride.touched = now;
+        let live: Vec<String> = ride.live.iter().cloned().collect();
+        let winner = ride.winner.clone();
+        let mut told: Vec<Offer> = live.iter().filter_map(|id| self.end_offer(id, OfferState::Cancelled)).collect();
+        if let Some(offer) = winner.and_then(|id| self.offers.get(&id)).map(|e| e.offer.clone())
+            && let Some(driver) = self.drivers.get_mut(&offer.driver)
+            && driver.ride.as_ref() == Some(ride_id)
+        {
+            driver.ride = None;
+            told.push(offer);
         }
-        live.iter().filter_map(|id| self.end_offer(id, OfferState::Cancelled)).collect()
+        told
+    }
+
+    /// Forgets what ended more than `keep_ms` ago: answered or expired offers, closed rides,
+    /// and drivers offline with nothing in hand. Bounds the embedded store's memory; the Redis
+    /// store lets keys expire instead.
+    pub fn prune(&mut self, now: u64, keep_ms: u64) {
+        let old = |at: u64| at.saturating_add(keep_ms) < now;
+        self.offers.retain(|_, e| e.state == OfferState::Pending || !old(e.offer.expires_at));
+        self.rides.retain(|_, r| !(r.closed && r.live.is_empty() && old(r.touched)));
+        self.drivers.retain(|_, d| d.available || d.offer.is_some() || d.ride.is_some() || !old(d.seen));
     }
 
     /// Ends a pending offer in `state`: off the ride's live set and out of the driver's hand.
@@ -255,6 +285,7 @@ impl Book {
         }
         entry.state = state;
         let offer = entry.offer.clone();
+        self.deadlines.remove(&(offer.expires_at, offer_id.to_owned()));
         if let Some(ride) = self.rides.get_mut(&offer.ride_id) {
             ride.live.remove(offer_id);
         }
@@ -401,14 +432,42 @@ mod tests {
         online(&mut book, "a", 100.0, 0);
         online(&mut book, "b", 200.0, 0);
         assert_eq!(book.try_offer(&offer(1, "r1", "a", 15_000), 0, LIMITS), OfferAttempt::Created);
-        let cancelled = book.close_ride(&id("r1"));
+        let cancelled = book.close_ride(&id("r1"), 2);
         assert_eq!(cancelled.iter().map(|o| o.offer_id.as_str()).collect::<Vec<_>>(), vec!["o1"]);
         assert_eq!(book.accept("o1", &id("a"), 1), AcceptOutcome::Ended(OfferState::Cancelled));
         assert_eq!(book.current_offer(&id("a")), None);
 
         assert_eq!(book.try_offer(&offer(2, "r2", "b", 15_000), 0, LIMITS), OfferAttempt::Created);
         assert!(matches!(book.accept("o2", &id("b"), 1), AcceptOutcome::Confirmed { .. }));
-        assert!(book.close_ride(&id("r2")).is_empty());
+        let told = book.close_ride(&id("r2"), 3);
+        assert_eq!(told.iter().map(|o| o.offer_id.as_str()).collect::<Vec<_>>(), vec!["o2"], "the winner is told");
         assert_eq!(book.candidates(PICKUP, 1_000.0, 2, STALE_MS, 10), vec![id("a"), id("b")], "b is free again");
+    }
+
+    #[test]
+    fn a_driver_going_online_again_after_winning_a_ride_is_free() {
+        let mut book = Book::default();
+        online(&mut book, "a", 100.0, 0);
+        assert_eq!(book.try_offer(&offer(1, "r1", "a", 15_000), 0, LIMITS), OfferAttempt::Created);
+        assert!(matches!(book.accept("o1", &id("a"), 1), AcceptOutcome::Confirmed { .. }));
+        assert!(book.candidates(PICKUP, 1_000.0, 2, STALE_MS, 10).is_empty(), "on a ride");
+        book.set_available(&id("a"), true, 3);
+        assert_eq!(book.candidates(PICKUP, 1_000.0, 3, STALE_MS, 10), vec![id("a")], "free by its own word");
+    }
+
+    #[test]
+    fn pruning_forgets_what_ended_long_ago_and_keeps_what_is_live() {
+        let mut book = Book::default();
+        online(&mut book, "a", 100.0, 0);
+        online(&mut book, "b", 200.0, 0);
+        assert_eq!(book.try_offer(&offer(1, "r1", "a", 15_000), 0, LIMITS), OfferAttempt::Created);
+        assert_eq!(book.try_offer(&offer(2, "r2", "b", 15_000), 0, LIMITS), OfferAttempt::Created);
+        book.reject("o1", &id("a"));
+        book.close_ride(&id("r1"), 1);
+        book.set_available(&id("a"), false, 1);
+        book.prune(1_000_000, 60_000);
+        assert_eq!(book.accept("o1", &id("a"), 1_000_000), AcceptOutcome::Unknown, "the ended offer is forgotten");
+        assert!(book.current_offer(&id("b")).is_some(), "a pending offer stays, however old");
+        assert!(!book.drivers.contains_key(&id("a")), "an offline driver with nothing in hand is forgotten");
     }
 }

@@ -45,6 +45,9 @@ pub struct DispatchConfig {
 const CANDIDATES_PER_SEARCH: usize = 16;
 /// Offers expired per sweep at most; the next sweep takes the rest.
 const SWEEP_BATCH: usize = 256;
+/// How long a ride handed out for another search is left to its searcher before any instance
+/// searches it again (so a searcher dying mid-search loses nothing).
+const SEARCH_LEASE: Duration = Duration::from_secs(5);
 
 /// What a driver's answer to an offer gets back on its socket, besides effects elsewhere.
 pub type Reply = Option<ServerMessage>;
@@ -91,7 +94,13 @@ impl Dispatcher {
 
     /// A new ride: offer it to the nearest available driver(s), or have it searched again.
     pub async fn ride_created(&self, ride: &Ride) {
-        if let Err(error) = self.offer_next(ride).await {
+        // First on the waiting list (taken off by the first offer made): if this instance dies
+        // before offering, another one searches it after the lease.
+        let first = async {
+            self.store.wait(&ride.id, clock::now_ms() + millis(SEARCH_LEASE)).await?;
+            self.offer_next(ride).await
+        };
+        if let Err(error) = first.await {
             // Neither offered nor waiting: give up on it rather than leave it searching with
             // nothing that will ever look at it again.
             tracing::warn!(ride.id = %ride.id, %error, "could not offer a new ride");
@@ -131,7 +140,13 @@ impl Dispatcher {
                 }
                 OfferAttempt::DriverUnavailable => {}
                 OfferAttempt::RideFull | OfferAttempt::RideClosed => return Ok(()),
-                OfferAttempt::Exhausted => break,
+                OfferAttempt::Exhausted => {
+                    // Asked as many drivers as it may: over as soon as no offer is open.
+                    if !self.store.has_live_offers(&ride.id).await? {
+                        self.give_up(&ride.id).await?;
+                    }
+                    return Ok(());
+                }
             }
         }
         if made == 0 && !self.store.has_live_offers(&ride.id).await? {
@@ -148,7 +163,10 @@ impl Dispatcher {
 
     /// Nobody (else) to offer the ride to: `no_driver`.
     async fn give_up(&self, ride: &Id) -> Result<(), BackendError> {
-        self.store.close_ride(ride).await?;
+        // An offer another instance made meanwhile ends too, and its driver is told.
+        for offer in self.store.close_ride(ride, clock::now_ms()).await? {
+            let _ = self.post.send(&offer.driver, offer.result(OfferResult::Cancelled)).await;
+        }
         if matches!(self.rides.no_driver(ride).await?, RideChangeOutcome::Applied(_)) {
             Metrics::inc(&self.values().rides_unmatched_total);
         }
@@ -164,7 +182,9 @@ impl Dispatcher {
             }
         };
         if let Err(error) = result.await {
-            tracing::warn!(ride.id = %ride, %error, "could not move a ride on; the next sweep retries");
+            // Still on the waiting list (an offer ending puts it there; only an offer made or
+            // the ride closing takes it off): a sweep searches it again.
+            tracing::warn!(ride.id = %ride, %error, "could not move a ride on; a sweep retries");
         }
     }
 
@@ -221,7 +241,7 @@ impl Dispatcher {
             Ok(result_frame(offer_id, OfferResult::Confirmed))
         } else {
             // Cancelled between the accept and now: the driver is free again.
-            self.store.close_ride(ride_id).await?;
+            self.store.close_ride(ride_id, clock::now_ms()).await?;
             Ok(result_frame(offer_id, OfferResult::Cancelled))
         }
     }
@@ -241,7 +261,7 @@ impl Dispatcher {
 
     /// The rider cancelled: the drivers holding offers of the ride are told.
     pub async fn ride_cancelled(&self, ride: &Id) -> Result<(), BackendError> {
-        for offer in self.store.close_ride(ride).await? {
+        for offer in self.store.close_ride(ride, clock::now_ms()).await? {
             let _ = self.post.send(&offer.driver, offer.result(OfferResult::Cancelled)).await;
         }
         Ok(())
@@ -251,7 +271,7 @@ impl Dispatcher {
     /// drivers and moves their rides on; searches again for the rides that had nobody to ask.
     pub async fn sweep(&self) -> Result<usize, BackendError> {
         let now = clock::now_ms();
-        for ride in self.store.waiting_due(now, SWEEP_BATCH).await? {
+        for ride in self.store.waiting_due(now, SWEEP_BATCH, SEARCH_LEASE).await? {
             self.move_on(&ride).await;
         }
         let due = self.store.due(now, SWEEP_BATCH).await?;

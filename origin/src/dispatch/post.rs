@@ -32,6 +32,9 @@ use crate::bus::BackendError;
 /// Frames are boxed: the channel's slots are memory of every connected driver.
 pub const SESSION_QUEUE: usize = 16;
 
+/// Parcels that may wait for the inbox task before it counts as lagging (fred preallocates it).
+const INBOX_BUFFER: usize = 1024;
+
 /// How long a session's registration survives without a refresh (a dead instance's drivers
 /// are found elsewhere after this).
 pub const REGISTRATION_TTL: Duration = Duration::from_secs(60);
@@ -114,6 +117,7 @@ impl DriverPost {
         let config = RedisConfig::from_url(url)?;
         let subscriber = Builder::from_config(config)
             .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2))
+            .with_performance_config(|performance| performance.broadcast_channel_capacity = INBOX_BUFFER)
             .build_subscriber_client()?;
         subscriber.connect();
         if tokio::time::timeout(Duration::from_secs(5), subscriber.wait_for_connect()).await.is_err() {
@@ -123,11 +127,24 @@ impl DriverPost {
         let post = Self { remote: Some(Remote { commands, instance: instance.clone() }), ..Self::default() };
         let channel = inbox_channel(&instance);
         let mut messages = subscriber.message_rx();
-        // Tracked by the subscriber client, so it is subscribed again after every reconnect.
         if let Err(error) = subscriber.subscribe(channel.clone()).await {
             tracing::warn!(%error, "driver inbox not subscribed yet; retried on reconnect");
         }
-        drop(subscriber.manage_subscriptions());
+        // Subscribed again after every reconnect, also when the first attempt failed (fred
+        // only tracks channels whose SUBSCRIBE succeeded).
+        let mut reconnects = subscriber.reconnect_rx();
+        let (resubscriber, inbox, stop) = (subscriber.clone(), channel.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    event = reconnects.recv() => if event.is_err() { return },
+                }
+                if let Err(error) = resubscriber.subscribe(inbox.clone()).await {
+                    tracing::warn!(%error, "driver inbox not resubscribed; the next reconnect retries");
+                }
+            }
+        });
         let receiver = post.clone();
         tokio::spawn(async move {
             loop {

@@ -21,7 +21,17 @@ local function dkey(id) return p .. 'driver:' .. id end
 local function okey(id) return p .. 'offer:' .. id end
 local function rkey(id) return p .. 'ride:' .. id end
 local function touch(key, ttl) redis.call('PEXPIRE', key, ttl) end
--- Ends a pending offer in `state`; returns its json, or false if it was not pending.
+-- Puts an online, free driver with a known position (back) into the GEO set.
+local function place(d)
+  local f = redis.call('HMGET', dkey(d), 'available', 'lat', 'lng', 'ride', 'offer')
+  if f[1] == '1' and f[2] and not f[4] and not f[5] then
+    redis.call('GEOADD', p .. 'geo', f[3], f[2], d)
+  else
+    redis.call('ZREM', p .. 'geo', d)
+  end
+end
+-- Ends a pending offer in `state`; returns its json, or false if it was not pending. An offer
+-- ending without a winner puts its ride up for another search at once.
 local function end_offer(oid, state, ttl)
   local o = okey(oid)
   local f = redis.call('HMGET', o, 'state', 'driver', 'ride', 'json')
@@ -33,22 +43,23 @@ local function end_offer(oid, state, ttl)
   if redis.call('HGET', dkey(f[2]), 'offer') == oid then
     redis.call('HDEL', dkey(f[2]), 'offer')
   end
+  if state ~= 'accepted' then place(f[2]) end
+  if (state == 'rejected' or state == 'expired') and redis.call('HGET', rkey(f[3]), 'closed') ~= '1' then
+    redis.call('ZADD', p .. 'waiting', 0, f[3])
+  end
   return f[4]
 end
 ";
 
-/// ARGV: driver, available (0/1), now, ttl. Going offline leaves the GEO set.
+/// ARGV: driver, available (0/1), now, ttl. Going offline leaves the GEO set; going online
+/// also ends the ride the driver won, if any (the contract has no "ride completed").
 pub const SET_AVAILABLE: &str = r"
 local d, available, now, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local k = dkey(d)
 redis.call('HSET', k, 'available', available, 'seen', now)
+if available == '1' then redis.call('HDEL', k, 'ride') end
 touch(k, ttl)
-local f = redis.call('HMGET', k, 'lat', 'lng', 'ride')
-if available == '1' and f[1] and not f[3] then
-  redis.call('GEOADD', p .. 'geo', f[2], f[1], d)
-else
-  redis.call('ZREM', p .. 'geo', d)
-end
+place(d)
 return 1
 ";
 
@@ -58,10 +69,7 @@ local d, lat, lng, now, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local k = dkey(d)
 redis.call('HSET', k, 'lat', lat, 'lng', lng, 'seen', now)
 touch(k, ttl)
-local f = redis.call('HMGET', k, 'available', 'ride')
-if f[1] == '1' and not f[2] then
-  redis.call('GEOADD', p .. 'geo', lng, lat, d)
-end
+place(d)
 return 1
 ";
 
@@ -77,13 +85,16 @@ if redis.call('SCARD', rk .. ':live') >= fanout then return 2 end
 if redis.call('SISMEMBER', rk .. ':tried', d) == 1 then return 1 end
 local dk = dkey(d)
 local f = redis.call('HMGET', dk, 'available', 'ride', 'offer', 'seen')
-if f[1] ~= '1' or f[2] or f[3] then return 1 end
-if not f[4] or now - tonumber(f[4]) > stale then
-  redis.call('ZREM', p .. 'geo', d)
+if f[1] ~= '1' or f[2] or f[3] or not f[4] or now - tonumber(f[4]) > stale then
+  -- Not offerable: out of the GEO set until it is again (busy drivers return when freed).
+  if f[1] ~= '1' or not f[4] or now - tonumber(f[4]) > stale then redis.call('ZREM', p .. 'geo', d) end
   return 1
 end
 redis.call('HSET', dk, 'offer', oid)
 touch(dk, ttl)
+-- Holding an offer: out of the search until it ends.
+redis.call('ZREM', p .. 'geo', d)
+redis.call('ZREM', p .. 'waiting', r)
 redis.call('SADD', rk .. ':live', oid)
 redis.call('SADD', rk .. ':tried', d)
 redis.call('HSET', rk, 'closed', '0')
@@ -148,7 +159,7 @@ for _, other in ipairs(redis.call('SMEMBERS', rkey(r) .. ':live')) do
   end
 end
 end_offer(oid, 'accepted', ttl)
-redis.call('HSET', rkey(r), 'closed', '1', 'driver', d)
+redis.call('HSET', rkey(r), 'closed', '1', 'driver', d, 'winner', oid)
 touch(rkey(r), ttl)
 redis.call('HSET', dkey(d), 'ride', r)
 touch(dkey(d), ttl)
@@ -190,11 +201,14 @@ for _, oid in ipairs(redis.call('SMEMBERS', rk .. ':live')) do
   local json = end_offer(oid, 'cancelled', ttl)
   if json then table.insert(out, json) end
 end
-local winner = redis.call('HGET', rk, 'driver')
+local winner, won = redis.call('HGET', rk, 'driver'), redis.call('HGET', rk, 'winner')
 if winner and redis.call('HGET', dkey(winner), 'ride') == r then
   redis.call('HDEL', dkey(winner), 'ride')
-  local f = redis.call('HMGET', dkey(winner), 'available', 'lat', 'lng')
-  if f[1] == '1' and f[2] then redis.call('GEOADD', p .. 'geo', f[3], f[2], winner) end
+  place(winner)
+  if won then
+    local json = redis.call('HGET', okey(won), 'json')
+    if json then table.insert(out, json) end
+  end
 end
 return out
 ";
@@ -206,11 +220,13 @@ redis.call('ZADD', p .. 'waiting', ARGV[2], ARGV[1])
 return 1
 ";
 
-/// ARGV: now, limit. Takes the waiting rides due for another search: each goes to exactly one
-/// caller.
+/// ARGV: now, limit, lease ms. The waiting rides due for another search, each handed to one
+/// caller per lease: its time moves on by the lease, and only an offer made (TRY_OFFER) or the
+/// ride closing takes it out, so a searcher dying loses nothing.
 pub const WAITING_DUE: &str = r"
 local due = redis.call('ZRANGE', p .. 'waiting', '-inf', ARGV[1], 'BYSCORE', 'LIMIT', 0, ARGV[2])
-for _, ride in ipairs(due) do redis.call('ZREM', p .. 'waiting', ride) end
+local next_at = tonumber(ARGV[1]) + tonumber(ARGV[3])
+for _, ride in ipairs(due) do redis.call('ZADD', p .. 'waiting', next_at, ride) end
 return due
 ";
 

@@ -37,22 +37,37 @@ pub trait DispatchStore: Send + Sync + Debug + 'static {
     async fn reject(&self, offer_id: &str, driver: &Id) -> Result<RejectOutcome, BackendError>;
     async fn due(&self, now: u64, limit: usize) -> Result<Vec<String>, BackendError>;
     async fn expire(&self, offer_id: &str, now: u64) -> Result<Option<Offer>, BackendError>;
-    async fn close_ride(&self, ride: &Id) -> Result<Vec<Offer>, BackendError>;
+    /// Closes the ride for dispatch; returns the offers whose drivers must be told `cancelled`
+    /// (live ones, and the winner's if it is still on the ride).
+    async fn close_ride(&self, ride: &Id, now: u64) -> Result<Vec<Offer>, BackendError>;
     /// Whether the ride has offers still waiting for an answer.
     async fn has_live_offers(&self, ride: &Id) -> Result<bool, BackendError>;
     /// The ride found nobody to offer it to: search again at `retry_at` (epoch ms).
     async fn wait(&self, ride: &Id, retry_at: u64) -> Result<(), BackendError>;
-    /// Takes the waiting rides due for another search; each goes to exactly one caller.
-    async fn waiting_due(&self, now: u64, limit: usize) -> Result<Vec<Id>, BackendError>;
+    /// The rides due for another search; each goes to one caller per `lease` (after which it
+    /// comes due again unless an offer was made or the ride closed).
+    async fn waiting_due(&self, now: u64, limit: usize, lease: Duration) -> Result<Vec<Id>, BackendError>;
 }
 
+/// How often the embedded book forgets what ended long ago.
+const PRUNE_EVERY_MS: u64 = 60_000;
+
 /// One process's dispatch state.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct EmbeddedDispatch {
     book: Arc<Mutex<Book>>,
+    /// Ended offers and closed rides are forgotten this long after they ended.
+    keep_ms: u64,
+    last_prune: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl EmbeddedDispatch {
+    /// A book that forgets ended offers, closed rides and idle offline drivers `keep` after
+    /// they ended (the Redis store's keys expire after the same time).
+    pub fn new(keep: Duration) -> Self {
+        Self { book: Arc::default(), keep_ms: millis(keep), last_prune: Arc::default() }
+    }
+
     fn book(&self) -> MutexGuard<'_, Book> {
         // Every critical section is one book transition; see `Hubs::lock` on poisoning.
         self.book.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -103,15 +118,22 @@ impl DispatchStore for EmbeddedDispatch {
     }
 
     async fn due(&self, now: u64, limit: usize) -> Result<Vec<String>, BackendError> {
-        Ok(self.book().due(now, limit))
+        let mut book = self.book();
+        // Every instance sweeps often, so the sweep is where the book is kept small.
+        let last = self.last_prune.load(std::sync::atomic::Ordering::Relaxed);
+        if now.saturating_sub(last) >= PRUNE_EVERY_MS {
+            self.last_prune.store(now, std::sync::atomic::Ordering::Relaxed);
+            book.prune(now, self.keep_ms);
+        }
+        Ok(book.due(now, limit))
     }
 
     async fn expire(&self, offer_id: &str, now: u64) -> Result<Option<Offer>, BackendError> {
         Ok(self.book().expire(offer_id, now))
     }
 
-    async fn close_ride(&self, ride: &Id) -> Result<Vec<Offer>, BackendError> {
-        Ok(self.book().close_ride(ride))
+    async fn close_ride(&self, ride: &Id, now: u64) -> Result<Vec<Offer>, BackendError> {
+        Ok(self.book().close_ride(ride, now))
     }
 
     async fn has_live_offers(&self, ride: &Id) -> Result<bool, BackendError> {
@@ -123,8 +145,8 @@ impl DispatchStore for EmbeddedDispatch {
         Ok(())
     }
 
-    async fn waiting_due(&self, now: u64, limit: usize) -> Result<Vec<Id>, BackendError> {
-        Ok(self.book().waiting_due(now, limit))
+    async fn waiting_due(&self, now: u64, limit: usize, lease: Duration) -> Result<Vec<Id>, BackendError> {
+        Ok(self.book().waiting_due(now, limit, millis(lease)))
     }
 }
 
@@ -180,7 +202,7 @@ impl RedisDispatch {
             wait: script(redis_scripts::WAIT),
             waiting_due: script(redis_scripts::WAITING_DUE),
         };
-        Self { client, ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX), scripts: Arc::new(scripts) }
+        Self { client, ttl_ms: millis(ttl), scripts: Arc::new(scripts) }
     }
 
     async fn run<R: fred::types::FromValue>(&self, script: &Script, args: Vec<String>) -> Result<R, BackendError> {
@@ -190,6 +212,10 @@ impl RedisDispatch {
     fn ttl(&self) -> String {
         self.ttl_ms.to_string()
     }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// An offer's stored JSON, back as an [`Offer`].
@@ -321,7 +347,7 @@ impl DispatchStore for RedisDispatch {
         json.as_deref().map(parse_offer).transpose()
     }
 
-    async fn close_ride(&self, ride: &Id) -> Result<Vec<Offer>, BackendError> {
+    async fn close_ride(&self, ride: &Id, _now: u64) -> Result<Vec<Offer>, BackendError> {
         let jsons: Vec<String> = self.run(&self.scripts.close_ride, vec![ride.to_string(), self.ttl()]).await?;
         jsons.iter().map(|json| parse_offer(json)).collect()
     }
@@ -335,8 +361,9 @@ impl DispatchStore for RedisDispatch {
         self.run::<i64>(&self.scripts.wait, vec![ride.to_string(), retry_at.to_string()]).await.map(drop)
     }
 
-    async fn waiting_due(&self, now: u64, limit: usize) -> Result<Vec<Id>, BackendError> {
-        let rides: Vec<String> = self.run(&self.scripts.waiting_due, vec![now.to_string(), limit.to_string()]).await?;
+    async fn waiting_due(&self, now: u64, limit: usize, lease: Duration) -> Result<Vec<Id>, BackendError> {
+        let args = vec![now.to_string(), limit.to_string(), millis(lease).to_string()];
+        let rides: Vec<String> = self.run(&self.scripts.waiting_due, args).await?;
         rides.iter().map(|raw| parse_id(Some(raw))).collect()
     }
 }
