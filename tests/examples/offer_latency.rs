@@ -39,8 +39,15 @@ fn scatter(i: usize, n: usize, radius_m: f64, salt: f64) -> (f64, f64) {
     (CENTRE.0 + dlat, CENTRE.1 + dlng)
 }
 
-type Waiters = Arc<Mutex<HashMap<String, oneshot::Sender<Instant>>>>;
-type Early = Arc<Mutex<HashMap<String, Instant>>>;
+/// Offers seen, by ride id, under one lock: a requester waits on a oneshot, and an offer that
+/// beats the requester (POST answers after offering) is kept until it asks.
+#[derive(Default)]
+struct Seen {
+    waiters: HashMap<String, oneshot::Sender<Instant>>,
+    early: HashMap<String, Instant>,
+}
+
+type Offers = Arc<Mutex<Seen>>;
 
 #[tokio::main]
 async fn main() {
@@ -55,33 +62,41 @@ async fn main() {
     }
     eprintln!("[offer-latency] redis and 2 origins up; connecting {drivers} drivers");
 
-    // Offers seen, by ride id: the requester waits on a oneshot; an offer that beats the
-    // requester's registration (POST answers after offering) is kept in `early`.
-    let waiters: Waiters = Arc::default();
-    let early: Early = Arc::default();
+    let offers: Offers = Arc::default();
     for i in 0..drivers {
         let origin = &origins[i % 2];
         let name = format!("bench-d{i}");
         let mut socket = DriverSocket::connect(origin, &driver_token(&name)).await;
         socket.send_text(json!({"type": "availability", "available": true}).to_string()).await;
         socket.send_location(Fix::at(scatter(i, drivers, 3_000.0, 0.0), now_ms())).await;
-        let (waiters, early) = (waiters.clone(), early.clone());
+        let offers = offers.clone();
+        let position = scatter(i, drivers, 3_000.0, 0.0);
         tokio::spawn(async move {
+            // Like a real app, a fix every few seconds keeps the driver from counting as stale.
+            let mut keepalive = tokio::time::interval(Duration::from_secs(5));
             loop {
-                let text = socket.next_text(Duration::from_secs(3_600), "driver frames").await;
+                let text = tokio::select! {
+                    _ = keepalive.tick() => {
+                        socket.send_location(Fix::at(position, now_ms())).await;
+                        continue;
+                    }
+                    text = socket.next_text(Duration::from_secs(3_600), "driver frames") => text,
+                };
                 let arrived = Instant::now();
                 let frame: Value = serde_json::from_str(&text).unwrap_or_default();
                 if frame["type"] != "offer" {
                     continue;
                 }
                 let ride = frame["rideId"].as_str().unwrap_or_default().to_owned();
-                let waiter = waiters.lock().expect("waiters").remove(&ride);
-                match waiter {
-                    Some(waiter) => {
-                        let _ = waiter.send(arrived);
-                    }
-                    None => {
-                        early.lock().expect("early").entry(ride).or_insert(arrived);
+                {
+                    let mut seen = offers.lock().expect("offers");
+                    match seen.waiters.remove(&ride) {
+                        Some(waiter) => {
+                            let _ = waiter.send(arrived);
+                        }
+                        None => {
+                            seen.early.entry(ride).or_insert(arrived);
+                        }
                     }
                 }
                 socket.send_text(json!({"type": "offer_ack", "offerId": frame["offerId"]}).to_string()).await;
@@ -100,7 +115,7 @@ async fn main() {
     let started = Instant::now();
     for batch in (0..rides).collect::<Vec<_>>().chunks(concurrency) {
         let requests = batch.iter().map(|&k| {
-            let (base, rider, waiters, early) = (base.clone(), rider.clone(), waiters.clone(), early.clone());
+            let (base, rider, offers) = (base.clone(), rider.clone(), offers.clone());
             async move {
                 let pickup = scatter(k * 7919 % rides.max(1), rides.max(1), 2_000.0, 1.0);
                 let body = json!({"pickup": {"lat": pickup.0, "lng": pickup.1},
@@ -117,18 +132,25 @@ async fn main() {
                 let created: Value = serde_json::from_str(&response.text().await.expect("body")).expect("JSON");
                 let ride = created["rideId"].as_str().expect("rideId").to_owned();
                 let token = created["token"].as_str().expect("token").to_owned();
-                let already = early.lock().expect("early").remove(&ride);
-                let arrived = match already {
-                    Some(at) => Some(at),
-                    None => {
-                        let (tx, rx) = oneshot::channel();
-                        waiters.lock().expect("waiters").insert(ride.clone(), tx);
-                        // The offer may have landed between the two lookups.
-                        let landed = early.lock().expect("early").remove(&ride);
-                        match landed {
-                            Some(at) => Some(at),
-                            None => tokio::time::timeout(Duration::from_secs(5), rx).await.ok().and_then(Result::ok),
+                let waiting = {
+                    let mut seen = offers.lock().expect("offers");
+                    match seen.early.remove(&ride) {
+                        Some(at) => Err(at),
+                        None => {
+                            let (tx, rx) = oneshot::channel();
+                            seen.waiters.insert(ride.clone(), tx);
+                            Ok(rx)
                         }
+                    }
+                };
+                let arrived = match waiting {
+                    Err(at) => Some(at),
+                    Ok(rx) => {
+                        let got = tokio::time::timeout(Duration::from_secs(5), rx).await.ok().and_then(Result::ok);
+                        if got.is_none() {
+                            eprintln!("[offer-latency] no offer within 5 s for ride {ride}");
+                        }
+                        got
                     }
                 };
                 // Let the accept land, then free the driver for the next rides.
