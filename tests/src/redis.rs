@@ -25,6 +25,8 @@ pub struct RedisServer {
     port: u16,
     dir: TempDir,
     child: Option<Child>,
+    /// Writes every change to an append-only file and reloads it on restart.
+    persistent: bool,
 }
 
 impl RedisServer {
@@ -33,8 +35,22 @@ impl RedisServer {
     /// # Panics
     /// If `redis-server` cannot be started or never answers; the panic carries its log.
     pub async fn start() -> Self {
+        Self::start_with(false).await
+    }
+
+    /// Starts a server that keeps its data in an append-only file (fsync on every write), so
+    /// that [`RedisServer::restart`] after [`RedisServer::kill9`] brings it all back: how
+    /// production Redis should run.
+    ///
+    /// # Panics
+    /// As [`RedisServer::start`].
+    pub async fn start_persistent() -> Self {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(persistent: bool) -> Self {
         let dir = tempfile::Builder::new().prefix("ridecast-redis-").tempdir().expect("creating a temp dir for redis");
-        let mut server = Self { port: free_port(), dir, child: None };
+        let mut server = Self { port: free_port(), dir, child: None, persistent };
         let mut last_log = String::new();
         // A port found free can be taken by someone else before redis binds it; try a few.
         for _ in 0..5 {
@@ -67,7 +83,8 @@ impl RedisServer {
         }
     }
 
-    /// Starts a new, empty server on the same port after [`RedisServer::kill9`].
+    /// Starts a new server on the same port after [`RedisServer::kill9`]: empty, or with what
+    /// its append-only file kept if it is [persistent](RedisServer::start_persistent).
     ///
     /// # Panics
     /// If the new server does not answer `PING` in time; the panic carries its log.
@@ -92,7 +109,12 @@ impl RedisServer {
         let child = Command::new("redis-server")
             .arg("--port")
             .arg(self.port.to_string())
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--bind", "127.0.0.1", "--save", ""])
+            .args(if self.persistent {
+                ["--appendonly", "yes", "--appendfsync", "always"]
+            } else {
+                ["--appendonly", "no", "--appendfsync", "everysec"]
+            })
             .arg("--dir")
             .arg(self.dir.path())
             .arg("--logfile")

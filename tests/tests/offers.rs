@@ -10,7 +10,7 @@ use std::time::Duration;
 use ridecast_tests::http::client;
 use ridecast_tests::tokens::{claims, driver_token, mint};
 use ridecast_tests::wait::now_ms;
-use ridecast_tests::{Auth, Cluster, DriverSocket, EXPECT, Fix, Mode, Origin, RiderStream, in_both_modes};
+use ridecast_tests::{Auth, Cluster, DriverSocket, EXPECT, Fix, Mode, Origin, RedisServer, RiderStream, in_both_modes};
 use serde_json::{Value, json};
 
 /// Offer timings for tests: short, so that silence and expiry take a second, not fifteen.
@@ -372,4 +372,65 @@ async fn a_driver_who_won_a_ride_is_told_when_the_rider_cancels_and_is_free_agai
     let next = request_ride(cluster.rider_side(), "r-next").await;
     let offer = expect_offer(&mut driver, "an offer once the won ride was cancelled").await;
     assert_eq!(offer["rideId"], next.id.as_str());
+}
+
+/// Redis restarts under an offer a driver holds: two origins, a driver online on one, a ride
+/// requested on the other, then Redis killed -9 and started again on its port.
+async fn offer_then_restart_redis(redis: &mut RedisServer) -> (Vec<Origin>, DriverSocket, Value, RiderRide) {
+    let mut origins = Vec::new();
+    for _ in 0..2 {
+        origins.push(
+            Origin::builder()
+                .redis(redis)
+                .flag("--offer-expiry-ms", 30_000)
+                .flag("--offer-resend-ms", RESEND_MS)
+                .flag("--match-radius-m", 5_000)
+                .start()
+                .await,
+        );
+    }
+    let mut driver = online_driver(&origins[0], "d-restart", metres_north(100.0)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ride = request_ride(&origins[1], "r-restart").await;
+    let offer = expect_offer(&mut driver, "the offer before Redis restarts").await;
+    answer(&mut driver, "offer_ack", &offer).await;
+    redis.kill9().await;
+    redis.restart().await;
+    (origins, driver, offer, ride)
+}
+
+/// Sends `accept` until the origin answers something other than `unavailable` (it reconnects
+/// to Redis on its own a moment after the restart) and returns that answer.
+async fn accept_once_redis_is_back(driver: &mut DriverSocket, offer: &Value) -> Value {
+    let deadline = tokio::time::Instant::now() + EXPECT * 2;
+    loop {
+        answer(driver, "accept", offer).await;
+        let text = driver.next_text(EXPECT, "the answer to an accept after the Redis restart").await;
+        let frame: Value = serde_json::from_str(&text).expect("JSON");
+        let retry = frame["type"] == "offer" || frame["code"] == "unavailable";
+        if !retry || tokio::time::Instant::now() >= deadline {
+            return frame;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_in_flight_survives_a_redis_restart_when_redis_persists() {
+    let mut redis = RedisServer::start_persistent().await;
+    let (_origins, mut driver, offer, mut ride) = offer_then_restart_redis(&mut redis).await;
+    let answer = accept_once_redis_is_back(&mut driver, &offer).await;
+    assert_eq!(answer["type"], "offer_result", "the stored offer answers after the restart: {answer}");
+    assert_eq!(answer["result"], "confirmed", "{answer}");
+    let assigned = ride.expect_status("driver_assigned", "the ride, assigned after the restart").await;
+    assert_eq!(assigned["driverId"], "d-restart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_persistence_a_redis_restart_forgets_offers_in_flight_and_says_so() {
+    let mut redis = RedisServer::start().await;
+    let (_origins, mut driver, offer, _ride) = offer_then_restart_redis(&mut redis).await;
+    let answer = accept_once_redis_is_back(&mut driver, &offer).await;
+    assert_eq!(answer["type"], "error", "an empty Redis knows no offer: {answer}");
+    assert_eq!(answer["code"], "not_found", "{answer}");
 }
