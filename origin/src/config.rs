@@ -82,11 +82,11 @@ pub struct ServeArgs {
     pub match_radius_m: f64,
 
     /// How long a driver has to accept an offer before the ride moves on, in ms.
-    #[arg(long, env = "RIDECAST_OFFER_EXPIRY_MS", default_value_t = 15_000)]
+    #[arg(long, env = "RIDECAST_OFFER_EXPIRY_MS", default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
     pub offer_expiry_ms: u64,
 
     /// How often an offer is sent again until the driver acknowledges it, in ms.
-    #[arg(long, env = "RIDECAST_OFFER_RESEND_MS", default_value_t = 2_000)]
+    #[arg(long, env = "RIDECAST_OFFER_RESEND_MS", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(50..=600_000))]
     pub offer_resend_ms: u64,
 
     /// Drivers offered one ride at once (1: one at a time, nearest first; more: the first
@@ -99,16 +99,16 @@ pub struct ServeArgs {
     pub max_offer_attempts: u32,
 
     /// How often each instance looks for offers past their deadline, in ms.
-    #[arg(long, env = "RIDECAST_OFFER_SWEEP_MS", default_value_t = 250)]
+    #[arg(long, env = "RIDECAST_OFFER_SWEEP_MS", default_value_t = 250, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub offer_sweep_ms: u64,
 
     /// How long a ride keeps searching while no driver is available before it ends as
     /// `no_driver`, in seconds (it is searched again every second meanwhile).
-    #[arg(long, env = "RIDECAST_SEARCH_TIMEOUT_SECS", default_value_t = 60)]
+    #[arg(long, env = "RIDECAST_SEARCH_TIMEOUT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub search_timeout_secs: u64,
 
     /// A driver not heard from (location or availability) for this long gets no offers.
-    #[arg(long, env = "RIDECAST_DRIVER_STALE_SECS", default_value_t = 30)]
+    #[arg(long, env = "RIDECAST_DRIVER_STALE_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub driver_stale_secs: u64,
 
     /// Per driver, the minimum time between two ingested updates; faster updates are
@@ -236,7 +236,12 @@ impl Config {
             ride_ttl: Duration::from_secs(args.ride_ttl_secs.max(1)),
             ride_token_ttl: Duration::from_secs(args.ride_token_ttl_secs.max(1)),
             dispatch: DispatchConfig {
-                radius_m: if args.match_radius_m.is_finite() { args.match_radius_m.max(1.0) } else { 5_000.0 },
+                // Half the Earth's circumference at most: beyond it every driver is in range anyway.
+                radius_m: if args.match_radius_m.is_finite() {
+                    args.match_radius_m.clamp(1.0, 20_000_000.0)
+                } else {
+                    5_000.0
+                },
                 offer_ttl: Duration::from_millis(args.offer_expiry_ms.max(100)),
                 resend: Duration::from_millis(args.offer_resend_ms.max(50)),
                 sweep: Duration::from_millis(args.offer_sweep_ms.max(10)),

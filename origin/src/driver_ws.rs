@@ -138,7 +138,10 @@ impl DriverSession {
         let _open = GaugeGuard::new(&self.state.metrics, |m| &m.driver_connections);
         let _drain = self.state.drain.tracker().token();
         let shutdown = self.state.drain.token().clone();
-        let (_registration, mut inbox, _never_sends) = match self.state.dispatcher.post().register(&self.driver).await {
+        // Boxed, like every other await here: the session's future is memory of every connected
+        // driver, and a Redis round trip's future would make it kilobytes larger.
+        let registered = Box::pin(self.state.dispatcher.post().register(&self.driver)).await;
+        let (_registration, mut inbox, _never_sends) = match registered {
             Ok((registration, inbox)) => (Some(registration), inbox, None),
             Err(error) => {
                 // Still a working location socket; its stored offer reaches it on reconnect.
