@@ -8,9 +8,11 @@
 use std::time::Duration;
 
 use ridecast_tests::http::client;
-use ridecast_tests::tokens::{claims, driver_token, mint};
+use ridecast_tests::tokens::{claims, driver_token, mint, rider_token};
 use ridecast_tests::wait::now_ms;
-use ridecast_tests::{Auth, Cluster, DriverSocket, EXPECT, Fix, Mode, Origin, RedisServer, RiderStream, in_both_modes};
+use ridecast_tests::{
+    Auth, Cluster, DriverSocket, EXPECT, Fix, Mode, Origin, RedisServer, RiderStream, in_both_modes, wait_until_stored,
+};
 use serde_json::{Value, json};
 
 /// Offer timings for tests: short, so that silence and expiry take a second, not fifteen.
@@ -40,11 +42,15 @@ async fn start(mode: Mode, fanout: u32) -> Cluster {
     .await
 }
 
-/// A driver online for offers at `at`.
+/// A driver online for offers at `at`. Returns once the origin stored the location, which it
+/// does after handing the availability and the position to dispatch (one socket's frames are
+/// handled in order), so a ride requested next finds the driver.
 async fn online_driver(origin: &Origin, driver: &str, at: (f64, f64)) -> DriverSocket {
     let mut socket = DriverSocket::connect(origin, &driver_token(driver)).await;
     socket.send_text(json!({"type": "availability", "available": true}).to_string()).await;
-    socket.send_location(Fix::at(at, now_ms())).await;
+    let fix = Fix::at(at, now_ms());
+    socket.send_location(fix).await;
+    wait_until_stored(origin, driver, &rider_token("r-probe", driver), &fix, "the driver's position").await;
     socket
 }
 
@@ -146,7 +152,6 @@ async fn the_nearest_driver_gets_the_offer_accepts_and_the_rider_can_track_them(
     let cluster = start(mode, 1).await;
     let mut near = online_driver(cluster.driver_side(), "d-near", metres_north(200.0)).await;
     let mut far = online_driver(cluster.driver_side(), "d-far", metres_north(900.0)).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let mut ride = request_ride(cluster.rider_side(), "r-happy").await;
     ride.expect_status("searching", "the new ride").await;
 
@@ -171,7 +176,6 @@ async fn a_rejected_offer_goes_to_the_next_nearest_driver(mode: Mode) {
     let cluster = start(mode, 1).await;
     let mut first = online_driver(cluster.driver_side(), "d-first", metres_north(100.0)).await;
     let mut second = online_driver(cluster.rider_side(), "d-second", metres_north(300.0)).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let mut ride = request_ride(cluster.rider_side(), "r-reject").await;
     let offer = expect_offer(&mut first, "the nearest driver's offer").await;
     answer(&mut first, "reject", &offer).await;
@@ -188,7 +192,6 @@ async fn an_unanswered_offer_expires_moves_on_and_a_late_accept_is_expired(mode:
     let cluster = start(mode, 1).await;
     let mut silent = online_driver(cluster.driver_side(), "d-silent", metres_north(100.0)).await;
     let mut next = online_driver(cluster.driver_side(), "d-next", metres_north(300.0)).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let _ride = request_ride(cluster.rider_side(), "r-expiry").await;
     let offer = expect_offer(&mut silent, "the offer nobody answers").await;
     let expired_after = now_ms();
@@ -204,7 +207,6 @@ async fn an_unanswered_offer_expires_moves_on_and_a_late_accept_is_expired(mode:
 async fn a_riders_cancel_reaches_the_offered_driver(mode: Mode) {
     let cluster = start(mode, 1).await;
     let mut driver = online_driver(cluster.driver_side(), "d-cancel", metres_north(100.0)).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let mut ride = request_ride(cluster.rider_side(), "r-cancel").await;
     let offer = expect_offer(&mut driver, "the offer").await;
     answer(&mut driver, "offer_ack", &offer).await;
@@ -220,7 +222,6 @@ async fn a_riders_cancel_reaches_the_offered_driver(mode: Mode) {
 async fn with_nobody_nearby_the_ride_has_no_driver(mode: Mode) {
     let cluster = start(mode, 1).await;
     let mut far = online_driver(cluster.driver_side(), "d-too-far", metres_north(50_000.0)).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let started = now_ms();
     let mut ride = request_ride(cluster.rider_side(), "r-lonely").await;
     ride.expect_status("no_driver", "a ride with nobody within the radius").await;
@@ -240,7 +241,6 @@ async fn a_driver_coming_online_while_a_ride_searches_gets_its_offer(mode: Mode)
 async fn an_offer_is_sent_again_until_acknowledged(mode: Mode) {
     let cluster = start(mode, 1).await;
     let mut driver = online_driver(cluster.driver_side(), "d-resend", metres_north(100.0)).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let _ride = request_ride(cluster.rider_side(), "r-resend").await;
     let offer = expect_offer(&mut driver, "the offer").await;
     let again = expect_offer(&mut driver, "the offer, sent again before any ack").await;
@@ -255,7 +255,6 @@ async fn bad_answers_to_offers_get_contract_errors(mode: Mode) {
     let cluster = start(mode, 1).await;
     let mut holder = online_driver(cluster.driver_side(), "d-holder", metres_north(100.0)).await;
     let mut other = DriverSocket::connect(cluster.driver_side(), &driver_token("d-other")).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let _ride = request_ride(cluster.rider_side(), "r-bad").await;
     let offer = expect_offer(&mut holder, "the offer").await;
 
@@ -280,7 +279,6 @@ async fn two_drivers_accepting_the_same_ride_at_once_one_is_confirmed_one_taken(
     let cluster = start(Mode::Redis, 2).await;
     let mut a = online_driver(&cluster.origins[0], "d-a", metres_north(100.0)).await;
     let mut b = online_driver(&cluster.origins[1], "d-b", metres_north(150.0)).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let mut ride = request_ride(&cluster.origins[2], "r-race").await;
     let offer_a = expect_offer(&mut a, "a's offer").await;
     let offer_b = expect_offer(&mut b, "b's offer").await;
@@ -302,7 +300,6 @@ async fn killing_the_offering_instance_mid_offer_does_not_strand_the_ride() {
     // The ride is requested on origin 2, which makes the first offer and then dies.
     let mut silent = online_driver(&cluster.origins[0], "d-k-silent", metres_north(100.0)).await;
     let mut next = online_driver(&cluster.origins[1], "d-k-next", metres_north(300.0)).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let ride = request_ride(&cluster.origins[2], "r-kill").await;
     let offer = expect_offer(&mut silent, "the offer from the instance about to die").await;
     cluster.origins[2].kill9().await;
@@ -333,7 +330,6 @@ async fn a_driver_reconnecting_to_another_instance_gets_the_same_offer_again() {
     })
     .await;
     let mut driver = online_driver(&cluster.origins[0], "d-roam", metres_north(100.0)).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let _ride = request_ride(&cluster.origins[2], "r-roam").await;
     let offer = expect_offer(&mut driver, "the offer on the first instance").await;
     answer(&mut driver, "offer_ack", &offer).await;
@@ -348,7 +344,6 @@ async fn a_driver_reconnecting_to_another_instance_gets_the_same_offer_again() {
 async fn a_driver_who_won_a_ride_is_told_when_the_rider_cancels_and_is_free_again(mode: Mode) {
     let cluster = start(mode, 1).await;
     let mut driver = online_driver(cluster.driver_side(), "d-won", metres_north(100.0)).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let mut ride = request_ride(cluster.rider_side(), "r-change-of-mind").await;
     let offer = expect_offer(&mut driver, "the offer").await;
     answer(&mut driver, "accept", &offer).await;
@@ -390,7 +385,6 @@ async fn offer_then_restart_redis(redis: &mut RedisServer) -> (Vec<Origin>, Driv
         );
     }
     let mut driver = online_driver(&origins[0], "d-restart", metres_north(100.0)).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let ride = request_ride(&origins[1], "r-restart").await;
     let offer = expect_offer(&mut driver, "the offer before Redis restarts").await;
     answer(&mut driver, "offer_ack", &offer).await;
@@ -411,7 +405,6 @@ async fn accept_once_redis_is_back(driver: &mut DriverSocket, offer: &Value) -> 
         if !retry || tokio::time::Instant::now() >= deadline {
             return frame;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
