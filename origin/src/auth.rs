@@ -9,15 +9,16 @@ use ridecast_protocol::{Claims, Id, Role, TokenError, TokenKeys};
 
 use crate::{clock, http::error::ApiError, rides::Ride, state::AppState};
 
-/// Verifies tokens against the configured secrets. Cheap to clone.
+/// Verifies tokens against the configured secrets. Cheap to clone: the keys are shared (every
+/// connection's state holds an `Authenticator`, and the keys are hundreds of bytes).
 #[derive(Debug, Clone)]
 pub struct Authenticator {
-    keys: TokenKeys,
+    keys: std::sync::Arc<TokenKeys>,
 }
 
 impl Authenticator {
     pub fn new(keys: TokenKeys) -> Self {
-        Self { keys }
+        Self { keys: std::sync::Arc::new(keys) }
     }
 
     /// # Errors

@@ -23,13 +23,14 @@ use ridecast_protocol::{
     location::is_newer,
     messages::{DriverMessage, LatLng, ServerMessage, parse_driver_message},
 };
-use tokio::{sync::mpsc, time::Instant};
+use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::{
     auth::Principal,
     bus::BackendError,
     clock,
+    dispatch::post::Mailbox,
     http::{error::ApiError, front::ConnectionSlot},
     metrics::{GaugeGuard, Metrics},
     state::AppState,
@@ -141,13 +142,12 @@ impl DriverSession {
         // Boxed, like every other await here: the session's future is memory of every connected
         // driver, and a Redis round trip's future would make it kilobytes larger.
         let registered = Box::pin(self.state.dispatcher.post().register(&self.driver)).await;
-        let (_registration, mut inbox, _never_sends) = match registered {
-            Ok((registration, inbox)) => (Some(registration), inbox, None),
+        let (_registration, inbox) = match registered {
+            Ok((registration, inbox)) => (Some(registration), Some(inbox)),
             Err(error) => {
                 // Still a working location socket; its stored offer reaches it on reconnect.
                 tracing::warn!(driver.id = %self.driver, %error, "driver not registered for offers");
-                let (sender, inbox) = mpsc::channel(1);
-                (None, inbox, Some(sender))
+                (None, None)
             }
         };
         Box::pin(self.send_pending_offer(&mut socket)).await;
@@ -179,7 +179,7 @@ impl DriverSession {
                     }
                     Some(Err(error)) => break transport_close(&error),
                 },
-                Some(frame) = inbox.recv() => Box::pin(self.on_post(*frame, &mut socket)).await,
+                frame = next_frame(inbox.as_deref()) => Box::pin(self.on_post(frame, &mut socket)).await,
                 () = timer.as_mut() => {
                     let now = Instant::now();
                     if self.pending.is_some() && now >= self.next_ingest {
@@ -414,6 +414,14 @@ impl DriverSession {
     /// Sends an error frame; the socket stays open.
     async fn reject(&self, socket: &mut WebSocket, code: ErrorCode, message: String) -> Next {
         self.send(socket, &ServerMessage::error(code, message)).await
+    }
+}
+
+/// The next frame from the post, or never for a session that is not registered.
+async fn next_frame(inbox: Option<&Mailbox>) -> ServerMessage {
+    match inbox {
+        Some(inbox) => inbox.next().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -65,8 +65,8 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     let state = AppState {
         auth: Authenticator::new(config.secrets.keys.clone()),
         ingestor: Ingestor::new(backend.clone(), metrics.clone()),
-        rides,
-        dispatcher,
+        rides: Arc::new(rides),
+        dispatcher: Arc::new(dispatcher),
         stream_signals: rider_sse::StreamSignals::spawn(config.heartbeat, drain.token().clone()),
         config: Arc::new(config),
         backend,

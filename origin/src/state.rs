@@ -15,9 +15,11 @@ pub struct AppState {
     pub hubs: Hubs,
     pub ingestor: Ingestor,
     /// Ride creation, lookup and status changes (the handlers' and the matcher's one way in).
-    pub rides: Rides,
+    /// (Behind an `Arc`, like the dispatcher: every driver session holds an `AppState`, and
+    /// these carry token keys and configuration worth hundreds of bytes each.)
+    pub rides: Arc<Rides>,
     /// Ride offers: matching, drivers' answers, deadlines.
-    pub dispatcher: Dispatcher,
+    pub dispatcher: Arc<Dispatcher>,
     pub metrics: Metrics,
     pub drain: Drain,
     /// Heartbeat ticks and the drain signal for every SSE stream.

@@ -9,7 +9,7 @@
 //! is sent its pending offer, and resent until it acknowledges.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicU64, Ordering::Relaxed},
@@ -23,14 +23,51 @@ use fred::{
 };
 use ridecast_protocol::{Id, messages::ServerMessage};
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::BackendError;
 
 /// Frames waiting for one driver session; beyond this a frame is dropped (offers are resent).
-/// Frames are boxed: the channel's slots are memory of every connected driver.
 pub const SESSION_QUEUE: usize = 16;
+
+/// Frames waiting for one driver session: a queue that allocates only when something arrives,
+/// and a wake-up. Lighter than a channel, which preallocates a block of slots for every
+/// connected driver although most never get a frame.
+#[derive(Debug, Default)]
+pub struct Mailbox {
+    frames: Mutex<VecDeque<ServerMessage>>,
+    arrived: Notify,
+}
+
+impl Mailbox {
+    fn queue(&self) -> MutexGuard<'_, VecDeque<ServerMessage>> {
+        self.frames.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Queues `frame`; `false` (and dropped) when [`SESSION_QUEUE`] frames already wait.
+    fn put(&self, frame: ServerMessage) -> bool {
+        let mut queue = self.queue();
+        if queue.len() >= SESSION_QUEUE {
+            return false;
+        }
+        queue.push_back(frame);
+        drop(queue);
+        // A permit is kept if the session is not waiting yet, so no wake-up is lost.
+        self.arrived.notify_one();
+        true
+    }
+
+    /// The next frame, waiting for one.
+    pub async fn next(&self) -> ServerMessage {
+        loop {
+            if let Some(frame) = self.queue().pop_front() {
+                return frame;
+            }
+            self.arrived.notified().await;
+        }
+    }
+}
 
 /// Parcels that may wait for the inbox task before it counts as lagging (fred preallocates it).
 const INBOX_BUFFER: usize = 1024;
@@ -42,7 +79,7 @@ pub const REGISTRATION_TTL: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 struct LocalSession {
     generation: u64,
-    frames: mpsc::Sender<Box<ServerMessage>>,
+    mailbox: Arc<Mailbox>,
 }
 
 /// A frame on its way through another instance's inbox.
@@ -185,15 +222,12 @@ impl DriverPost {
     ///
     /// # Errors
     /// [`BackendError`] if the registration cannot be written to Redis.
-    pub async fn register(
-        &self,
-        driver: &Id,
-    ) -> Result<(Registration, mpsc::Receiver<Box<ServerMessage>>), BackendError> {
-        let (frames, inbox) = mpsc::channel(SESSION_QUEUE);
+    pub async fn register(&self, driver: &Id) -> Result<(Registration, Arc<Mailbox>), BackendError> {
+        let mailbox = Arc::new(Mailbox::default());
         let generation = self.generations.fetch_add(1, Relaxed);
-        self.sessions().insert(driver.clone(), LocalSession { generation, frames });
+        self.sessions().insert(driver.clone(), LocalSession { generation, mailbox: mailbox.clone() });
         self.refresh(driver).await?;
-        Ok((Registration { post: self.clone(), driver: driver.clone(), generation }, inbox))
+        Ok((Registration { post: self.clone(), driver: driver.clone(), generation }, mailbox))
     }
 
     /// Renews the driver's registration in Redis (sessions do it on every ping).
@@ -234,14 +268,10 @@ impl DriverPost {
     fn deliver_here(&self, driver: &Id, frame: ServerMessage) -> Result<(), ServerMessage> {
         let sessions = self.sessions();
         let Some(session) = sessions.get(driver) else { return Err(frame) };
-        match session.frames.try_send(Box::new(frame)) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!(driver.id = %driver, "driver session queue full; frame dropped (offers are resent)");
-                Ok(())
-            }
-            Err(mpsc::error::TrySendError::Closed(frame)) => Err(*frame),
+        if !session.mailbox.put(frame) {
+            tracing::warn!(driver.id = %driver, "driver session queue full; frame dropped (offers are resent)");
         }
+        Ok(())
     }
 }
 
