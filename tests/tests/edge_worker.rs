@@ -443,3 +443,36 @@ async fn a_stalled_rider_at_the_edge_costs_one_pending_value_and_slows_no_one() 
          instead of the latest value"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ride_status_stream_flows_through_the_edge_event_by_event() {
+    let (_cluster, edge) = start_with_edge().await;
+    let rider = rider_token_without_drv("r-edge-ride");
+    let body = r#"{"pickup":{"lat":37.7749,"lng":-122.4194},"dropoff":{"lat":37.8044,"lng":-122.2712}}"#;
+    let response = client()
+        .post(edge.url("/api/rides"))
+        .bearer_auth(&rider)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("POST /api/rides through the edge");
+    assert_eq!(response.status().as_u16(), 201, "a ride created through the edge");
+    let created: serde_json::Value =
+        serde_json::from_str(&response.text().await.expect("a body")).expect("the created ride as JSON");
+    let ride = created["rideId"].as_str().expect("a ride id");
+    let token = created["token"].as_str().expect("a ride token");
+
+    // Not terminated at the edge: passed through to the origin, and must not be buffered there.
+    let path = format!("/api/sse/rides/{ride}");
+    let mut stream = RiderStream::open_with(&edge, &path, Auth::Bearer(token), None).await;
+    let first = stream.next_event(EXPECT, "the ride's current status through the edge").await;
+    assert_eq!(first.event, "ride");
+    assert!(first.data.contains(r#""status":"searching""#), "{}", first.data);
+
+    let cancel = client().delete(edge.url(&format!("/api/rides/{ride}"))).bearer_auth(token).send().await;
+    assert_eq!(cancel.expect("DELETE through the edge").status().as_u16(), 200);
+    let next = stream.next_event(EXPECT, "the cancel, pushed through the edge while the stream stays open").await;
+    assert!(next.data.contains(r#""status":"cancelled""#), "{}", next.data);
+    assert!(next.id.parse::<u64>().expect("a numeric id") > first.id.parse::<u64>().expect("a numeric id"));
+}
