@@ -12,12 +12,14 @@
 //! | [`token`] | JWT claims, roles, minting and verification (HS256, key rotation) |
 //! | [`surge`] | a zone's surge multiplier, the operator's request and the pushed value |
 //! | [`ride`] | a ride's request, its status and the status value riders follow |
+//! | [`chat`] | ride chat frames, their rules, and message ids in one total order |
 //! | [`sse`] | Server-Sent Events framing that no payload can break |
 //! | [`error`] | the JSON error body shared by HTTP and WebSocket |
 //! | [`channels`] | names of pub/sub channels and store keys shared by every instance |
 #![forbid(unsafe_code)]
 
 pub mod channels;
+pub mod chat;
 pub mod error;
 pub mod grid;
 pub mod ids;
