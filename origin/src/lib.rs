@@ -33,6 +33,7 @@
 
 pub mod auth;
 pub mod bus;
+pub mod chat;
 pub mod clock;
 pub mod config;
 pub mod dev;

@@ -1,0 +1,281 @@
+//! Where a ride's chat lives: [`EmbeddedChat`] (in memory, for the process's life) or
+//! [`RedisChat`] (a Redis Stream per ride, one total order for every instance). Both store a
+//! message before anyone is told of it, store a retried `clientMsgId` once, and keep at most
+//! `max_len` messages per ride.
+
+use std::{
+    collections::HashMap,
+    fmt::Debug,
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use fred::{
+    prelude::{Client, ClientLike},
+    types::{Value, scripts::Script},
+};
+use ridecast_protocol::{
+    Id,
+    chat::{ChatMessage, ChatRole, MessageId},
+};
+
+use crate::bus::BackendError;
+
+/// A message as `append` left it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    pub message: ChatMessage,
+    /// `false` when the `clientMsgId` was stored before: this is that earlier message.
+    pub new: bool,
+}
+
+/// A ride's chat history, shared by its participants on every instance.
+#[async_trait]
+pub trait ChatStore: Send + Sync + Debug + 'static {
+    /// Stores a message (once per sender and `clientMsgId`) and returns it with its id.
+    async fn append(
+        &self,
+        ride: &Id,
+        from: ChatRole,
+        client_msg_id: &str,
+        text: &str,
+        now_ms: u64,
+    ) -> Result<Appended, BackendError>;
+
+    /// Up to `limit` messages after `after` (all from the start without it), oldest first.
+    async fn history(
+        &self,
+        ride: &Id,
+        after: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Vec<ChatMessage>, BackendError>;
+}
+
+fn dedupe_key(from: ChatRole, client_msg_id: &str) -> String {
+    let role = match from {
+        ChatRole::Rider => "rider",
+        ChatRole::Driver => "driver",
+    };
+    format!("{role}:{client_msg_id}")
+}
+
+#[derive(Debug, Default)]
+struct RideChat {
+    messages: std::collections::VecDeque<(MessageId, ChatMessage)>,
+    by_client: HashMap<String, MessageId>,
+    last: Option<MessageId>,
+}
+
+/// Chat in this process's memory.
+#[derive(Debug, Clone)]
+pub struct EmbeddedChat {
+    rides: Arc<Mutex<HashMap<Id, RideChat>>>,
+    max_len: usize,
+}
+
+impl EmbeddedChat {
+    pub fn new(max_len: usize) -> Self {
+        Self { rides: Arc::default(), max_len: max_len.max(1) }
+    }
+
+    fn rides(&self) -> MutexGuard<'_, HashMap<Id, RideChat>> {
+        // One short operation per lock; see `Hubs::lock` on poisoning.
+        self.rides.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[async_trait]
+impl ChatStore for EmbeddedChat {
+    async fn append(
+        &self,
+        ride: &Id,
+        from: ChatRole,
+        client_msg_id: &str,
+        text: &str,
+        now_ms: u64,
+    ) -> Result<Appended, BackendError> {
+        let mut rides = self.rides();
+        let chat = rides.entry(ride.clone()).or_default();
+        let key = dedupe_key(from, client_msg_id);
+        if let Some(id) = chat.by_client.get(&key)
+            && let Some((_, earlier)) = chat.messages.iter().find(|(m, _)| m == id)
+        {
+            return Ok(Appended { message: earlier.clone(), new: false });
+        }
+        let id = MessageId::next_after(chat.last, now_ms);
+        chat.last = Some(id);
+        let message = ChatMessage {
+            id: id.to_string(),
+            from,
+            text: text.to_owned(),
+            ts: now_ms,
+            client_msg_id: client_msg_id.to_owned(),
+        };
+        chat.messages.push_back((id, message.clone()));
+        chat.by_client.insert(key, id);
+        while chat.messages.len() > self.max_len {
+            if let Some((_, old)) = chat.messages.pop_front() {
+                chat.by_client.remove(&dedupe_key(old.from, &old.client_msg_id));
+            }
+        }
+        Ok(Appended { message, new: true })
+    }
+
+    async fn history(
+        &self,
+        ride: &Id,
+        after: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Vec<ChatMessage>, BackendError> {
+        let rides = self.rides();
+        let Some(chat) = rides.get(ride) else { return Ok(Vec::new()) };
+        Ok(chat
+            .messages
+            .iter()
+            .filter(|(id, _)| after.is_none_or(|after| *id > after))
+            .take(limit)
+            .map(|(_, m)| m.clone())
+            .collect())
+    }
+}
+
+/// Appends once per sender and `clientMsgId`: KEYS stream, dedupe hash; ARGV dedupe key, from,
+/// text, clientMsgId, ts, max len, ttl ms. Returns {new (0/1), id, fields}.
+const APPEND_LUA: &str = r"
+local earlier = redis.call('HGET', KEYS[2], ARGV[1])
+if earlier then
+  local entry = redis.call('XRANGE', KEYS[1], earlier, earlier)
+  if entry[1] then return {0, entry[1][1], entry[1][2]} end
+end
+local fields = {'from', ARGV[2], 'text', ARGV[3], 'cid', ARGV[4], 'ts', ARGV[5]}
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[6], '*', unpack(fields))
+redis.call('HSET', KEYS[2], ARGV[1], id)
+redis.call('PEXPIRE', KEYS[1], ARGV[7])
+redis.call('PEXPIRE', KEYS[2], ARGV[7])
+return {1, id, fields}
+";
+
+/// Chat in Redis Streams (`chat:{rideId}`, and `chat:{rideId}:ids` for retries).
+#[derive(Clone)]
+pub struct RedisChat {
+    client: Client,
+    append: Arc<Script>,
+    max_len: usize,
+    ttl_ms: u64,
+}
+
+impl Debug for RedisChat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisChat")
+            .field("max_len", &self.max_len)
+            .field("ttl_ms", &self.ttl_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisChat {
+    /// Chat through `client`; a ride's history lives `ttl` after its last message.
+    pub fn new(client: Client, max_len: usize, ttl: Duration) -> Self {
+        Self {
+            client,
+            append: Arc::new(Script::from_lua(APPEND_LUA)),
+            max_len: max_len.max(1),
+            ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+fn stream_key(ride: &Id) -> String {
+    format!("chat:{ride}")
+}
+
+fn unexpected(what: &str, value: &Value) -> BackendError {
+    BackendError::UnexpectedReply(format!("{what}: {value:?}"))
+}
+
+/// A stream entry (`[id, [field, value, ...]]` parts) as a message.
+fn entry(id: &Value, fields: &Value) -> Result<ChatMessage, BackendError> {
+    let id = id.as_string().ok_or_else(|| unexpected("entry id", id))?;
+    let Value::Array(fields) = fields else { return Err(unexpected("entry fields", fields)) };
+    let mut map = HashMap::new();
+    for pair in fields.chunks(2) {
+        if let [name, value] = pair {
+            map.insert(name.as_string().unwrap_or_default(), value.as_string().unwrap_or_default());
+        }
+    }
+    let from = match map.get("from").map(String::as_str) {
+        Some("rider") => ChatRole::Rider,
+        Some("driver") => ChatRole::Driver,
+        other => return Err(BackendError::UnexpectedReply(format!("chat sender {other:?}"))),
+    };
+    Ok(ChatMessage {
+        id,
+        from,
+        text: map.remove("text").unwrap_or_default(),
+        ts: map.get("ts").and_then(|ts| ts.parse().ok()).unwrap_or_default(),
+        client_msg_id: map.remove("cid").unwrap_or_default(),
+    })
+}
+
+#[async_trait]
+impl ChatStore for RedisChat {
+    async fn append(
+        &self,
+        ride: &Id,
+        from: ChatRole,
+        client_msg_id: &str,
+        text: &str,
+        now_ms: u64,
+    ) -> Result<Appended, BackendError> {
+        let key = stream_key(ride);
+        let role = match from {
+            ChatRole::Rider => "rider",
+            ChatRole::Driver => "driver",
+        };
+        let args: Vec<String> = vec![
+            dedupe_key(from, client_msg_id),
+            role.to_owned(),
+            text.to_owned(),
+            client_msg_id.to_owned(),
+            now_ms.to_string(),
+            self.max_len.to_string(),
+            self.ttl_ms.to_string(),
+        ];
+        let reply: Value =
+            self.append.evalsha_with_reload(&self.client, vec![key.clone(), format!("{key}:ids")], args).await?;
+        let Value::Array(parts) = &reply else { return Err(unexpected("chat append", &reply)) };
+        let [new, id, fields] = parts.as_slice() else { return Err(unexpected("chat append", &reply)) };
+        Ok(Appended { message: entry(id, fields)?, new: new.as_i64() == Some(1) })
+    }
+
+    async fn history(
+        &self,
+        ride: &Id,
+        after: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Vec<ChatMessage>, BackendError> {
+        let start = after.map_or_else(|| "-".to_owned(), |id| format!("({id}"));
+        let args: Vec<Value> = vec![
+            stream_key(ride).into(),
+            start.into(),
+            "+".into(),
+            "COUNT".into(),
+            Value::from(i64::try_from(limit).unwrap_or(i64::MAX)),
+        ];
+        let reply: Value = self.client.custom(fred::cmd!("XRANGE"), args).await?;
+        let Value::Array(entries) = &reply else {
+            return if reply.is_null() { Ok(Vec::new()) } else { Err(unexpected("XRANGE", &reply)) };
+        };
+        entries
+            .iter()
+            .map(|e| match e {
+                Value::Array(pair) => match pair.as_slice() {
+                    [id, fields] => entry(id, fields),
+                    _ => Err(unexpected("XRANGE entry", e)),
+                },
+                other => Err(unexpected("XRANGE entry", other)),
+            })
+            .collect()
+    }
+}
