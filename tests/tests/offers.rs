@@ -15,8 +15,12 @@ use ridecast_tests::{
 };
 use serde_json::{Value, json};
 
-/// Offer timings for tests: short, so that silence and expiry take a second, not fifteen.
+/// Offer deadline in the tests that wait for one: short, so that silence takes a second and a
+/// half, not fifteen.
 const EXPIRY_MS: u64 = 1_500;
+/// Offer deadline everywhere else: long enough that no answer, however slow the machine, is
+/// overtaken by it.
+const PATIENT_EXPIRY_MS: u64 = 20_000;
 const RESEND_MS: u64 = 300;
 /// How long a ride with nobody to ask keeps searching.
 const SEARCH_TIMEOUT_SECS: u64 = 2;
@@ -30,9 +34,13 @@ fn metres_north(metres: f64) -> (f64, f64) {
 }
 
 async fn start(mode: Mode, fanout: u32) -> Cluster {
+    start_with_expiry(mode, fanout, PATIENT_EXPIRY_MS).await
+}
+
+async fn start_with_expiry(mode: Mode, fanout: u32, expiry_ms: u64) -> Cluster {
     Cluster::start(mode, |origin| {
         origin
-            .flag("--offer-expiry-ms", EXPIRY_MS)
+            .flag("--offer-expiry-ms", expiry_ms)
             .flag("--offer-resend-ms", RESEND_MS)
             .flag("--offer-sweep-ms", 100)
             .flag("--offer-fanout", fanout)
@@ -189,7 +197,7 @@ async fn a_rejected_offer_goes_to_the_next_nearest_driver(mode: Mode) {
 }
 
 async fn an_unanswered_offer_expires_moves_on_and_a_late_accept_is_expired(mode: Mode) {
-    let cluster = start(mode, 1).await;
+    let cluster = start_with_expiry(mode, 1, EXPIRY_MS).await;
     let mut silent = online_driver(cluster.driver_side(), "d-silent", metres_north(100.0)).await;
     let mut next = online_driver(cluster.driver_side(), "d-next", metres_north(300.0)).await;
     let _ride = request_ride(cluster.rider_side(), "r-expiry").await;
@@ -239,6 +247,7 @@ async fn a_driver_coming_online_while_a_ride_searches_gets_its_offer(mode: Mode)
 }
 
 async fn an_offer_is_sent_again_until_acknowledged(mode: Mode) {
+    // The patient deadline is far beyond the quiet period watched below: only a resend breaks it.
     let cluster = start(mode, 1).await;
     let mut driver = online_driver(cluster.driver_side(), "d-resend", metres_north(100.0)).await;
     let _ride = request_ride(cluster.rider_side(), "r-resend").await;
@@ -296,7 +305,7 @@ async fn two_drivers_accepting_the_same_ride_at_once_one_is_confirmed_one_taken(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_offering_instance_mid_offer_does_not_strand_the_ride() {
-    let mut cluster = start(Mode::Redis, 1).await;
+    let mut cluster = start_with_expiry(Mode::Redis, 1, EXPIRY_MS).await;
     // The ride is requested on origin 2, which makes the first offer and then dies.
     let mut silent = online_driver(&cluster.origins[0], "d-k-silent", metres_north(100.0)).await;
     let mut next = online_driver(&cluster.origins[1], "d-k-next", metres_north(300.0)).await;
