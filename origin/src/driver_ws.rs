@@ -150,7 +150,7 @@ impl DriverSession {
                 (None, None)
             }
         };
-        Box::pin(self.send_pending_offer(&mut socket)).await;
+        Box::pin(self.resume(&mut socket)).await;
         // One timer for every deadline (next ping, next coalesced ingest, next offer resend),
         // reset as they move: every connected driver holds this future, so each timer is
         // memory per driver.
@@ -221,9 +221,16 @@ impl DriverSession {
         }
     }
 
-    /// On connect: the offer this driver holds, if any, again (same id; its app de-duplicates).
-    async fn send_pending_offer(&mut self, socket: &mut WebSocket) {
-        match self.state.dispatcher.store().current_offer(&self.driver).await {
+    /// On connect, where the driver left off on any instance: online for offers if it said so
+    /// (its positions then feed dispatch without a new `availability`), and the offer it holds,
+    /// if any, again (same id; its app de-duplicates).
+    async fn resume(&mut self, socket: &mut WebSocket) {
+        let store = self.state.dispatcher.store();
+        match store.is_available(&self.driver).await {
+            Ok(available) => self.available = available,
+            Err(error) => tracing::warn!(driver.id = %self.driver, %error, "availability not looked up"),
+        }
+        match store.current_offer(&self.driver).await {
             Ok(Some((offer, acked))) => {
                 let frame = offer.frame();
                 if !acked {

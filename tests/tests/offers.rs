@@ -436,3 +436,17 @@ async fn without_persistence_a_redis_restart_forgets_offers_in_flight_and_says_s
     assert_eq!(answer["type"], "error", "an empty Redis knows no offer: {answer}");
     assert_eq!(answer["code"], "not_found", "{answer}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_reconnecting_elsewhere_stays_online_without_saying_so_again() {
+    let cluster = start(Mode::Redis, 1).await;
+    drop(online_driver(&cluster.origins[0], "d-back", metres_north(50_000.0)).await);
+    // Back on another instance, nearer: only a location, no `availability` this time.
+    let mut back = DriverSocket::connect(&cluster.origins[1], &driver_token("d-back")).await;
+    let fix = Fix::at(metres_north(100.0), now_ms());
+    back.send_location(fix).await;
+    wait_until_stored(&cluster.origins[1], "d-back", &rider_token("r-probe", "d-back"), &fix, "the new position").await;
+    let ride = request_ride(&cluster.origins[2], "r-back").await;
+    let offer = expect_offer(&mut back, "an offer for the driver who came back").await;
+    assert_eq!(offer["rideId"], ride.id.as_str());
+}

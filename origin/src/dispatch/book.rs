@@ -69,6 +69,11 @@ impl Book {
         }
     }
 
+    /// Whether the driver said it is online for offers (and has not said otherwise since).
+    pub fn is_available(&self, driver: &Id) -> bool {
+        self.drivers.get(driver).is_some_and(|d| d.available)
+    }
+
     /// The driver's position, from its location updates.
     pub fn set_position(&mut self, driver: &Id, position: LatLng, now: u64) {
         let entry = self.drivers.entry(driver.clone()).or_default();

@@ -230,6 +230,12 @@ for _, ride in ipairs(due) do redis.call('ZADD', p .. 'waiting', next_at, ride) 
 return due
 ";
 
+/// ARGV: driver. 1 if it said it is online for offers (and not otherwise since), else 0.
+pub const IS_AVAILABLE: &str = r"
+if redis.call('HGET', dkey(ARGV[1]), 'available') == '1' then return 1 end
+return 0
+";
+
 /// ARGV: ride. How many of its offers wait for an answer.
 pub const LIVE_OFFERS: &str = r"
 return redis.call('SCARD', rkey(ARGV[1]) .. ':live')

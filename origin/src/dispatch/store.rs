@@ -21,6 +21,8 @@ use crate::bus::BackendError;
 pub trait DispatchStore: Send + Sync + Debug + 'static {
     async fn set_available(&self, driver: &Id, available: bool, now: u64) -> Result<(), BackendError>;
     async fn set_position(&self, driver: &Id, at: LatLng, now: u64) -> Result<(), BackendError>;
+    /// Whether the driver said it is online for offers: what a reconnecting session resumes.
+    async fn is_available(&self, driver: &Id) -> Result<bool, BackendError>;
     /// Online drivers near `pickup`, nearest first; [`DispatchStore::try_offer`] checks the rest.
     async fn candidates(
         &self,
@@ -84,6 +86,10 @@ impl DispatchStore for EmbeddedDispatch {
     async fn set_position(&self, driver: &Id, at: LatLng, now: u64) -> Result<(), BackendError> {
         self.book().set_position(driver, at, now);
         Ok(())
+    }
+
+    async fn is_available(&self, driver: &Id) -> Result<bool, BackendError> {
+        Ok(self.book().is_available(driver))
     }
 
     async fn candidates(
@@ -171,6 +177,7 @@ struct Scripts {
     expire: Script,
     close_ride: Script,
     live_offers: Script,
+    is_available: Script,
     wait: Script,
     waiting_due: Script,
 }
@@ -199,6 +206,7 @@ impl RedisDispatch {
             expire: script(redis_scripts::EXPIRE),
             close_ride: script(redis_scripts::CLOSE_RIDE),
             live_offers: script(redis_scripts::LIVE_OFFERS),
+            is_available: script(redis_scripts::IS_AVAILABLE),
             wait: script(redis_scripts::WAIT),
             waiting_due: script(redis_scripts::WAITING_DUE),
         };
@@ -248,6 +256,10 @@ impl DispatchStore for RedisDispatch {
     async fn set_position(&self, driver: &Id, at: LatLng, now: u64) -> Result<(), BackendError> {
         let args = vec![driver.to_string(), at.lat.to_string(), at.lng.to_string(), now.to_string(), self.ttl()];
         self.run::<i64>(&self.scripts.set_position, args).await.map(drop)
+    }
+
+    async fn is_available(&self, driver: &Id) -> Result<bool, BackendError> {
+        Ok(self.run::<i64>(&self.scripts.is_available, vec![driver.to_string()]).await? == 1)
     }
 
     async fn candidates(
