@@ -46,6 +46,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod ops;
 pub mod polling;
+pub mod random;
 pub mod rider_sse;
 pub mod rides;
 pub mod server;

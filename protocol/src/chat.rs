@@ -24,6 +24,21 @@ pub enum ChatRole {
     Driver,
 }
 
+impl ChatRole {
+    /// The role as the contract spells it (`from`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rider => "rider",
+            Self::Driver => "driver",
+        }
+    }
+
+    /// The role spelled `raw`, if it is one.
+    pub fn parse(raw: &str) -> Option<Self> {
+        [Self::Rider, Self::Driver].into_iter().find(|role| role.as_str() == raw)
+    }
+}
+
 /// What a participant sends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]

@@ -204,8 +204,8 @@ impl RedisBackend {
             set_surge: Arc::new(Script::from_lua(SET_SURGE_LUA)),
             create_ride: Arc::new(Script::from_lua(CREATE_RIDE_LUA)),
             change_ride: Arc::new(Script::from_lua(CHANGE_RIDE_LUA)),
-            location_ttl_ms: retention.location.as_millis() as u64,
-            ride_ttl_ms: retention.ride.as_millis() as u64,
+            location_ttl_ms: crate::clock::millis(retention.location),
+            ride_ttl_ms: crate::clock::millis(retention.ride),
         };
         backend.spawn_delivery(hubs.clone(), metrics, shutdown.clone());
         backend.spawn_resubscriber(hubs, shutdown);

@@ -53,11 +53,7 @@ pub trait ChatStore: Send + Sync + Debug + 'static {
 }
 
 fn dedupe_key(from: ChatRole, client_msg_id: &str) -> String {
-    let role = match from {
-        ChatRole::Rider => "rider",
-        ChatRole::Driver => "driver",
-    };
-    format!("{role}:{client_msg_id}")
+    format!("{}:{client_msg_id}", from.as_str())
 }
 
 #[derive(Debug, Default)]
@@ -181,7 +177,7 @@ impl RedisChat {
             client,
             append: Arc::new(Script::from_lua(APPEND_LUA)),
             max_len: max_len.max(1),
-            ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+            ttl_ms: crate::clock::millis(ttl),
         }
     }
 }
@@ -204,11 +200,10 @@ fn entry(id: &Value, fields: &Value) -> Result<ChatMessage, BackendError> {
             map.insert(name.as_string().unwrap_or_default(), value.as_string().unwrap_or_default());
         }
     }
-    let from = match map.get("from").map(String::as_str) {
-        Some("rider") => ChatRole::Rider,
-        Some("driver") => ChatRole::Driver,
-        other => return Err(BackendError::UnexpectedReply(format!("chat sender {other:?}"))),
-    };
+    let from = map
+        .get("from")
+        .and_then(|raw| ChatRole::parse(raw))
+        .ok_or_else(|| BackendError::UnexpectedReply(format!("chat sender {:?}", map.get("from"))))?;
     Ok(ChatMessage {
         id,
         from,
@@ -229,13 +224,9 @@ impl ChatStore for RedisChat {
         now_ms: u64,
     ) -> Result<Appended, BackendError> {
         let key = stream_key(ride);
-        let role = match from {
-            ChatRole::Rider => "rider",
-            ChatRole::Driver => "driver",
-        };
         let args: Vec<String> = vec![
             dedupe_key(from, client_msg_id),
-            role.to_owned(),
+            from.as_str().to_owned(),
             text.to_owned(),
             client_msg_id.to_owned(),
             now_ms.to_string(),

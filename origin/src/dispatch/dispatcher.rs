@@ -17,7 +17,7 @@ use super::{
 };
 use crate::{
     bus::BackendError,
-    clock,
+    clock::{self, millis},
     metrics::{MetricValues, Metrics},
     rides::{Ride, RideChangeOutcome, RideError, Rides},
 };
@@ -303,20 +303,9 @@ impl Dispatcher {
     }
 }
 
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
 /// A new offer id: unguessable, so one driver cannot answer another's offer by guessing.
 fn new_offer_id() -> String {
-    let mut bytes = [0u8; 12];
-    if getrandom::fill(&mut bytes).is_err() {
-        // No entropy source is a broken host; ids stay unique, just not unguessable.
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        bytes[..8].copy_from_slice(&(nanos.as_nanos() as u64).to_le_bytes());
-    }
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("of-{hex}")
+    format!("of-{}", crate::random::hex_or_clock::<12>())
 }
 
 fn result_frame(offer_id: &str, result: OfferResult) -> ServerMessage {

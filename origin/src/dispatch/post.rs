@@ -123,10 +123,7 @@ pub struct Registration {
 /// A name for this instance's inbox: random, so a restarted instance never gets a dead one's
 /// frames.
 fn instance_id() -> String {
-    let mut bytes = [0u8; 8];
-    let _ = getrandom::fill(&mut bytes);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    format!("{}-{:x}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>(), nanos.as_millis())
+    crate::random::hex_or_clock::<12>()
 }
 
 fn conn_key(driver: &Id) -> String {

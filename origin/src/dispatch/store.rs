@@ -14,7 +14,7 @@ use ridecast_protocol::{Id, messages::LatLng};
 use super::{
     AcceptOutcome, AckOutcome, Offer, OfferAttempt, OfferLimits, OfferState, RejectOutcome, book::Book, redis_scripts,
 };
-use crate::bus::BackendError;
+use crate::{bus::BackendError, clock::millis};
 
 /// The dispatch transitions, atomic each.
 #[async_trait]
@@ -220,10 +220,6 @@ impl RedisDispatch {
     fn ttl(&self) -> String {
         self.ttl_ms.to_string()
     }
-}
-
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// An offer's stored JSON, back as an [`Offer`].

@@ -270,13 +270,7 @@ impl Rides {
 /// # Errors
 /// When the OS has no randomness to give.
 pub fn new_ride_id() -> Result<Id, getrandom::Error> {
-    use std::fmt::Write;
-    let mut bytes = [0u8; RIDE_ID_BYTES];
-    getrandom::fill(&mut bytes)?;
-    let mut hex = String::with_capacity(RIDE_ID_BYTES * 2);
-    for byte in bytes {
-        let _ = write!(hex, "{byte:02x}");
-    }
+    let hex = crate::random::hex::<RIDE_ID_BYTES>()?;
     Ok(Id::parse(&hex).expect("32 hex digits are a valid id"))
 }
 
