@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ridecast_protocol::Role;
-use ridecast_tests::http::client;
+use ridecast_tests::http::{Auth, delete, post_json};
 use ridecast_tests::tokens::{claims, driver_token, mint};
 use ridecast_tests::wait::now_ms;
 use ridecast_tests::{DriverSocket, Fix, Origin, RedisServer};
@@ -121,14 +121,7 @@ async fn main() {
                 let body = json!({"pickup": {"lat": pickup.0, "lng": pickup.1},
                                   "dropoff": {"lat": CENTRE.0, "lng": CENTRE.1}});
                 let sent = Instant::now();
-                let response = client()
-                    .post(format!("{base}/api/rides"))
-                    .bearer_auth(&rider)
-                    .header("content-type", "application/json")
-                    .body(body.to_string())
-                    .send()
-                    .await
-                    .expect("POST /api/rides");
+                let response = post_json(&format!("{base}/api/rides"), Auth::Bearer(&rider), body.to_string()).await;
                 let created: Value = serde_json::from_str(&response.text().await.expect("body")).expect("JSON");
                 let ride = created["rideId"].as_str().expect("rideId").to_owned();
                 let token = created["token"].as_str().expect("token").to_owned();
@@ -155,7 +148,7 @@ async fn main() {
                 };
                 // Let the accept land, then free the driver for the next rides.
                 tokio::time::sleep(Duration::from_millis(20)).await;
-                let _ = client().delete(format!("{base}/api/rides/{ride}")).bearer_auth(&token).send().await;
+                delete(&format!("{base}/api/rides/{ride}"), Auth::Bearer(&token)).await;
                 arrived.map(|at| at.saturating_duration_since(sent))
             }
         });

@@ -58,6 +58,35 @@ pub fn client() -> reqwest::Client {
         .expect("building a reqwest client")
 }
 
+/// `method url` with `auth` and, if given, `body` sent exactly as it is, labelled JSON.
+/// Transport errors fail the test.
+pub async fn send(
+    method: reqwest::Method,
+    url: &str,
+    auth: Auth<'_>,
+    body: Option<reqwest::Body>,
+) -> reqwest::Response {
+    let url = auth.apply_to_url(url);
+    let mut request = client().request(method.clone(), &url).timeout(Duration::from_secs(10));
+    if let Some(body) = body {
+        request = request.header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
+    }
+    if let Some(value) = auth.header() {
+        request = request.header(reqwest::header::AUTHORIZATION, value);
+    }
+    request.send().await.unwrap_or_else(|e| panic!("{method} {url} failed: {e}"))
+}
+
+/// `POST url` with a JSON `body` as it is (malformed bodies too).
+pub async fn post_json(url: &str, auth: Auth<'_>, body: impl Into<reqwest::Body>) -> reqwest::Response {
+    send(reqwest::Method::POST, url, auth, Some(body.into())).await
+}
+
+/// `DELETE url`.
+pub async fn delete(url: &str, auth: Auth<'_>) -> reqwest::Response {
+    send(reqwest::Method::DELETE, url, auth, None).await
+}
+
 /// `GET url` with `auth` and extra headers. Transport errors fail the test.
 pub async fn get(url: &str, auth: Auth<'_>, headers: &[(&str, &str)]) -> reqwest::Response {
     let mut request = client().get(auth.apply_to_url(url)).timeout(Duration::from_secs(10));

@@ -18,6 +18,7 @@
 //! | [`rider`] | [`RiderStream`]: the rider's SSE stream (reqwest + eventsource-stream) |
 //! | [`raw_sse`] | [`RawSse`]: SSE over a hand-driven TCP socket, for headers, comments and stalls |
 //! | [`http`] | plain requests, the contract's error-body check, [`Endpoint`] (origin or edge) |
+//! | [`link`] | the origin's edge link as a Durable Object holds it (tokio-tungstenite) |
 //! | [`edge`] | [`Edge`]: the edge worker under real workerd (`wrangler dev --local`) |
 //!
 //! Run with `scripts/test` (installs what is missing), or `cargo test -p ridecast-tests` given
@@ -35,6 +36,7 @@ pub mod driver;
 pub mod edge;
 pub mod geo;
 pub mod http;
+pub mod link;
 pub mod net;
 pub mod origin;
 pub mod raw_sse;

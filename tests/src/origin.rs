@@ -234,6 +234,20 @@ impl Origin {
         }
     }
 
+    /// The value of the metric `ridecast_<name>` on `GET /metrics`.
+    ///
+    /// # Panics
+    /// If `/metrics` does not answer or has no such metric.
+    pub async fn metric(&self, name: &str) -> u64 {
+        let response = crate::http::get(&self.url("/metrics"), crate::http::Auth::None, &[]).await;
+        let text = response.text().await.expect("reading /metrics");
+        let prefix = format!("ridecast_{name} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(prefix.as_str()))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or_else(|| panic!("/metrics has no numeric ridecast_{name}:\n{text}"))
+    }
+
     /// The status of `GET /readyz`, or `None` when nothing answers (listener closed).
     pub async fn readyz(&self) -> Option<u16> {
         crate::http::status_of(&self.url("/readyz")).await

@@ -5,37 +5,16 @@
 //!
 //! Contract: PROTOCOL.md, "The edge worker" (edge link).
 
-use futures_util::StreamExt;
 use ridecast_protocol::Role;
+use ridecast_tests::link::{Link, next_text, open_link};
 use ridecast_tests::tokens::{claims, driver_token, mint, rider_token};
-use ridecast_tests::{Cluster, DriverSocket, EXPECT, Fix, Mode, Route, TsClock, in_both_modes, wait_until_stored};
-use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
-
-type Link = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+use ridecast_tests::{Cluster, DriverSocket, Fix, Mode, Route, TsClock, in_both_modes, wait_until_stored};
 
 in_both_modes!(an_edge_link_gets_the_current_value_then_each_cell_change,);
 
-async fn open_link(url: &str, token: &str) -> Result<Link, u16> {
-    let mut request = url.into_client_request().expect("a valid link URL");
-    request.headers_mut().insert("authorization", format!("Bearer {token}").parse().expect("header"));
-    match tokio_tungstenite::connect_async(request).await {
-        Ok((link, _)) => Ok(link),
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
-        Err(other) => panic!("the link failed other than by an HTTP refusal: {other}"),
-    }
-}
-
 async fn next_location(link: &mut Link, what: &str) -> serde_json::Value {
-    loop {
-        let frame = tokio::time::timeout(EXPECT, link.next())
-            .await
-            .unwrap_or_else(|_| panic!("expected {what} on the edge link within {EXPECT:?}"))
-            .unwrap_or_else(|| panic!("the edge link closed while waiting for {what}"))
-            .unwrap_or_else(|error| panic!("the edge link failed while waiting for {what}: {error}"));
-        if let Message::Text(text) = frame {
-            return serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what} is not JSON ({e}): {text}"));
-        }
-    }
+    let text = next_text(link, what).await;
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what} is not JSON ({e}): {text}"))
 }
 
 async fn an_edge_link_gets_the_current_value_then_each_cell_change(mode: Mode) {

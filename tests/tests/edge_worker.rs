@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use ridecast_protocol::Role;
-use ridecast_tests::http::{self, client, expect_error};
+use ridecast_tests::http::{self, expect_error, post_json};
 use ridecast_tests::raw_sse::RawOptions;
 use ridecast_tests::rider::location_path;
 use ridecast_tests::tokens::{
@@ -36,16 +36,9 @@ async fn start_with_edge() -> (Cluster, Edge) {
     (cluster, edge)
 }
 
-/// The origin's count of open edge links, from `/metrics`.
+/// The origin's count of open edge links.
 async fn edge_links(origin: &Origin) -> u64 {
-    let text =
-        http::get(&origin.url("/metrics"), Auth::None, &[]).await.text().await.expect("reading the origin's /metrics");
-    text.lines()
-        .find_map(|line| line.strip_prefix("ridecast_edge_links "))
-        .unwrap_or_else(|| panic!("/metrics has no ridecast_edge_links gauge:\n{text}"))
-        .trim()
-        .parse()
-        .expect("ridecast_edge_links is a number")
+    origin.metric("edge_links").await
 }
 
 async fn wait_for_edge_links(origin: &Origin, expected: u64, limit: Duration, what: &str) {
@@ -284,14 +277,7 @@ async fn other_api_requests_pass_through_to_the_origin() {
     let post = |base: String| {
         let rider = rider.clone();
         async move {
-            let response = client()
-                .post(format!("{base}/api/rides"))
-                .bearer_auth(rider)
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await
-                .expect("POST /api/rides");
+            let response = post_json(&format!("{base}/api/rides"), Auth::Bearer(&rider), body).await;
             (response.status().as_u16(), response.text().await.expect("a body"))
         }
     };
@@ -367,14 +353,9 @@ async fn a_surge_set_through_the_edge_reaches_riders_on_the_zones_object() {
     wait_for_edge_links(cluster.rider_side(), 1, EXPECT, "the zone's object links to the origin").await;
 
     // An operator sets surge through the edge: `POST /api/surge/..` is passed through to the origin.
-    let response = client()
-        .post(edge.url(&format!("/api/surge/{zone}")))
-        .bearer_auth(ops_token("ops-1"))
-        .header("content-type", "application/json")
-        .body(r#"{"multiplier":1.8}"#)
-        .send()
-        .await
-        .expect("POST /api/surge through the edge");
+    let ops = ops_token("ops-1");
+    let response =
+        post_json(&edge.url(&format!("/api/surge/{zone}")), Auth::Bearer(&ops), r#"{"multiplier":1.8}"#).await;
     assert_eq!(response.status().as_u16(), 202, "surge set through the edge");
     let stored: serde_json::Value =
         serde_json::from_str(&response.text().await.expect("a body")).expect("the stored surge as JSON");
@@ -449,14 +430,7 @@ async fn the_ride_status_stream_flows_through_the_edge_event_by_event() {
     let (_cluster, edge) = start_with_edge().await;
     let rider = rider_token_without_drv("r-edge-ride");
     let body = r#"{"pickup":{"lat":37.7749,"lng":-122.4194},"dropoff":{"lat":37.8044,"lng":-122.2712}}"#;
-    let response = client()
-        .post(edge.url("/api/rides"))
-        .bearer_auth(&rider)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("POST /api/rides through the edge");
+    let response = post_json(&edge.url("/api/rides"), Auth::Bearer(&rider), body).await;
     assert_eq!(response.status().as_u16(), 201, "a ride created through the edge");
     let created: serde_json::Value =
         serde_json::from_str(&response.text().await.expect("a body")).expect("the created ride as JSON");
@@ -470,8 +444,8 @@ async fn the_ride_status_stream_flows_through_the_edge_event_by_event() {
     assert_eq!(first.event, "ride");
     assert!(first.data.contains(r#""status":"searching""#), "{}", first.data);
 
-    let cancel = client().delete(edge.url(&format!("/api/rides/{ride}"))).bearer_auth(token).send().await;
-    assert_eq!(cancel.expect("DELETE through the edge").status().as_u16(), 200);
+    let cancel = http::delete(&edge.url(&format!("/api/rides/{ride}")), Auth::Bearer(token)).await;
+    assert_eq!(cancel.status().as_u16(), 200, "DELETE through the edge");
     let next = stream.next_event(EXPECT, "the cancel, pushed through the edge while the stream stays open").await;
     assert!(next.data.contains(r#""status":"cancelled""#), "{}", next.data);
     assert!(next.id.parse::<u64>().expect("a numeric id") > first.id.parse::<u64>().expect("a numeric id"));

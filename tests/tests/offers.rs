@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use ridecast_tests::http::client;
+use ridecast_tests::http::{delete, post_json};
 use ridecast_tests::tokens::{claims, driver_token, mint, rider_token};
 use ridecast_tests::wait::now_ms;
 use ridecast_tests::{
@@ -112,14 +112,7 @@ struct RiderRide {
 async fn request_ride(origin: &Origin, rider: &str) -> RiderRide {
     let token = mint(&claims(ridecast_protocol::Role::Rider, rider));
     let body = json!({"pickup": {"lat": PICKUP.0, "lng": PICKUP.1}, "dropoff": {"lat": DROPOFF.0, "lng": DROPOFF.1}});
-    let response = client()
-        .post(origin.url("/api/rides"))
-        .bearer_auth(&token)
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .expect("POST /api/rides");
+    let response = post_json(&origin.url("/api/rides"), Auth::Bearer(&token), body.to_string()).await;
     assert_eq!(response.status().as_u16(), 201, "a ride is created");
     let created: Value = serde_json::from_str(&response.text().await.expect("a body")).expect("JSON");
     let id = created["rideId"].as_str().expect("a rideId").to_owned();
@@ -219,8 +212,8 @@ async fn a_riders_cancel_reaches_the_offered_driver(mode: Mode) {
     let offer = expect_offer(&mut driver, "the offer").await;
     answer(&mut driver, "offer_ack", &offer).await;
     let response =
-        client().delete(cluster.rider_side().url(&format!("/api/rides/{}", ride.id))).bearer_auth(&ride.token).send();
-    assert_eq!(response.await.expect("DELETE").status().as_u16(), 200);
+        delete(&cluster.rider_side().url(&format!("/api/rides/{}", ride.id)), Auth::Bearer(&ride.token)).await;
+    assert_eq!(response.status().as_u16(), 200);
     expect_result(&mut driver, &offer, "cancelled", "the rider's cancel").await;
     ride.expect_status("cancelled", "the cancelled ride").await;
     answer(&mut driver, "accept", &offer).await;
@@ -363,13 +356,13 @@ async fn a_driver_who_won_a_ride_is_told_when_the_rider_cancels_and_is_free_agai
     let mut other = request_ride(cluster.rider_side(), "r-meanwhile").await;
     expect_no_offer(&mut driver, Duration::from_millis(500), "a driver on a ride gets no offers").await;
     let response =
-        client().delete(cluster.rider_side().url(&format!("/api/rides/{}", other.id))).bearer_auth(&other.token).send();
-    assert_eq!(response.await.expect("DELETE").status().as_u16(), 200);
+        delete(&cluster.rider_side().url(&format!("/api/rides/{}", other.id)), Auth::Bearer(&other.token)).await;
+    assert_eq!(response.status().as_u16(), 200);
     other.expect_status("cancelled", "the other ride, withdrawn").await;
 
     let response =
-        client().delete(cluster.rider_side().url(&format!("/api/rides/{}", ride.id))).bearer_auth(&ride.token).send();
-    assert_eq!(response.await.expect("DELETE").status().as_u16(), 200);
+        delete(&cluster.rider_side().url(&format!("/api/rides/{}", ride.id)), Auth::Bearer(&ride.token)).await;
+    assert_eq!(response.status().as_u16(), 200);
     expect_result(&mut driver, &offer, "cancelled", "the rider cancelled the ride the driver won").await;
 
     // Free again: the next ride is offered to it.

@@ -9,9 +9,8 @@
 
 use std::time::Duration;
 
-use reqwest::Method;
 use ridecast_protocol::{Claims, Id, Role, TokenKeys};
-use ridecast_tests::http::{Auth, client, expect_error, get, header};
+use ridecast_tests::http::{Auth, delete, expect_error, get, header, post_json};
 use ridecast_tests::tokens::{
     GARBAGE_TOKEN, TEST_SECRET, driver_token, edge_token, expired_rider_token, ops_token, ride_token, rider_token,
     rider_token_without_drv,
@@ -66,27 +65,14 @@ async fn cluster(mode: Mode) -> Cluster {
     Cluster::start(mode, |origin| origin.flag("--ride-token-ttl-secs", RIDE_TOKEN_TTL_SECS)).await
 }
 
-/// `method url` with `auth` and, for a POST, `body` as it is.
-async fn send(method: Method, url: &str, auth: Auth<'_>, body: Option<String>) -> reqwest::Response {
-    let url = auth.apply_to_url(url);
-    let mut request = client().request(method.clone(), &url).timeout(Duration::from_secs(10));
-    if let Some(body) = body {
-        request = request.header("content-type", "application/json").body(body);
-    }
-    if let Some(value) = auth.header() {
-        request = request.header("authorization", value);
-    }
-    request.send().await.unwrap_or_else(|e| panic!("{method} {url} failed: {e}"))
-}
-
 /// `POST /api/rides` with `body`.
 async fn post_ride(origin: &Origin, auth: Auth<'_>, body: &str) -> reqwest::Response {
-    send(Method::POST, &origin.url("/api/rides"), auth, Some(body.to_owned())).await
+    post_json(&origin.url("/api/rides"), auth, body.to_owned()).await
 }
 
 /// `DELETE /api/rides/{ride}`.
 async fn delete_ride(origin: &Origin, ride: &str, auth: Auth<'_>) -> reqwest::Response {
-    send(Method::DELETE, &origin.url(&ride_path(ride)), auth, None).await
+    delete(&origin.url(&ride_path(ride)), auth).await
 }
 
 /// Requests a ride with `token` and checks the 201, its shape and its ride-scoped token.

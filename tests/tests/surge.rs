@@ -9,9 +9,9 @@
 use std::process::Command;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use ridecast_protocol::{Role, TokenKeys};
-use ridecast_tests::http::{Auth, client, expect_error, get};
+use ridecast_tests::http::{Auth, expect_error, get, post_json};
+use ridecast_tests::link::{Link, next_text, open_link};
 use ridecast_tests::origin::origin_binary;
 use ridecast_tests::raw_sse::Next;
 use ridecast_tests::tokens::{
@@ -21,9 +21,6 @@ use ridecast_tests::tokens::{
 use ridecast_tests::wait::{now_ms, now_secs, poll_until};
 use ridecast_tests::{Cluster, EXPECT, Mode, Origin, QUIET, RawSse, RedisServer, RiderStream, in_both_modes};
 use serde::Deserialize;
-use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
-
-type Link = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A surge value as the contract spells it. Unknown fields are refused: the contract lists them all.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -52,13 +49,7 @@ fn set_path(zone: &str) -> String {
 
 /// `POST /api/surge/{zone}` with `body` as it is.
 async fn post_surge(origin: &Origin, zone: &str, auth: Auth<'_>, body: impl Into<reqwest::Body>) -> reqwest::Response {
-    let url = auth.apply_to_url(&origin.url(&set_path(zone)));
-    let mut request =
-        client().post(&url).header("content-type", "application/json").body(body).timeout(Duration::from_secs(10));
-    if let Some(value) = auth.header() {
-        request = request.header("authorization", value);
-    }
-    request.send().await.unwrap_or_else(|e| panic!("POST {url} failed: {e}"))
+    post_json(&origin.url(&set_path(zone)), auth, body).await
 }
 
 /// Sets `zone`'s surge with an ops token and checks the 202 and the stored value it answers with.
@@ -90,36 +81,8 @@ async fn next_surge(rider: &mut RiderStream, what: &str) -> SeenSurge {
     surge
 }
 
-async fn open_link(url: &str, token: &str) -> Result<Link, u16> {
-    let mut request = url.into_client_request().expect("a valid link URL");
-    request.headers_mut().insert("authorization", format!("Bearer {token}").parse().expect("header"));
-    match tokio_tungstenite::connect_async(request).await {
-        Ok((link, _)) => Ok(link),
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
-        Err(other) => panic!("the link failed other than by an HTTP refusal: {other}"),
-    }
-}
-
 async fn next_on_link(link: &mut Link, what: &str) -> SeenSurge {
-    loop {
-        let frame = tokio::time::timeout(EXPECT, link.next())
-            .await
-            .unwrap_or_else(|_| panic!("expected {what} on the edge link within {EXPECT:?}"))
-            .unwrap_or_else(|| panic!("the edge link closed while waiting for {what}"))
-            .unwrap_or_else(|error| panic!("the edge link failed while waiting for {what}: {error}"));
-        if let Message::Text(text) = frame {
-            return SeenSurge::parse(&text, what);
-        }
-    }
-}
-
-/// `ridecast_surge_updates_total` on `origin`.
-async fn surge_updates_counted(origin: &Origin) -> u64 {
-    let text = get(&origin.url("/metrics"), Auth::None, &[]).await.text().await.unwrap_or_default();
-    text.lines()
-        .find_map(|line| line.strip_prefix("ridecast_surge_updates_total "))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or_else(|| panic!("/metrics has no ridecast_surge_updates_total:\n{text}"))
+    SeenSurge::parse(&next_text(link, what).await, what)
 }
 
 in_both_modes!(
@@ -167,7 +130,7 @@ async fn a_surge_set_on_one_instance_reaches_riders_and_edge_links_on_every_inst
 
     let mut counted = 0;
     for origin in &cluster.origins {
-        counted += surge_updates_counted(origin).await;
+        counted += origin.metric("surge_updates_total").await;
     }
     assert_eq!(counted, 2, "each set is counted once, by the instance that took it");
 }
