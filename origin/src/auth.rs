@@ -45,6 +45,8 @@ pub enum AuthError {
     WrongDriver(Id),
     #[error("ride {0} was created by another rider, and this token is not scoped to it")]
     NotThisRide(Id),
+    #[error("this token is neither ride {0}'s rider nor its assigned driver")]
+    NotInRide(Id),
 }
 
 /// A caller whose token verified.
@@ -130,6 +132,18 @@ impl FromRequestParts<AppState> for ZonePath {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         Ok(Self(path_id(parts, state, "zone id").await?))
+    }
+}
+
+/// A ride id from a `/{ride_id}` path segment, well formed (400). Placed after [`Principal`].
+#[derive(Debug, Clone)]
+pub struct RidePath(pub Id);
+
+impl FromRequestParts<AppState> for RidePath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(Self(path_id(parts, state, "ride id").await?))
     }
 }
 

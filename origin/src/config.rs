@@ -8,7 +8,10 @@ use std::{net::SocketAddr, time::Duration};
 use clap::{Args, Parser, Subcommand};
 use ridecast_protocol::{Role, TokenError, TokenKeys};
 
-use crate::dispatch::{OfferLimits, dispatcher::DispatchConfig};
+use crate::{
+    chat::allowance::RateLimit,
+    dispatch::{OfferLimits, dispatcher::DispatchConfig},
+};
 
 /// Environment variable names, in one place.
 pub mod env {
@@ -111,6 +114,24 @@ pub struct ServeArgs {
     #[arg(long, env = "RIDECAST_DRIVER_STALE_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub driver_stale_secs: u64,
 
+    /// Messages per second each side of a ride's chat may send (sustained); over it a message
+    /// is refused with `rate_limited` and not stored.
+    #[arg(long, env = "RIDECAST_CHAT_RATE", default_value_t = 5.0, value_parser = chat_rate)]
+    pub chat_rate: f64,
+
+    /// Chat messages one side may send at once after a quiet spell.
+    #[arg(long, env = "RIDECAST_CHAT_BURST", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub chat_burst: u32,
+
+    /// Most messages kept per ride's chat; older ones are dropped (Redis trims approximately,
+    /// so a few more may stay).
+    #[arg(long, env = "RIDECAST_CHAT_HISTORY_MAX", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub chat_history_max: u64,
+
+    /// How long a ride's chat is kept (in Redis) after its last message, in seconds.
+    #[arg(long, env = "RIDECAST_CHAT_TTL_SECS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
+    pub chat_ttl_secs: u64,
+
     /// Per driver, the minimum time between two ingested updates; faster updates are
     /// coalesced and only the newest is kept. 0 ingests every update.
     #[arg(long, env = "RIDECAST_INGEST_INTERVAL_MS", default_value_t = 200)]
@@ -196,6 +217,27 @@ impl Secrets {
     }
 }
 
+/// A ride chat's limits and retention.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ChatConfig {
+    /// Each side's message rate.
+    pub rate: RateLimit,
+    /// Most messages kept per ride.
+    pub history_max: usize,
+    /// How long a ride's chat is kept after its last message (Redis).
+    pub ttl: Duration,
+}
+
+/// A chat rate: a finite number of messages per second, from 0.01 to 1000.
+fn chat_rate(raw: &str) -> Result<f64, String> {
+    let rate: f64 = raw.parse().map_err(|_| format!("{raw:?} is not a number"))?;
+    if rate.is_finite() && (0.01..=1_000.0).contains(&rate) {
+        Ok(rate)
+    } else {
+        Err(format!("{raw} is not between 0.01 and 1000 messages per second"))
+    }
+}
+
 /// Everything the server needs, resolved.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -209,6 +251,7 @@ pub struct Config {
     pub ride_ttl: Duration,
     pub ride_token_ttl: Duration,
     pub dispatch: DispatchConfig,
+    pub chat: ChatConfig,
     pub ingest_interval: Duration,
     pub ws_ping: Duration,
     pub ws_idle: Duration,
@@ -252,6 +295,11 @@ impl Config {
                     fanout: args.offer_fanout as usize,
                     stale_ms: args.driver_stale_secs.max(1) * 1_000,
                 },
+            },
+            chat: ChatConfig {
+                rate: RateLimit { per_second: args.chat_rate, burst: args.chat_burst },
+                history_max: usize::try_from(args.chat_history_max).unwrap_or(usize::MAX),
+                ttl: Duration::from_secs(args.chat_ttl_secs),
             },
             ingest_interval: Duration::from_millis(args.ingest_interval_ms),
             ws_ping: Duration::from_secs(args.ws_ping_secs.max(1)),

@@ -34,11 +34,8 @@ use crate::{
     http::{error::ApiError, front::ConnectionSlot},
     metrics::{GaugeGuard, Metrics},
     state::AppState,
+    websocket::{Next, TRANSPORT_FRAME_LIMIT, transport_close},
 };
-
-/// tungstenite's own cap, far above the contract's 4 KiB so that oversized frames reach our
-/// check and get a proper error and close code; beyond it tungstenite refuses the frame itself.
-const TRANSPORT_FRAME_LIMIT: usize = 64 * 1024;
 
 /// Initial read buffer of a driver socket.
 const READ_BUFFER_BYTES: usize = 512;
@@ -74,12 +71,6 @@ pub async fn upgrade(
             let _slot = slot;
             DriverSession::new(driver, state).run(socket).instrument(span).await;
         }))
-}
-
-/// What the socket loop should do after handling a frame.
-enum Next {
-    Continue,
-    Close(u16, &'static str),
 }
 
 /// An offer sent and not yet acknowledged.
@@ -429,15 +420,5 @@ async fn next_frame(inbox: Option<&Mailbox>) -> ServerMessage {
     match inbox {
         Some(inbox) => inbox.next().await,
         None => std::future::pending().await,
-    }
-}
-
-/// The close to attempt after a transport error: 1009 when the peer sent more than even the
-/// transport allows, nothing otherwise (the connection is already unusable).
-fn transport_close(error: &axum::Error) -> Option<(u16, &'static str)> {
-    let inner = std::error::Error::source(error)?;
-    match inner.downcast_ref::<tungstenite::Error>() {
-        Some(tungstenite::Error::Capacity(_)) => Some((close_code::SIZE, "frame too large")),
-        _ => None,
     }
 }

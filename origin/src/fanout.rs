@@ -10,25 +10,22 @@
 //! when it arrives, and the same bytes are shared by every subscriber.
 //!
 //! The instance's bus subscriptions follow the hubs: the first local subscriber of a channel
-//! makes the [`SubscriptionManager`] subscribe, the last one leaving (its [`Subscription`] is
-//! dropped) makes it unsubscribe. The manager is one task that applies these changes in order,
-//! so a quick leave-then-join can never end with the bus unsubscribed from a channel that has
-//! subscribers.
+//! asks the [`SubscriptionManager`](crate::subscriptions::SubscriptionManager) to subscribe, the
+//! last one leaving (its [`Subscription`] is dropped) lets it unsubscribe.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     sync::{Arc, Mutex, MutexGuard},
-    time::Duration,
 };
 
 use bytes::Bytes;
 use serde::Deserialize;
-use tokio::sync::{Notify, mpsc};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::Notify;
 
 use crate::{
     bus::{Backend, Topic},
     metrics::Metrics,
+    subscriptions::SubscriptionRequests,
 };
 
 /// One value of a topic, ready to write.
@@ -97,14 +94,6 @@ struct Hub {
     subscribers: usize,
 }
 
-#[derive(Debug)]
-enum Command {
-    /// The set of hubs changed for this channel: subscribe or unsubscribe to match.
-    Reconcile(String),
-    /// The bus may have missed messages (reconnect, lag): reload every hub from the store.
-    RefreshAll,
-}
-
 /// The registry of local hubs. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Hubs {
@@ -114,18 +103,14 @@ pub struct Hubs {
 #[derive(Debug)]
 struct HubsInner {
     hubs: Mutex<HashMap<String, Hub>>,
-    // Unbounded on purpose: commands are sent from `Drop`, which cannot wait, and there is at
-    // most one per hub created or removed, so the queue is bounded by connection churn.
-    commands: mpsc::UnboundedSender<Command>,
+    requests: SubscriptionRequests,
     metrics: Metrics,
 }
 
 impl Hubs {
-    /// A registry and the receiving end the [`SubscriptionManager`] needs.
-    pub fn new(metrics: Metrics) -> (Self, SubscriptionCommands) {
-        let (commands, receiver) = mpsc::unbounded_channel();
-        let inner = HubsInner { hubs: Mutex::new(HashMap::new()), commands, metrics };
-        (Self { inner: Arc::new(inner) }, SubscriptionCommands(receiver))
+    /// An empty registry whose hubs ask `requests` for their bus subscriptions.
+    pub fn new(metrics: Metrics, requests: SubscriptionRequests) -> Self {
+        Self { inner: Arc::new(HubsInner { hubs: Mutex::new(HashMap::new()), requests, metrics }) }
     }
 
     /// Joins `topic`'s hub, creating it (and the bus subscription) if this is its first subscriber.
@@ -146,7 +131,7 @@ impl Hubs {
                 });
                 hubs.insert(channel.clone(), Hub { cell: cell.clone(), subscribers: 1 });
                 Metrics::inc(&self.inner.metrics.values().hubs);
-                let _ = self.inner.commands.send(Command::Reconcile(channel));
+                self.inner.requests.reconcile(channel);
                 cell
             }
         };
@@ -176,11 +161,6 @@ impl Hubs {
         cell.offer(value);
     }
 
-    /// Asks for every hub to be reloaded from the store (after a bus reconnect).
-    pub fn request_refresh_all(&self) {
-        let _ = self.inner.commands.send(Command::RefreshAll);
-    }
-
     /// Number of hubs (channels with local subscribers).
     pub fn len(&self) -> usize {
         self.lock().len()
@@ -190,11 +170,13 @@ impl Hubs {
         self.len() == 0
     }
 
-    fn has(&self, channel: &str) -> Option<Topic> {
+    /// The topic of `channel`'s hub, if the instance has one.
+    pub(crate) fn topic_of(&self, channel: &str) -> Option<Topic> {
         self.lock().get(channel).map(|hub| hub.cell.topic.clone())
     }
 
-    fn topics(&self) -> Vec<(String, Topic)> {
+    /// Every hub's channel and topic.
+    pub(crate) fn topics(&self) -> Vec<(String, Topic)> {
         self.lock().iter().map(|(channel, hub)| (channel.clone(), hub.cell.topic.clone())).collect()
     }
 
@@ -205,7 +187,7 @@ impl Hubs {
         if hub.subscribers == 0 {
             hubs.remove(channel);
             Metrics::dec(&self.inner.metrics.values().hubs);
-            let _ = self.inner.commands.send(Command::Reconcile(channel.to_owned()));
+            self.inner.requests.reconcile(channel.to_owned());
         }
     }
 
@@ -280,118 +262,14 @@ impl Drop for Subscription {
     }
 }
 
-/// The receiving end of the hubs' subscription commands.
-#[derive(Debug)]
-pub struct SubscriptionCommands(mpsc::UnboundedReceiver<Command>);
-
-/// Keeps the backend's subscriptions equal to the set of local hubs.
-#[derive(Debug)]
-pub struct SubscriptionManager {
-    hubs: Hubs,
-    backend: Arc<dyn Backend>,
-    subscribed: HashSet<String>,
-}
-
-/// Most channels changed in one SUBSCRIBE or UNSUBSCRIBE command.
-const BATCH: usize = 512;
-/// Wait before retrying a subscription the backend refused (Redis down).
-const RETRY_DELAY: Duration = Duration::from_millis(500);
-
-impl SubscriptionManager {
-    pub fn new(hubs: Hubs, backend: Arc<dyn Backend>) -> Self {
-        Self { hubs, backend, subscribed: HashSet::new() }
-    }
-
-    /// Applies commands until `shutdown` fires.
-    pub async fn run(mut self, SubscriptionCommands(mut commands): SubscriptionCommands, shutdown: CancellationToken) {
-        let mut batch = Vec::with_capacity(BATCH);
-        loop {
-            let received = tokio::select! {
-                () = shutdown.cancelled() => return,
-                n = commands.recv_many(&mut batch, BATCH) => n,
-            };
-            if received == 0 {
-                return;
-            }
-            let mut refresh_all = false;
-            let mut channels = HashSet::new();
-            for command in batch.drain(..) {
-                match command {
-                    Command::Reconcile(channel) => {
-                        channels.insert(channel);
-                    }
-                    Command::RefreshAll => refresh_all = true,
-                }
-            }
-            self.reconcile(channels).await;
-            if refresh_all {
-                for (channel, topic) in self.hubs.topics() {
-                    self.refresh(&channel, &topic).await;
-                }
-            }
-        }
-    }
-
-    async fn reconcile(&mut self, channels: HashSet<String>) {
-        let mut join = Vec::new();
-        let mut leave = Vec::new();
-        for channel in channels {
-            let wanted = self.hubs.has(&channel);
-            let have = self.subscribed.contains(&channel);
-            match (wanted, have) {
-                (Some(topic), false) => join.push((channel, topic)),
-                (None, true) => leave.push(channel),
-                _ => {}
-            }
-        }
-        if !leave.is_empty() {
-            // Even if the backend failed to unsubscribe, messages on these channels now find no
-            // hub and are ignored, so forgetting them is safe.
-            if let Err(error) = self.backend.unsubscribe(leave.clone()).await {
-                tracing::warn!(%error, "bus unsubscribe failed");
-            }
-            for channel in &leave {
-                self.subscribed.remove(channel);
-            }
-        }
-        if !join.is_empty() {
-            let names: Vec<String> = join.iter().map(|(channel, _)| channel.clone()).collect();
-            match self.backend.subscribe(names).await {
-                Ok(()) => {
-                    for (channel, topic) in join {
-                        self.subscribed.insert(channel.clone());
-                        // Anything published between a rider's own read of the store and this
-                        // subscription taking effect is in the store: load it into the hub.
-                        self.refresh(&channel, &topic).await;
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "bus subscribe failed; retrying");
-                    let hubs = self.hubs.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(RETRY_DELAY).await;
-                        for (channel, _) in join {
-                            let _ = hubs.inner.commands.send(Command::Reconcile(channel));
-                        }
-                    });
-                }
-            }
-        }
-    }
-
-    async fn refresh(&self, channel: &str, topic: &Topic) {
-        match self.backend.latest(topic).await {
-            Ok(Some(json)) => self.hubs.deliver(channel, &json),
-            Ok(None) => {}
-            Err(error) => tracing::warn!(%error, channel, "could not reload a hub from the store"),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::time::Duration;
+
     use ridecast_protocol::Id;
+
+    use super::*;
+    use crate::subscriptions::{self, Command, SubscriptionCommands};
 
     fn topic(driver: &str) -> Topic {
         Topic::DriverLocation(Id::parse(driver).expect("id"))
@@ -403,7 +281,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_subscriber_sees_only_the_newest_of_values_it_missed() {
-        let (hubs, _commands) = Hubs::new(Metrics::default());
+        let hubs = Hubs::new(Metrics::default(), subscriptions::channel().0);
         let mut rider = hubs.subscribe(topic("d1"));
         for ts in 1..=100 {
             hubs.deliver("driver:location:d1", &location(ts));
@@ -418,7 +296,7 @@ mod tests {
 
     #[tokio::test]
     async fn older_values_never_replace_newer_ones() {
-        let (hubs, _commands) = Hubs::new(Metrics::default());
+        let hubs = Hubs::new(Metrics::default(), subscriptions::channel().0);
         let mut rider = hubs.subscribe(topic("d1"));
         hubs.deliver("driver:location:d1", &location(5));
         hubs.deliver("driver:location:d1", &location(3));
@@ -427,7 +305,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_frame_is_encoded_once_and_shared() {
-        let (hubs, _commands) = Hubs::new(Metrics::default());
+        let hubs = Hubs::new(Metrics::default(), subscriptions::channel().0);
         let mut a = hubs.subscribe(topic("d1"));
         let mut b = hubs.subscribe(topic("d1"));
         hubs.deliver("driver:location:d1", &location(7));
@@ -438,7 +316,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_hub_exists_while_it_has_subscribers_and_commands_follow() {
-        let (hubs, SubscriptionCommands(mut commands)) = Hubs::new(Metrics::default());
+        let (requests, SubscriptionCommands(mut commands)) = subscriptions::channel();
+        let hubs = Hubs::new(Metrics::default(), requests);
         let a = hubs.subscribe(topic("d1"));
         let b = hubs.subscribe(topic("d1"));
         assert!(matches!(commands.try_recv(), Ok(Command::Reconcile(c)) if c == "driver:location:d1"));
@@ -452,7 +331,7 @@ mod tests {
 
     #[tokio::test]
     async fn values_for_channels_without_hubs_are_ignored() {
-        let (hubs, _commands) = Hubs::new(Metrics::default());
+        let hubs = Hubs::new(Metrics::default(), subscriptions::channel().0);
         hubs.deliver("driver:location:nobody", &location(1));
         assert!(hubs.is_empty());
     }

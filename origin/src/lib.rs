@@ -9,8 +9,8 @@
 //! 1. [`driver_ws`] reads a driver's frames, validates them and coalesces floods.
 //! 2. [`ingest`] stores each accepted update once and publishes it only when its grid cell changed.
 //! 3. [`bus`] carries it to every instance (Redis) or straight to local hubs (embedded).
-//! 4. [`fanout`] keeps one latest-value hub per channel with local subscribers and holds the
-//!    instance's single bus subscription for it.
+//! 4. [`fanout`] keeps one latest-value hub per channel with local subscribers;
+//!    [`subscriptions`] holds the instance's single bus subscription for it.
 //! 5. [`rider_sse`] writes each hub value to every rider stream, latest-only.
 //!
 //! A zone's surge multiplier is the second kind of topic: [`surge`] takes an operator's value
@@ -24,8 +24,13 @@
 //! scripts in Redis), and reaches each driver's [`driver_ws`] session on whatever instance it is
 //! connected to; the winner is assigned through [`rides`].
 //!
+//! Ride chat: [`chat`] stores each message in the ride's stream (Redis, or memory) before
+//! anyone sees it, and wakes the ride's participants on every instance with a notice through
+//! the [`bus`]; each participant's session sends what the store holds after its last message.
+//!
 //! Edge Durable Objects follow hubs through [`edge_link`] WebSockets. The rest: [`config`]
 //! (flags and env), [`auth`] (bearer tokens), [`http`] (connection front, router, errors),
+//! [`websocket`] (what the driver and chat sockets share),
 //! [`polling`] (the legacy polling endpoint), [`ops`] (health, readiness, metrics), [`metrics`],
 //! [`shutdown`] (drain), [`server`] (wiring it all together), [`dev`] (the dev-mode banner and
 //! token subcommand).
@@ -52,7 +57,9 @@ pub mod rides;
 pub mod server;
 pub mod shutdown;
 pub mod state;
+pub mod subscriptions;
 pub mod surge;
+pub mod websocket;
 
 pub use config::Config;
 pub use server::run;

@@ -37,6 +37,8 @@ metric_set! {
     gauge sse_connections;
     /// Open driver WebSockets.
     gauge driver_connections;
+    /// Open ride chat WebSockets.
+    gauge chat_connections;
     /// Open edge links (WebSockets from edge Durable Objects, one per active object).
     gauge edge_links;
     /// Open TCP connections of any kind.
@@ -77,6 +79,10 @@ metric_set! {
     counter rides_assigned_total;
     /// Rides this instance gave up on: nobody (else) within the radius to offer them to.
     counter rides_unmatched_total;
+    /// Chat messages stored through this instance (a retried `clientMsgId` is not counted again).
+    counter chat_messages_total;
+    /// Chat messages refused because their sender went over the rate.
+    counter chat_refused_total;
     /// Local hubs (channels with at least one local subscriber).
     gauge hubs;
     /// Backend (Redis) operations that failed.

@@ -7,13 +7,16 @@ use tokio::{net::TcpListener, sync::Semaphore};
 use crate::{
     auth::Authenticator,
     bus::{Backend, BackendError, Retention, embedded::EmbeddedBackend, redis::RedisBackend},
+    chat::{
+        Chat,
+        store::{ChatStore, EmbeddedChat, RedisChat},
+    },
     config::Config,
     dispatch::{
         dispatcher::Dispatcher,
         post::DriverPost,
         store::{DispatchStore, EmbeddedDispatch, RedisDispatch},
     },
-    fanout::{Hubs, SubscriptionManager},
     http::{front, router::router},
     ingest::Ingestor,
     metrics::{GaugeGuard, Metrics},
@@ -21,6 +24,7 @@ use crate::{
     rides::Rides,
     shutdown::Drain,
     state::AppState,
+    subscriptions::{Inbound, SubscriptionManager},
 };
 
 /// File descriptors kept back from the connection limit for Redis, logs and the listener.
@@ -39,17 +43,17 @@ pub enum ServerError {
 pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
     let metrics = Metrics::default();
     let drain = Drain::new();
-    let (hubs, commands) = Hubs::new(metrics.clone());
+    let (inbound, commands) = Inbound::new(metrics.clone());
     let retention = Retention { location: config.location_ttl, ride: config.ride_ttl };
     let (backend, redis): (Arc<dyn Backend>, Option<RedisBackend>) = match &config.redis_url {
         Some(url) => {
             let redis =
-                RedisBackend::connect(url, retention, hubs.clone(), metrics.clone(), drain.token().clone()).await?;
+                RedisBackend::connect(url, retention, inbound.clone(), metrics.clone(), drain.token().clone()).await?;
             (Arc::new(redis.clone()), Some(redis))
         }
-        None => (Arc::new(EmbeddedBackend::new(hubs.clone(), retention, drain.token().clone())), None),
+        None => (Arc::new(EmbeddedBackend::new(inbound.clone(), retention, drain.token().clone())), None),
     };
-    tokio::spawn(SubscriptionManager::new(hubs.clone(), backend.clone()).run(commands, drain.token().clone()));
+    tokio::spawn(SubscriptionManager::new(inbound.clone(), backend.clone()).run(commands, drain.token().clone()));
 
     let rides = Rides::new(backend.clone(), config.secrets.keys.clone(), metrics.clone(), config.ride_token_ttl);
     let (dispatch_store, post): (Arc<dyn DispatchStore>, DriverPost) = match (&redis, &config.redis_url) {
@@ -59,6 +63,11 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         ),
         _ => (Arc::new(EmbeddedDispatch::new(config.ride_ttl)), DriverPost::local()),
     };
+    let chat_store: Arc<dyn ChatStore> = match &redis {
+        Some(redis) => Arc::new(RedisChat::new(redis.command_client(), config.chat.history_max, config.chat.ttl)),
+        None => Arc::new(EmbeddedChat::new(config.chat.history_max)),
+    };
+    let chat = Chat::new(chat_store, inbound.chat.clone(), backend.clone(), config.chat, metrics.clone());
     let dispatcher = Dispatcher::new(dispatch_store, rides.clone(), post, config.dispatch, metrics.clone());
     tokio::spawn(dispatcher.clone().run_sweeper(drain.token().clone()));
 
@@ -67,10 +76,11 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         ingestor: Ingestor::new(backend.clone(), metrics.clone()),
         rides: Arc::new(rides),
         dispatcher: Arc::new(dispatcher),
+        chat: Arc::new(chat),
         stream_signals: rider_sse::StreamSignals::spawn(config.heartbeat, drain.token().clone()),
         config: Arc::new(config),
         backend,
-        hubs,
+        hubs: inbound.hubs,
         metrics,
         drain: drain.clone(),
     };

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::{
-    auth::Authenticator, bus::Backend, config::Config, dispatch::dispatcher::Dispatcher, fanout::Hubs,
+    auth::Authenticator, bus::Backend, chat::Chat, config::Config, dispatch::dispatcher::Dispatcher, fanout::Hubs,
     ingest::Ingestor, metrics::Metrics, rider_sse::StreamSignals, rides::Rides, shutdown::Drain,
 };
 
@@ -20,6 +20,8 @@ pub struct AppState {
     pub rides: Arc<Rides>,
     /// Ride offers: matching, drivers' answers, deadlines.
     pub dispatcher: Arc<Dispatcher>,
+    /// Ride chat: its store, rooms and notices.
+    pub chat: Arc<Chat>,
     pub metrics: Metrics,
     pub drain: Drain,
     /// Heartbeat ticks and the drain signal for every SSE stream.

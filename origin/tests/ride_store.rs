@@ -12,6 +12,7 @@ use ridecast_origin::{
     fanout::{Hubs, Subscription},
     metrics::Metrics,
     rides::{NewRide, Ride, RideChange, RideChangeOutcome},
+    subscriptions::Inbound,
 };
 use ridecast_protocol::{Id, LatLng, RideState, RideStatus};
 use ridecast_tests::RedisServer;
@@ -106,13 +107,15 @@ where
 {
     let shutdown = CancellationToken::new();
     let _stop = shutdown.clone().drop_guard();
-    let (hubs, _commands) = Hubs::new(Metrics::default());
-    let embedded = EmbeddedBackend::new(hubs.clone(), RETENTION, shutdown.clone());
+    let (inbound, _commands) = Inbound::new(Metrics::default());
+    let hubs = inbound.hubs.clone();
+    let embedded = EmbeddedBackend::new(inbound, RETENTION, shutdown.clone());
     scenario(Store { backend: Arc::new(embedded), hubs, redis_url: None }).await;
 
     let redis = RedisServer::start().await;
-    let (hubs, _commands) = Hubs::new(Metrics::default());
-    let backend = RedisBackend::connect(&redis.url(), RETENTION, hubs.clone(), Metrics::default(), shutdown.clone())
+    let (inbound, _commands) = Inbound::new(Metrics::default());
+    let hubs = inbound.hubs.clone();
+    let backend = RedisBackend::connect(&redis.url(), RETENTION, inbound, Metrics::default(), shutdown.clone())
         .await
         .expect("connecting to the test redis");
     scenario(Store { backend: Arc::new(backend.clone()), hubs, redis_url: Some(redis.url()) }).await;

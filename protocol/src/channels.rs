@@ -35,3 +35,26 @@ pub fn ride_status(ride: &Id) -> String {
 pub fn ride_key(ride: &Id) -> String {
     format!("ride:{ride}")
 }
+
+/// Channel carrying notices of a ride's chat (a message was stored, someone is typing). The
+/// messages themselves are read from the ride's chat stream, never from the channel.
+pub fn chat_ride(ride: &Id) -> String {
+    format!("{CHAT_RIDE_PREFIX}{ride}")
+}
+
+/// The ride a [`chat_ride`] channel belongs to, or `None` for any other channel.
+pub fn chat_ride_of(channel: &str) -> Option<&str> {
+    channel.strip_prefix(CHAT_RIDE_PREFIX)
+}
+
+const CHAT_RIDE_PREFIX: &str = "chat:ride:";
+
+/// Store key of a ride's chat: a stream of its messages in their one order.
+pub fn chat_stream_key(ride: &Id) -> String {
+    format!("chat:{ride}")
+}
+
+/// Store key of a ride's chat `clientMsgId`s, each mapped to its stored message id (retries).
+pub fn chat_ids_key(ride: &Id) -> String {
+    format!("chat:{ride}:ids")
+}

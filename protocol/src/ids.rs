@@ -65,6 +65,13 @@ impl AsRef<str> for Id {
     }
 }
 
+/// Maps keyed by `Id` can be searched with the `&str` of a channel name or path.
+impl std::borrow::Borrow<str> for Id {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl<'de> Deserialize<'de> for Id {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let raw = String::deserialize(deserializer)?;

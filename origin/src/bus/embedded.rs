@@ -3,7 +3,7 @@
 //! The store is three maps: driver locations, with expiry; zone surges, kept until replaced (as
 //! in Redis; see `bus::redis`); and rides, with expiry after their last change. Each change is
 //! one critical section of its map's lock, which is what makes it atomic here. "Publishing"
-//! hands the value straight to the local hubs.
+//! hands the value straight to the local hubs (or chat rooms).
 
 use std::{
     collections::HashMap,
@@ -19,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Backend, BackendError, IngestOutcome, LocationUpdate, Retention, Topic};
 use crate::{
-    fanout::Hubs,
     rides::{NewRide, Ride, RideChange, RideChangeOutcome},
+    subscriptions::Inbound,
 };
 
 #[derive(Debug)]
@@ -49,7 +49,7 @@ pub struct EmbeddedBackend {
     locations: Arc<Mutex<HashMap<String, StoredLocation>>>,
     surges: Arc<Mutex<HashMap<Id, StoredSurge>>>,
     rides: Arc<Mutex<HashMap<Id, StoredRide>>>,
-    hubs: Hubs,
+    inbound: Inbound,
     retention: Retention,
 }
 
@@ -57,9 +57,9 @@ impl EmbeddedBackend {
     /// A backend keeping each driver's location and each ride for their `retention` after their
     /// last change, with a sweeper task (stopped by `shutdown`) so that drivers who left and
     /// rides long over do not hold memory.
-    pub fn new(hubs: Hubs, retention: Retention, shutdown: CancellationToken) -> Self {
+    pub fn new(inbound: Inbound, retention: Retention, shutdown: CancellationToken) -> Self {
         let backend =
-            Self { locations: Arc::default(), surges: Arc::default(), rides: Arc::default(), hubs, retention };
+            Self { locations: Arc::default(), surges: Arc::default(), rides: Arc::default(), inbound, retention };
         let sweeper = backend.clone();
         let period = retention.location.min(retention.ride).min(Duration::from_secs(30));
         tokio::spawn(async move {
@@ -82,7 +82,7 @@ impl EmbeddedBackend {
 
     fn publish_ride(&self, ride: &Ride) {
         // Outside the lock, like surge: should two changes race here, the hub keeps the newer.
-        self.hubs.deliver(&Topic::RideStatus(ride.id.clone()).channel(), &ride.json);
+        self.inbound.deliver(&Topic::RideStatus(ride.id.clone()).channel(), &ride.json);
     }
 }
 
@@ -117,7 +117,7 @@ impl Backend for EmbeddedBackend {
             if moved { IngestOutcome::Published } else { IngestOutcome::Stored }
         };
         if outcome == IngestOutcome::Published {
-            self.hubs.deliver(&Topic::DriverLocation(update.driver.clone()).channel(), &update.json);
+            self.inbound.deliver(&Topic::DriverLocation(update.driver.clone()).channel(), &update.json);
         }
         Ok(outcome)
     }
@@ -131,7 +131,7 @@ impl Backend for EmbeddedBackend {
             json
         };
         // Outside the lock, like ingest: should two sets race here, the hub keeps the newer.
-        self.hubs.deliver(&Topic::SurgeZone(zone.clone()).channel(), &json);
+        self.inbound.deliver(&Topic::SurgeZone(zone.clone()).channel(), &json);
         Ok(json)
     }
 
@@ -213,6 +213,11 @@ impl Backend for EmbeddedBackend {
         })
     }
 
+    async fn publish(&self, channel: &str, payload: Bytes) -> Result<(), BackendError> {
+        self.inbound.deliver(channel, &payload);
+        Ok(())
+    }
+
     async fn subscribe(&self, _channels: Vec<String>) -> Result<(), BackendError> {
         Ok(())
     }
@@ -229,12 +234,13 @@ impl Backend for EmbeddedBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::Metrics;
+    use crate::{fanout::Hubs, metrics::Metrics};
 
     fn backend() -> (EmbeddedBackend, Hubs) {
-        let (hubs, _commands) = Hubs::new(Metrics::default());
+        let (inbound, _commands) = Inbound::new(Metrics::default());
         let retention = Retention { location: Duration::from_secs(60), ride: Duration::from_secs(60) };
-        (EmbeddedBackend::new(hubs.clone(), retention, CancellationToken::new()), hubs)
+        let hubs = inbound.hubs.clone();
+        (EmbeddedBackend::new(inbound, retention, CancellationToken::new()), hubs)
     }
 
     fn surge(json: &[u8]) -> Surge {

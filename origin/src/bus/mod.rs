@@ -5,8 +5,8 @@
 //! also keeps rides themselves, changing them only through atomic, conditional transitions
 //! (see [`crate::rides`]). Two implementations:
 //! [`redis::RedisBackend`] (many instances, through Redis) and [`embedded::EmbeddedBackend`] (one
-//! process, no Redis). Values that arrive on a subscribed channel are handed to the local
-//! [`Hubs`](crate::fanout::Hubs).
+//! process, no Redis). Messages that arrive on a subscribed channel are handed to the local
+//! hubs or chat rooms ([`Inbound`](crate::subscriptions::Inbound)).
 
 pub mod embedded;
 pub mod redis;
@@ -121,7 +121,11 @@ pub trait Backend: Send + Sync + Debug + 'static {
     /// The latest stored value of `topic`, as its JSON.
     async fn latest(&self, topic: &Topic) -> Result<Option<Bytes>, BackendError>;
 
-    /// Starts delivering `channels`' messages to the local hubs.
+    /// Publishes `payload` on `channel` to every instance subscribed to it (this one included),
+    /// storing nothing: for notices whose substance is stored elsewhere (chat).
+    async fn publish(&self, channel: &str, payload: Bytes) -> Result<(), BackendError>;
+
+    /// Starts delivering `channels`' messages to the local hubs and chat rooms.
     async fn subscribe(&self, channels: Vec<String>) -> Result<(), BackendError>;
 
     /// Stops delivering `channels`' messages.

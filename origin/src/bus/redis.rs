@@ -1,9 +1,9 @@
 //! The Redis backend: many instances share stores and channels through one Redis.
 //!
 //! Two connections per instance: one for commands (store, ingest script) and one subscriber
-//! connection that carries every channel this instance has local riders for. Both reconnect
+//! connection that carries every channel this instance has local riders or chat participants for. Both reconnect
 //! with backoff on their own; after the subscriber reconnects it resubscribes and then asks
-//! the hubs to reload from the store, since anything published meanwhile was lost.
+//! the hubs and chat rooms to recover from the store, since anything published meanwhile was lost.
 //!
 //! Keys: a driver's latest location (`driver:latest:{id}`, a hash that expires
 //! `--location-ttl-secs` after the driver's last update) and a zone's current surge
@@ -34,9 +34,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Backend, BackendError, IngestOutcome, LocationUpdate, Retention, Topic};
 use crate::{
-    fanout::Hubs,
     metrics::Metrics,
     rides::{NewRide, Ride, RideChange, RideChangeOutcome},
+    subscriptions::Inbound,
 };
 
 /// Stores an update if it is newer than the stored one and publishes it if its cell changed,
@@ -163,7 +163,7 @@ impl std::fmt::Debug for RedisBackend {
 
 impl RedisBackend {
     /// Connects to `url` (waiting up to a few seconds, then carrying on and reconnecting in the
-    /// background) and starts delivering subscribed messages to `hubs`. What expires is kept
+    /// background) and starts delivering subscribed messages to `inbound`. What expires is kept
     /// for its `retention`.
     ///
     /// # Errors
@@ -171,7 +171,7 @@ impl RedisBackend {
     pub async fn connect(
         url: &str,
         retention: Retention,
-        hubs: Hubs,
+        inbound: Inbound,
         metrics: Metrics,
         shutdown: CancellationToken,
     ) -> Result<Self, BackendError> {
@@ -207,13 +207,13 @@ impl RedisBackend {
             location_ttl_ms: crate::clock::millis(retention.location),
             ride_ttl_ms: crate::clock::millis(retention.ride),
         };
-        backend.spawn_delivery(hubs.clone(), metrics, shutdown.clone());
-        backend.spawn_resubscriber(hubs, shutdown);
+        backend.spawn_delivery(inbound.clone(), metrics, shutdown.clone());
+        backend.spawn_resubscriber(inbound, shutdown);
         Ok(backend)
     }
 
     /// Hands every message on a subscribed channel to its hub.
-    fn spawn_delivery(&self, hubs: Hubs, metrics: Metrics, shutdown: CancellationToken) {
+    fn spawn_delivery(&self, inbound: Inbound, metrics: Metrics, shutdown: CancellationToken) {
         let mut messages = self.subscriber.message_rx();
         tokio::spawn(async move {
             loop {
@@ -223,13 +223,13 @@ impl RedisBackend {
                 };
                 match message {
                     Ok(message) => match message.value.as_bytes() {
-                        Some(json) => hubs.deliver(&message.channel, json),
+                        Some(payload) => inbound.deliver(&message.channel, payload),
                         None => tracing::warn!(channel = %message.channel, "non-binary pub/sub message ignored"),
                     },
                     Err(RecvError::Lagged(missed)) => {
                         Metrics::add(&metrics.values().backend_errors_total, missed);
                         tracing::warn!(missed, "pub/sub delivery fell behind; reloading hubs from the store");
-                        hubs.request_refresh_all();
+                        inbound.request_refresh_all();
                     }
                     Err(RecvError::Closed) => return,
                 }
@@ -239,7 +239,7 @@ impl RedisBackend {
 
     /// After the subscriber connection comes back: subscribe again, then reload every hub,
     /// in that order so that nothing published after the reload can be missed.
-    fn spawn_resubscriber(&self, hubs: Hubs, shutdown: CancellationToken) {
+    fn spawn_resubscriber(&self, inbound: Inbound, shutdown: CancellationToken) {
         let mut reconnects = self.subscriber.reconnect_rx();
         let subscriber = self.subscriber.clone();
         tokio::spawn(async move {
@@ -252,7 +252,7 @@ impl RedisBackend {
                 if let Err(error) = subscriber.resubscribe_all().await {
                     tracing::warn!(%error, "resubscribe failed; the next reconnect retries");
                 }
-                hubs.request_refresh_all();
+                inbound.request_refresh_all();
             }
         });
     }
@@ -389,6 +389,11 @@ impl Backend for RedisBackend {
             Topic::RideStatus(ride) => channels::ride_key(ride),
         };
         Ok(self.commands.hget::<Option<Bytes>, _, _>(key, "json").await?)
+    }
+
+    async fn publish(&self, channel: &str, payload: Bytes) -> Result<(), BackendError> {
+        let _receivers: i64 = self.commands.publish(channel, payload).await?;
+        Ok(())
     }
 
     async fn subscribe(&self, channels: Vec<String>) -> Result<(), BackendError> {

@@ -17,6 +17,7 @@ use fred::{
 };
 use ridecast_protocol::{
     Id,
+    channels::{chat_ids_key, chat_stream_key},
     chat::{ChatMessage, ChatRole, MessageId},
 };
 
@@ -182,10 +183,6 @@ impl RedisChat {
     }
 }
 
-fn stream_key(ride: &Id) -> String {
-    format!("chat:{ride}")
-}
-
 fn unexpected(what: &str, value: &Value) -> BackendError {
     BackendError::UnexpectedReply(format!("{what}: {value:?}"))
 }
@@ -223,7 +220,6 @@ impl ChatStore for RedisChat {
         text: &str,
         now_ms: u64,
     ) -> Result<Appended, BackendError> {
-        let key = stream_key(ride);
         let args: Vec<String> = vec![
             dedupe_key(from, client_msg_id),
             from.as_str().to_owned(),
@@ -233,8 +229,10 @@ impl ChatStore for RedisChat {
             self.max_len.to_string(),
             self.ttl_ms.to_string(),
         ];
-        let reply: Value =
-            self.append.evalsha_with_reload(&self.client, vec![key.clone(), format!("{key}:ids")], args).await?;
+        let reply: Value = self
+            .append
+            .evalsha_with_reload(&self.client, vec![chat_stream_key(ride), chat_ids_key(ride)], args)
+            .await?;
         let Value::Array(parts) = &reply else { return Err(unexpected("chat append", &reply)) };
         let [new, id, fields] = parts.as_slice() else { return Err(unexpected("chat append", &reply)) };
         Ok(Appended { message: entry(id, fields)?, new: new.as_i64() == Some(1) })
@@ -248,7 +246,7 @@ impl ChatStore for RedisChat {
     ) -> Result<Vec<ChatMessage>, BackendError> {
         let start = after.map_or_else(|| "-".to_owned(), |id| format!("({id}"));
         let args: Vec<Value> = vec![
-            stream_key(ride).into(),
+            chat_stream_key(ride).into(),
             start.into(),
             "+".into(),
             "COUNT".into(),

@@ -26,6 +26,9 @@ pub enum ApiError {
         #[source]
         source: InvalidId,
     },
+    /// A message id (a chat `since`) that is not `<ms>-<seq>`.
+    #[error("{0:?} is not a message id (`<ms>-<seq>`, as the server sent it)")]
+    InvalidMessageId(String),
     #[error("{0}")]
     NotFound(String),
     #[error("the store is unavailable; try again shortly")]
@@ -71,10 +74,13 @@ impl ApiError {
             Self::Auth(AuthError::Missing) => ErrorCode::MissingToken,
             Self::Auth(AuthError::Token(TokenError::Expired)) => ErrorCode::TokenExpired,
             Self::Auth(AuthError::Token(_)) => ErrorCode::InvalidToken,
-            Self::Auth(AuthError::WrongRole { .. } | AuthError::WrongDriver(_) | AuthError::NotThisRide(_)) => {
-                ErrorCode::Forbidden
-            }
-            Self::InvalidId { .. } => ErrorCode::InvalidId,
+            Self::Auth(
+                AuthError::WrongRole { .. }
+                | AuthError::WrongDriver(_)
+                | AuthError::NotThisRide(_)
+                | AuthError::NotInRide(_),
+            ) => ErrorCode::Forbidden,
+            Self::InvalidId { .. } | Self::InvalidMessageId(_) => ErrorCode::InvalidId,
             Self::NotFound(_) => ErrorCode::NotFound,
             Self::Backend(_) | Self::Unavailable(_) => ErrorCode::Unavailable,
             Self::TooLarge(_) => ErrorCode::TooLarge,

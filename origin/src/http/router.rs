@@ -11,7 +11,7 @@ use http::{HeaderName, HeaderValue, Method, header};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::error::{ApiError, ServerFailure};
-use crate::{driver_ws, edge_link, ops, polling, rider_sse, rides, state::AppState, surge};
+use crate::{chat, driver_ws, edge_link, ops, polling, rider_sse, rides, state::AppState, surge};
 
 /// Largest request body accepted anywhere, in bytes.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -21,6 +21,7 @@ pub fn router(state: AppState) -> Router {
     let cors = cors_layer(&state.config.cors_origins);
     let routes = Router::new()
         .route("/ws/rides", get(driver_ws::upgrade))
+        .route("/ws/chat/{ride_id}", get(chat::session::upgrade))
         .route("/api/sse/drivers/{driver_id}/location", get(rider_sse::driver_location))
         .route("/api/sse/surge/{zone_id}", get(rider_sse::surge_zone))
         .route("/api/sse/rides/{ride_id}", get(rider_sse::ride_status))

@@ -20,7 +20,9 @@ pub mod http;
 use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use ridecast_protocol::{Claims, Id, LatLng, RideRequest, RideState, RideStatus, Role, TokenError, TokenKeys};
+use ridecast_protocol::{
+    Claims, Id, LatLng, RideRequest, RideState, RideStatus, Role, TokenError, TokenKeys, chat::ChatRole,
+};
 
 use crate::{
     bus::{Backend, BackendError},
@@ -74,6 +76,19 @@ impl Ride {
     /// do; it takes nothing away.
     pub fn allows(&self, claims: &Claims) -> bool {
         claims.role == Role::Rider && (claims.sub == self.rider || claims.ride.as_ref() == Some(&self.id))
+    }
+
+    /// Who `claims` is in this ride's chat: its rider (as [`Ride::allows`]) or the driver
+    /// assigned to it (also after a cancel, so the two can still settle things); `None` for
+    /// anyone else.
+    pub fn chat_role(&self, claims: &Claims) -> Option<ChatRole> {
+        if self.allows(claims) {
+            Some(ChatRole::Rider)
+        } else if claims.role == Role::Driver && self.driver.as_ref() == Some(&claims.sub) {
+            Some(ChatRole::Driver)
+        } else {
+            None
+        }
     }
 }
 
@@ -283,16 +298,16 @@ mod tests {
     use super::*;
     use crate::{
         bus::{Retention, embedded::EmbeddedBackend},
-        fanout::Hubs,
+        subscriptions::Inbound,
     };
 
     const SECRET: &[u8] = b"rides-test-secret";
 
     fn rides() -> (Rides, Metrics) {
         let metrics = Metrics::default();
-        let (hubs, _commands) = Hubs::new(metrics.clone());
+        let (inbound, _commands) = Inbound::new(metrics.clone());
         let retention = Retention { location: Duration::from_secs(60), ride: Duration::from_secs(600) };
-        let backend = Arc::new(EmbeddedBackend::new(hubs, retention, CancellationToken::new()));
+        let backend = Arc::new(EmbeddedBackend::new(inbound, retention, CancellationToken::new()));
         let keys = TokenKeys::new(SECRET, None).expect("keys");
         (Rides::new(backend, keys, metrics.clone(), Duration::from_secs(120)), metrics)
     }

@@ -1,0 +1,60 @@
+//! How many messages a participant may send: a token bucket, `burst` deep, refilled at
+//! `per_second`. Pure: the caller passes the time.
+
+use tokio::time::Instant;
+
+/// The configured message rate of one chat participant.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    /// Sustained messages per second.
+    pub per_second: f64,
+    /// Messages that may be sent at once after a quiet spell.
+    pub burst: u32,
+}
+
+/// One participant's bucket.
+#[derive(Debug, Clone, Copy)]
+pub struct Allowance {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Allowance {
+    /// A full bucket at `now`.
+    pub fn full(limit: RateLimit, now: Instant) -> Self {
+        Self { tokens: f64::from(limit.burst), at: now }
+    }
+
+    /// Takes one message's worth at `now`; `false` (and nothing taken) when the bucket is empty.
+    pub fn take(&mut self, limit: RateLimit, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * limit.per_second).min(f64::from(limit.burst));
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const LIMIT: RateLimit = RateLimit { per_second: 5.0, burst: 10 };
+
+    #[test]
+    fn a_burst_passes_then_the_sustained_rate() {
+        let start = Instant::now();
+        let mut allowance = Allowance::full(LIMIT, start);
+        assert_eq!((0..15).filter(|_| allowance.take(LIMIT, start)).count(), 10, "the burst");
+        assert!(!allowance.take(LIMIT, start + Duration::from_millis(100)), "half a message refilled");
+        assert!(allowance.take(LIMIT, start + Duration::from_millis(200)), "one message refilled");
+        let later = start + Duration::from_secs(60);
+        assert_eq!((0..15).filter(|_| allowance.take(LIMIT, later)).count(), 10, "never more than the burst");
+    }
+}
