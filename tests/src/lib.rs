@@ -15,6 +15,7 @@
 //! | [`tokens`] | tokens for every role, good and bad, minted with `ridecast_protocol` |
 //! | [`geo`] | the contract's grid formula, written out again, and routes through its cells |
 //! | [`driver`] | [`DriverSocket`]: the driver's WebSocket (tokio-tungstenite) |
+//! | [`chat`] | [`ChatSocket`]: the ride chat's WebSocket (tokio-tungstenite), and a ride with an assigned driver |
 //! | [`rider`] | [`RiderStream`]: the rider's SSE stream (reqwest + eventsource-stream) |
 //! | [`raw_sse`] | [`RawSse`]: SSE over a hand-driven TCP socket, for headers, comments and stalls |
 //! | [`http`] | plain requests, the contract's error-body check, [`Endpoint`] (origin or edge) |
@@ -31,6 +32,7 @@
 //! `RIDECAST_TESTS_ORIGIN_BIN` to use a binary that is already built instead.
 #![forbid(unsafe_code)]
 
+pub mod chat;
 pub mod cluster;
 pub mod driver;
 pub mod edge;
@@ -45,6 +47,7 @@ pub mod rider;
 pub mod tokens;
 pub mod wait;
 
+pub use chat::ChatSocket;
 pub use cluster::{Cluster, Mode};
 pub use driver::{DriverSocket, Fix};
 pub use edge::Edge;
