@@ -13,7 +13,10 @@ use std::{
 };
 
 use bytes::Bytes;
-use ridecast_protocol::{Id, channels, chat::ChatRole};
+use ridecast_protocol::{
+    Id, channels,
+    chat::{ChatRole, MessageId},
+};
 use serde::{Deserialize, Serialize};
 use tokio::{sync::broadcast, time::Instant};
 
@@ -24,7 +27,7 @@ use crate::subscriptions::SubscriptionRequests;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Notice {
-    /// A message is in the store (its id, for logs: readers go by the store).
+    /// A message is in the store: readers that have sent it already need not look.
     Stored { id: String },
     /// A participant is typing; relayed, never stored.
     Typing { from: ChatRole },
@@ -40,8 +43,8 @@ impl Notice {
 /// What a seat is woken for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RoomEvent {
-    /// New messages may be in the store.
-    Stored,
+    /// New messages may be in the store: up to this one, if known.
+    Stored(Option<MessageId>),
     /// The participant `from` is typing.
     Typing(ChatRole),
 }
@@ -92,7 +95,7 @@ impl ChatRooms {
     /// Hands a notice from `ride`'s channel to its room, if the instance has one.
     pub fn deliver(&self, ride: &str, payload: &[u8]) {
         let event = match serde_json::from_slice::<Notice>(payload) {
-            Ok(Notice::Stored { .. }) => RoomEvent::Stored,
+            Ok(Notice::Stored { id }) => RoomEvent::Stored(MessageId::parse(&id)),
             Ok(Notice::Typing { from }) => RoomEvent::Typing(from),
             Err(error) => {
                 tracing::warn!(ride.id = ride, %error, "unreadable chat notice ignored");
@@ -109,13 +112,13 @@ impl ChatRooms {
 
     /// Has `ride`'s participants read the store (notices may have been missed).
     pub fn wake(&self, ride: &str) {
-        self.send(ride, RoomEvent::Stored);
+        self.send(ride, RoomEvent::Stored(None));
     }
 
     /// Has every participant here read the store (after a bus reconnect).
     pub fn wake_all(&self) {
         for room in self.lock().values() {
-            let _ = room.events.send(RoomEvent::Stored);
+            let _ = room.events.send(RoomEvent::Stored(None));
         }
     }
 
@@ -167,11 +170,11 @@ pub struct Seat {
 }
 
 impl Seat {
-    /// The next event; [`RoomEvent::Stored`] when events were missed (the store has them).
+    /// The next event; [`RoomEvent::Stored`] (`None`) when events were missed (the store has them).
     pub async fn next(&mut self) -> RoomEvent {
         match self.events.recv().await {
             Ok(event) => event,
-            Err(broadcast::error::RecvError::Lagged(_)) => RoomEvent::Stored,
+            Err(broadcast::error::RecvError::Lagged(_)) => RoomEvent::Stored(None),
             // The room's sender lives as long as any seat, this one included.
             Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
         }
@@ -219,7 +222,7 @@ mod tests {
         rooms.deliver("r1", &Notice::Stored { id: "1-0".into() }.to_bytes());
         for seat in [&mut rider, &mut driver] {
             assert_eq!(seat.next().await, RoomEvent::Typing(ChatRole::Rider));
-            assert_eq!(seat.next().await, RoomEvent::Stored);
+            assert_eq!(seat.next().await, RoomEvent::Stored(MessageId::parse("1-0")));
         }
         assert!(tokio::time::timeout(Duration::from_millis(20), elsewhere.next()).await.is_err());
     }
@@ -231,7 +234,7 @@ mod tests {
         for _ in 0..ROOM_EVENTS * 2 {
             rooms.deliver("r1", &Notice::Typing { from: ChatRole::Driver }.to_bytes());
         }
-        assert_eq!(seat.next().await, RoomEvent::Stored);
+        assert_eq!(seat.next().await, RoomEvent::Stored(None));
     }
 
     #[tokio::test]

@@ -134,7 +134,9 @@ impl ChatSession {
                     Some(Err(error)) => break transport_close(&error),
                 },
                 event = seat.next() => match event {
-                    RoomEvent::Stored => self.catch_up(&mut socket).await,
+                    // Its own message's notice, usually: this socket sent it already.
+                    RoomEvent::Stored(Some(id)) if self.last_sent.is_some_and(|last| id <= last) => Next::Continue,
+                    RoomEvent::Stored(_) => self.catch_up(&mut socket).await,
                     RoomEvent::Typing(from) if from != self.role => {
                         self.send(&mut socket, &ChatServerFrame::Typing { from }).await
                     }
