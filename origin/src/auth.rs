@@ -47,6 +47,8 @@ pub enum AuthError {
     NotThisRide(Id),
     #[error("this token is neither ride {0}'s rider nor its assigned driver")]
     NotInRide(Id),
+    #[error("this tracking token belonged to ride {0}, which has ended")]
+    RideEnded(Id),
 }
 
 /// A caller whose token verified.
@@ -108,8 +110,17 @@ impl FromRequestParts<AppState> for Principal {
 /// The driver a rider may follow, from a `/{driver_id}/` path segment: a verified rider token
 /// (401) whose `drv` (403) is that well-formed id (400). What the location stream and the
 /// polling endpoint both take.
+///
+/// A tracking token (one that also names a `ride`, as a ride's `driver_assigned` status hands
+/// out) works only while that ride is on with that driver: once it is cancelled, reassigned or
+/// expired, the token is refused (403), and streams opened with it end ([`TrackedDriver::ride`]).
+/// A `drv`-only token (minted by an operator) is bound by its `exp` alone.
 #[derive(Debug, Clone)]
-pub struct TrackedDriver(pub Id);
+pub struct TrackedDriver {
+    pub driver: Id,
+    /// The ride a tracking token is bound to.
+    pub ride: Option<Id>,
+}
 
 impl FromRequestParts<AppState> for TrackedDriver {
     type Rejection = ApiError;
@@ -118,7 +129,14 @@ impl FromRequestParts<AppState> for TrackedDriver {
         let principal = Principal::from_request_parts(parts, state).await?;
         let driver = path_id(parts, state, "driver id").await?;
         principal.require_tracking(&driver)?;
-        Ok(Self(driver))
+        let ride = principal.claims.ride;
+        if let Some(id) = &ride {
+            let on = state.rides.get(id).await?.is_some_and(|ride| ride.is_on_with(&driver));
+            if !on {
+                return Err(AuthError::RideEnded(id.clone()).into());
+            }
+        }
+        Ok(Self { driver, ride })
     }
 }
 

@@ -9,8 +9,8 @@ use clap::{Args, Parser, Subcommand};
 use ridecast_protocol::{Role, TokenError, TokenKeys};
 
 use crate::{
-    chat::allowance::RateLimit,
     dispatch::{OfferLimits, dispatcher::DispatchConfig},
+    limits::allowance::RateLimit,
 };
 
 /// Environment variable names, in one place.
@@ -114,9 +114,24 @@ pub struct ServeArgs {
     #[arg(long, env = "RIDECAST_DRIVER_STALE_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub driver_stale_secs: u64,
 
+    /// Streams and sockets one token may hold open on an instance at once (SSE streams, driver
+    /// and chat sockets; edge links are not counted); beyond it: 429 `rate_limited`.
+    #[arg(long, env = "RIDECAST_MAX_STREAMS_PER_TOKEN", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_streams_per_token: u32,
+
+    /// Driver frames other than locations (availability, offer answers) per second, sustained;
+    /// over it a frame is refused with `rate_limited`. Locations are coalesced instead
+    /// (`--ingest-interval-ms`).
+    #[arg(long, env = "RIDECAST_DRIVER_RATE", default_value_t = 10.0, value_parser = rate)]
+    pub driver_rate: f64,
+
+    /// Driver frames other than locations that may come at once after a quiet spell.
+    #[arg(long, env = "RIDECAST_DRIVER_BURST", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub driver_burst: u32,
+
     /// Messages per second each side of a ride's chat may send (sustained); over it a message
     /// is refused with `rate_limited` and not stored.
-    #[arg(long, env = "RIDECAST_CHAT_RATE", default_value_t = 5.0, value_parser = chat_rate)]
+    #[arg(long, env = "RIDECAST_CHAT_RATE", default_value_t = 5.0, value_parser = rate)]
     pub chat_rate: f64,
 
     /// Chat messages one side may send at once after a quiet spell.
@@ -228,8 +243,8 @@ pub struct ChatConfig {
     pub ttl: Duration,
 }
 
-/// A chat rate: a finite number of messages per second, from 0.01 to 1000.
-fn chat_rate(raw: &str) -> Result<f64, String> {
+/// A rate: a finite number of messages per second, from 0.01 to 1000.
+fn rate(raw: &str) -> Result<f64, String> {
     let rate: f64 = raw.parse().map_err(|_| format!("{raw:?} is not a number"))?;
     if rate.is_finite() && (0.01..=1_000.0).contains(&rate) {
         Ok(rate)
@@ -252,6 +267,9 @@ pub struct Config {
     pub ride_token_ttl: Duration,
     pub dispatch: DispatchConfig,
     pub chat: ChatConfig,
+    pub max_streams_per_token: u32,
+    /// Driver frames other than locations.
+    pub driver_rate: RateLimit,
     pub ingest_interval: Duration,
     pub ws_ping: Duration,
     pub ws_idle: Duration,
@@ -301,6 +319,8 @@ impl Config {
                 history_max: usize::try_from(args.chat_history_max).unwrap_or(usize::MAX),
                 ttl: Duration::from_secs(args.chat_ttl_secs),
             },
+            max_streams_per_token: args.max_streams_per_token,
+            driver_rate: RateLimit { per_second: args.driver_rate, burst: args.driver_burst },
             ingest_interval: Duration::from_millis(args.ingest_interval_ms),
             ws_ping: Duration::from_secs(args.ws_ping_secs.max(1)),
             ws_idle: Duration::from_secs(args.ws_idle_secs.max(2)),

@@ -1,8 +1,10 @@
 //! `GET /ws/rides`: a driver's one WebSocket.
 //!
 //! Frames are validated one by one; a bad frame gets an error frame and the socket lives on.
-//! Only abuse closes it: a frame over 4 KiB (1009), silence past the idle limit. Location
-//! floods are coalesced: at most one ingest per `--ingest-interval-ms`, always the newest.
+//! Only abuse closes it: a frame over 4 KiB (1009), a long run of frames refused for the rate
+//! (1008), silence past the idle limit. Location floods are coalesced: at most one ingest per
+//! `--ingest-interval-ms`, always the newest. Other frames (availability, offer answers) each
+//! cost store work, so they are rate limited (`--driver-rate`, `--driver-burst`).
 //!
 //! Offers: the session registers with the [`DriverPost`](crate::dispatch::post::DriverPost) so
 //! offers and results reach it from any instance, sends the driver's pending offer on connect
@@ -32,6 +34,7 @@ use crate::{
     clock,
     dispatch::post::Mailbox,
     http::{error::ApiError, front::ConnectionSlot},
+    limits::{REFUSALS_BEFORE_CLOSE, allowance::Allowance, token_streams::StreamKey},
     metrics::{GaugeGuard, Metrics},
     state::AppState,
     websocket::{Next, TRANSPORT_FRAME_LIMIT, transport_close},
@@ -48,6 +51,7 @@ const POSITION_REFRESH: std::time::Duration = std::time::Duration::from_secs(10)
 pub async fn upgrade(
     State(state): State<AppState>,
     principal: Principal,
+    key: StreamKey,
     slot: Option<Extension<ConnectionSlot>>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
@@ -55,6 +59,7 @@ pub async fn upgrade(
     if state.drain.is_draining() {
         return Err(ApiError::Unavailable("the instance is draining"));
     }
+    let permit = state.token_streams.acquire(key)?;
     let driver = principal.claims.sub;
     // Debug level: an enabled span costs every connected driver ~400 bytes of span data, so
     // at the default level events carry `driver.id` themselves instead.
@@ -68,7 +73,7 @@ pub async fn upgrade(
         .max_frame_size(TRANSPORT_FRAME_LIMIT)
         .on_upgrade(move |socket| async move {
             // The socket keeps its place in the connection limit until it closes.
-            let _slot = slot;
+            let (_slot, _permit) = (slot, permit);
             DriverSession::new(driver, state).run(socket).instrument(span).await;
         }))
 }
@@ -106,11 +111,15 @@ struct DriverSession {
     /// The offer being resent until acknowledged (boxed: rare, and every connected driver
     /// holds the field).
     unacked: Option<Box<Unacked>>,
+    /// What the driver may still send of frames other than locations.
+    allowance: Allowance,
+    refused_in_a_row: u32,
 }
 
 impl DriverSession {
     fn new(driver: Id, state: AppState) -> Self {
         let now = Instant::now();
+        let allowance = Allowance::full(state.config.driver_rate, now);
         Self {
             driver,
             state,
@@ -123,6 +132,8 @@ impl DriverSession {
             last_position: None,
             dispatched_position: None,
             unacked: None,
+            allowance,
+            refused_in_a_row: 0,
         }
     }
 
@@ -290,25 +301,51 @@ impl DriverSession {
             let _ = self.reject(socket, ErrorCode::TooLarge, message).await;
             return Next::Close(close_code::SIZE, "frame too large");
         }
-        match parse_driver_message(&text) {
-            Err(error) => self.reject(socket, ErrorCode::InvalidMessage, error.to_string()).await,
-            Ok(DriverMessage::Location(report)) => self.on_location(report, socket).await,
-            Ok(DriverMessage::Availability { available }) => self.on_availability(available, socket).await,
-            Ok(DriverMessage::OfferAck { offer_id }) => {
+        let frame = match parse_driver_message(&text) {
+            Ok(frame) => frame,
+            Err(error) => return self.reject(socket, ErrorCode::InvalidMessage, error.to_string()).await,
+        };
+        if !matches!(frame, DriverMessage::Location(_)) && !self.within_rate() {
+            let rate = self.state.config.driver_rate;
+            let message = format!(
+                "at most {} availability and offer frames at once and {} per second; this one was dropped",
+                rate.burst, rate.per_second
+            );
+            let next = self.reject(socket, ErrorCode::RateLimited, message).await;
+            if self.refused_in_a_row >= REFUSALS_BEFORE_CLOSE {
+                return Next::Close(close_code::POLICY, "flooding");
+            }
+            return next;
+        }
+        match frame {
+            DriverMessage::Location(report) => self.on_location(report, socket).await,
+            DriverMessage::Availability { available } => self.on_availability(available, socket).await,
+            DriverMessage::OfferAck { offer_id } => {
                 self.settle(&offer_id);
                 let reply = self.state.dispatcher.ack(&self.driver, &offer_id).await;
                 self.answer(reply, socket).await
             }
-            Ok(DriverMessage::Accept { offer_id }) => {
+            DriverMessage::Accept { offer_id } => {
                 self.settle(&offer_id);
                 let reply = self.state.dispatcher.accept(&self.driver, &offer_id).await;
                 self.answer(reply, socket).await
             }
-            Ok(DriverMessage::Reject { offer_id }) => {
+            DriverMessage::Reject { offer_id } => {
                 self.settle(&offer_id);
                 let reply = self.state.dispatcher.reject(&self.driver, &offer_id).await;
                 self.answer(reply, socket).await
             }
+        }
+    }
+
+    /// Takes one frame from the allowance; counts refusals in a row.
+    fn within_rate(&mut self) -> bool {
+        if self.allowance.take(self.state.config.driver_rate, Instant::now()) {
+            self.refused_in_a_row = 0;
+            true
+        } else {
+            self.refused_in_a_row += 1;
+            false
         }
     }
 

@@ -48,6 +48,7 @@ pub mod edge_link;
 pub mod fanout;
 pub mod http;
 pub mod ingest;
+pub mod limits;
 pub mod metrics;
 pub mod ops;
 pub mod polling;

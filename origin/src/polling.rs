@@ -13,7 +13,7 @@ use crate::{auth::TrackedDriver, bus::Topic, http::error::ApiError, state::AppSt
 
 pub async fn driver_location(
     State(state): State<AppState>,
-    TrackedDriver(driver): TrackedDriver,
+    TrackedDriver { driver, .. }: TrackedDriver,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let json = state

@@ -15,7 +15,7 @@ use std::{
 use axum::{body::Body, extract::State, response::Response};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use ridecast_protocol::sse;
+use ridecast_protocol::{Id, RideState, RideStatus, sse};
 use tokio::{net::TcpStream, sync::watch, time::Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -24,6 +24,7 @@ use crate::{
     bus::Topic,
     fanout::{HubValue, Subscription},
     http::error::ApiError,
+    limits::token_streams::{StreamKey, StreamPermit},
     metrics::{GaugeGuard, Metrics},
     state::AppState,
 };
@@ -45,21 +46,57 @@ pub fn sse_headers() -> [(header::HeaderName, HeaderValue); 3] {
 }
 
 /// `GET /api/sse/drivers/{driverId}/location`: a rider follows one driver.
+/// A tracking token's stream also ends when its ride does (see [`TrackedDriver`]); checking
+/// that token needs the store, and when it cannot be read the answer is the refusal stream.
 pub async fn driver_location(
     State(state): State<AppState>,
-    TrackedDriver(driver): TrackedDriver,
+    tracked: Result<TrackedDriver, ApiError>,
+    key: StreamKey,
     headers: HeaderMap,
-) -> Response {
-    open(&state, Topic::DriverLocation(driver), &headers).await
+) -> Result<Response, ApiError> {
+    let TrackedDriver { driver, ride } = match tracked {
+        Ok(tracked) => tracked,
+        Err(ApiError::Backend(error)) => {
+            tracing::warn!(%error, "could not read a tracking token's ride; asking the rider to come back");
+            return Ok(refusal(state.config.sse_retry_ms, "the ride store is unavailable; reconnect"));
+        }
+        Err(refused) => return Err(refused),
+    };
+    let permit = state.token_streams.acquire(key)?;
+    let mut response = open(&state, Topic::DriverLocation(driver), &headers, permit).await;
+    if let Some(ride) = ride {
+        watch_ride(&state, &mut response, ride);
+    }
+    Ok(response)
+}
+
+/// Makes the stream in `response` end when `ride` is no longer under way.
+fn watch_ride(state: &AppState, response: &mut Response, ride: Id) {
+    let Some(handoff) = response.extensions().get::<SseHandoff>() else { return };
+    let mut slot = handoff.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(stream) = slot.as_mut() {
+        let mut watch = RideWatch { subscription: state.hubs.subscribe(Topic::RideStatus(ride)) };
+        // A change that reached the hub before this subscription is its current value.
+        if watch.subscription.current().is_some_and(|value| !still_on(&value)) {
+            let mut first = stream.first.take().map(Vec::from).unwrap_or_default();
+            first.extend_from_slice(sse::comment(RIDE_ENDED).as_bytes());
+            stream.first = Some(Bytes::from(first));
+            stream.ended = true;
+            return;
+        }
+        stream.ride_watch = Some(Box::new(watch));
+    }
 }
 
 /// `GET /api/sse/surge/{zoneId}`: a rider follows one zone's surge multiplier.
 pub async fn surge_zone(
     State(state): State<AppState>,
     FollowedZone(zone): FollowedZone,
+    key: StreamKey,
     headers: HeaderMap,
-) -> Response {
-    open(&state, Topic::SurgeZone(zone), &headers).await
+) -> Result<Response, ApiError> {
+    let permit = state.token_streams.acquire(key)?;
+    Ok(open(&state, Topic::SurgeZone(zone), &headers, permit).await)
 }
 
 /// `GET /api/sse/rides/{rideId}`: a rider follows one ride's status. Who may is decided by
@@ -69,10 +106,14 @@ pub async fn surge_zone(
 pub async fn ride_status(
     State(state): State<AppState>,
     ride: Result<AuthorizedRide, ApiError>,
+    key: StreamKey,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     match ride {
-        Ok(AuthorizedRide(ride)) => Ok(open(&state, Topic::RideStatus(ride.id), &headers).await),
+        Ok(AuthorizedRide(ride)) => {
+            let permit = state.token_streams.acquire(key)?;
+            Ok(open(&state, Topic::RideStatus(ride.id), &headers, permit).await)
+        }
         Err(ApiError::Backend(error)) => {
             tracing::warn!(%error, "could not read a ride to authorise its stream; asking the rider to come back");
             Ok(refusal(state.config.sse_retry_ms, "the ride store is unavailable; reconnect"))
@@ -82,7 +123,8 @@ pub async fn ride_status(
 }
 
 /// Opens a stream on `topic`'s hub, or a refusal stream when the instance is draining.
-pub async fn open(state: &AppState, topic: Topic, headers: &HeaderMap) -> Response {
+/// The stream holds `permit`, its place in its token's count, for its whole life.
+pub async fn open(state: &AppState, topic: Topic, headers: &HeaderMap, permit: StreamPermit) -> Response {
     if state.drain.is_draining() {
         return refusal(state.config.sse_retry_ms, "this instance is draining; reconnect");
     }
@@ -111,7 +153,9 @@ pub async fn open(state: &AppState, topic: Topic, headers: &HeaderMap) -> Respon
         signals,
         metrics: state.metrics.clone(),
         ended,
+        ride_watch: None,
         _open: GaugeGuard::new(&state.metrics, |m| &m.sse_connections),
+        _permit: permit,
     };
     let handoff = SseHandoff(Arc::new(Mutex::new(Some(stream))));
     let mut response = Response::new(handoff.clone().into_body());
@@ -228,7 +272,40 @@ pub struct SseStream {
     signals: watch::Receiver<StreamSignal>,
     metrics: Metrics,
     ended: bool,
+    /// A tracking token's ride, whose end ends the stream (boxed: most streams have none).
+    ride_watch: Option<Box<RideWatch>>,
     _open: GaugeGuard,
+    _permit: StreamPermit,
+}
+
+/// Said to a rider whose tracking token's ride has ended, as the stream closes.
+const RIDE_ENDED: &str = "the ride this stream tracked has ended";
+
+/// The ride a tracking token's stream is bound to.
+#[derive(Debug)]
+struct RideWatch {
+    subscription: Subscription,
+}
+
+/// Whether a ride status value still has the ride under way.
+fn still_on(value: &HubValue) -> bool {
+    serde_json::from_slice::<RideState>(&value.json).is_ok_and(|state| state.status == RideStatus::DriverAssigned)
+}
+
+/// Resolves when the watched ride ends; never without a watch.
+async fn ride_ended(watch: &mut Option<Box<RideWatch>>) {
+    let Some(watch) = watch else { return std::future::pending().await };
+    // Boxed: the wait is state every stream's future would otherwise carry.
+    Box::pin(async {
+        loop {
+            match watch.subscription.next().await {
+                Some(value) if !still_on(&value) => return,
+                Some(_) => {}
+                None => std::future::pending::<()>().await,
+            }
+        }
+    })
+    .await;
 }
 
 impl std::fmt::Debug for SseStream {
@@ -261,6 +338,7 @@ impl SseStream {
                 biased;
                 changed = self.signals.changed() => self.on_signal(changed.is_ok()),
                 value = self.subscription.next() => self.on_value(value?.as_ref()),
+                () = ride_ended(&mut self.ride_watch) => self.on_ride_ended(),
             };
             if frame.is_some() {
                 return frame;
@@ -291,6 +369,7 @@ impl SseStream {
                     Some(value) => self.on_value(&value),
                     None => return,
                 },
+                () = ride_ended(&mut self.ride_watch) => self.on_ride_ended(),
                 readable = tcp.readable() => {
                     if readable.is_err() || rider_left(&tcp) {
                         return;
@@ -309,6 +388,12 @@ impl SseStream {
         }
         self.ended = true;
         Some(Bytes::from(sse::comment("server restarting; reconnect")))
+    }
+
+    /// The tracking token's ride ended: say so and end the stream.
+    fn on_ride_ended(&mut self) -> Option<Bytes> {
+        self.ended = true;
+        Some(Bytes::from(sse::comment(RIDE_ENDED)))
     }
 
     /// A hub value: its frame if it is newer than what the rider has.

@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use crate::{
     auth::Authenticator, bus::Backend, chat::Chat, config::Config, dispatch::dispatcher::Dispatcher, fanout::Hubs,
-    ingest::Ingestor, metrics::Metrics, rider_sse::StreamSignals, rides::Rides, shutdown::Drain,
+    ingest::Ingestor, limits::token_streams::TokenStreams, metrics::Metrics, rider_sse::StreamSignals, rides::Rides,
+    shutdown::Drain,
 };
 
 #[derive(Debug, Clone)]
@@ -22,6 +23,8 @@ pub struct AppState {
     pub dispatcher: Arc<Dispatcher>,
     /// Ride chat: its store, rooms and notices.
     pub chat: Arc<Chat>,
+    /// Concurrent streams and sockets per token.
+    pub token_streams: TokenStreams,
     pub metrics: Metrics,
     pub drain: Drain,
     /// Heartbeat ticks and the drain signal for every SSE stream.

@@ -15,7 +15,6 @@
 //! before it is stored, and a lost notice, a reconnect (`?since=<id>`) or an instance dying
 //! loses nothing and repeats nothing.
 
-pub mod allowance;
 pub mod rooms;
 pub mod session;
 pub mod store;

@@ -20,7 +20,7 @@ use ridecast_protocol::{
 use serde::{Deserialize, Serialize};
 use tokio::{sync::broadcast, time::Instant};
 
-use super::allowance::{Allowance, RateLimit};
+use crate::limits::allowance::{Allowance, RateLimit};
 use crate::subscriptions::SubscriptionRequests;
 
 /// What travels on a ride's chat channel.

@@ -30,6 +30,7 @@ use super::rooms::RoomEvent;
 use crate::{
     auth::{AuthError, Principal, RidePath},
     http::{error::ApiError, front::ConnectionSlot},
+    limits::{REFUSALS_BEFORE_CLOSE, token_streams::StreamKey},
     metrics::GaugeGuard,
     state::AppState,
     websocket::{Next, TRANSPORT_FRAME_LIMIT, transport_close},
@@ -42,15 +43,13 @@ const HISTORY_PAGE: usize = 100;
 /// (typing indicators only need to be fresh).
 const TYPING_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Messages refused for the rate in a row before the socket counts as flooding and is closed.
-const REFUSALS_BEFORE_CLOSE: u32 = 100;
-
 /// Authorises (before any upgrade: failures are plain HTTP errors) and upgrades.
 pub async fn upgrade(
     State(state): State<AppState>,
     principal: Principal,
     RidePath(ride_id): RidePath,
     RawQuery(query): RawQuery,
+    key: StreamKey,
     slot: Option<Extension<ConnectionSlot>>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
@@ -64,11 +63,12 @@ pub async fn upgrade(
     }
     let ride = state.rides.get(&ride_id).await?.ok_or_else(|| ApiError::NotFound(format!("no ride {ride_id}")))?;
     let role = ride.chat_role(&principal.claims).ok_or_else(|| AuthError::NotInRide(ride_id.clone()))?;
+    let permit = state.token_streams.acquire(key)?;
     let span = tracing::debug_span!("chat", ride.id = %ride_id, from = role.as_str());
     Ok(ws.max_message_size(TRANSPORT_FRAME_LIMIT).max_frame_size(TRANSPORT_FRAME_LIMIT).on_upgrade(
         move |socket| async move {
             // The socket keeps its place in the connection limit until it closes.
-            let _slot = slot;
+            let (_slot, _permit) = (slot, permit);
             ChatSession::new(ride_id, role, since, state).run(socket).instrument(span).await;
         },
     ))

@@ -51,6 +51,8 @@ pub enum ApiError {
     Ride(RideError),
     #[error("{0}")]
     Conflict(String),
+    #[error("this token already has {0} streams open here (--max-streams-per-token); close one first")]
+    TooManyStreams(u32),
 }
 
 impl From<RideError> for ApiError {
@@ -78,7 +80,8 @@ impl ApiError {
                 AuthError::WrongRole { .. }
                 | AuthError::WrongDriver(_)
                 | AuthError::NotThisRide(_)
-                | AuthError::NotInRide(_),
+                | AuthError::NotInRide(_)
+                | AuthError::RideEnded(_),
             ) => ErrorCode::Forbidden,
             Self::InvalidId { .. } | Self::InvalidMessageId(_) => ErrorCode::InvalidId,
             Self::NotFound(_) => ErrorCode::NotFound,
@@ -93,6 +96,7 @@ impl ApiError {
             Self::RideRequest(RideRequestError::Invalid { .. }) => ErrorCode::InvalidLocation,
             Self::Ride(_) => ErrorCode::Internal,
             Self::Conflict(_) => ErrorCode::Conflict,
+            Self::TooManyStreams(_) => ErrorCode::RateLimited,
         }
     }
 }
@@ -106,7 +110,7 @@ impl IntoResponse for ApiError {
         let code = self.code();
         let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (status, Json(ErrorBody::new(code, self.to_string()))).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
             response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
         }
         // Draining and full are expected states, not failures; a backend error is worth a log line.

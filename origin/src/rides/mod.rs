@@ -78,6 +78,11 @@ impl Ride {
         claims.role == Role::Rider && (claims.sub == self.rider || claims.ride.as_ref() == Some(&self.id))
     }
 
+    /// Whether the ride is under way with `driver` (its tracking token still works).
+    pub fn is_on_with(&self, driver: &Id) -> bool {
+        self.status == RideStatus::DriverAssigned && self.driver.as_ref() == Some(driver)
+    }
+
     /// Who `claims` is in this ride's chat: its rider (as [`Ride::allows`]) or the driver
     /// assigned to it (also after a cancel, so the two can still settle things); `None` for
     /// anyone else.

@@ -1,4 +1,4 @@
-//! How many messages a participant may send: a token bucket, `burst` deep, refilled at
+//! How many messages a sender may send: a token bucket, `burst` deep, refilled at
 //! `per_second`. Pure: the caller passes the time.
 
 use tokio::time::Instant;

@@ -1,0 +1,22 @@
+//! What keeps one client from taking more than its share of an instance. Every limit is a flag
+//! with a documented default (README, docs/API.md, SECURITY.md); where each is enforced:
+//!
+//! | limit | flag (default) | enforced in |
+//! |---|---|---|
+//! | connections per instance | `--max-connections` (fd limit − 128) | the accept loop ([`crate::server`]) |
+//! | time to send a request head (slowloris) | `--header-timeout-secs` (10) | [`crate::http::front`] |
+//! | request body, request head, WebSocket frame | 16 KiB, 8 KiB, 4 KiB (contract) | router, front, sockets |
+//! | concurrent streams and sockets per token | `--max-streams-per-token` (8) | [`token_streams`] |
+//! | driver frames other than locations | `--driver-rate` (10/s), `--driver-burst` (20) | [`crate::driver_ws`] |
+//! | driver locations | `--ingest-interval-ms` (200): one stored per interval, newest wins | [`crate::driver_ws`] |
+//! | chat messages per participant | `--chat-rate` (5/s), `--chat-burst` (10) | [`crate::chat`] |
+//! | silent sockets | `--ws-ping-secs` (20), `--ws-idle-secs` (60) | the driver and chat sockets |
+//! | riders that stop reading | latest value only; dropped after 120 s blocked | [`crate::rider_sse`] |
+//! | ids in paths and messages | the contract's id rule | [`crate::auth`], [`ridecast_protocol`] |
+
+pub mod allowance;
+pub mod token_streams;
+
+/// Frames refused for the rate in a row before a socket counts as flooding and is closed
+/// (1008): a client that ignores `rate_limited` that often is not going to slow down.
+pub const REFUSALS_BEFORE_CLOSE: u32 = 100;
