@@ -142,8 +142,10 @@ async fn serve_with_hyper(
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
-        // hyper's smallest: bounds what it can hold for an SSE stream served here.
-        .max_buf_size(8 * 1024)
+        // Bounds what hyper can hold for a request served here. Twice the head limit, so that a
+        // later request's head between the two reaches `refuse_large_heads` and gets the
+        // contract's answer; beyond it hyper answers a bare 431 itself.
+        .max_buf_size(2 * MAX_HEAD_BYTES)
         .serve_connection(io, service)
         .with_upgrades();
     let mut connection = std::pin::pin!(connection);
@@ -231,6 +233,20 @@ async fn read_head(tcp: &mut TcpStream, buffer: &mut BytesMut) -> Result<Option<
             Err(_) => return Err(HeadError::Malformed),
         }
     }
+}
+
+/// Router middleware holding every request to the head limits, including those after a
+/// connection's first, which hyper parses: [`MAX_HEAD_BYTES`] and [`MAX_HEADERS`], answered
+/// 431 `too_large` as the first request is.
+pub async fn refuse_large_heads(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let headers = request.headers();
+    // The head as it was on the wire, near enough: request line, `name: value\r\n` lines, `\r\n`.
+    let request_line = request.method().as_str().len() + request.uri().to_string().len() + " HTTP/1.1\r\n ".len();
+    let header_lines: usize = headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
+    if headers.len() > MAX_HEADERS || request_line + header_lines + 2 > MAX_HEAD_BYTES {
+        return too_large();
+    }
+    next.run(request).await
 }
 
 fn too_large() -> Response {

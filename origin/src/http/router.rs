@@ -10,7 +10,10 @@ use axum::{
 use http::{HeaderName, HeaderValue, Method, header};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use super::error::{ApiError, ServerFailure};
+use super::{
+    error::{ApiError, ServerFailure},
+    front,
+};
 use crate::{chat, driver_ws, edge_link, ops, polling, rider_sse, rides, state::AppState, surge};
 
 /// Largest request body accepted anywhere, in bytes.
@@ -36,6 +39,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(front::refuse_large_heads))
         .layer(middleware::map_response(log_server_failures))
         .with_state(state);
     match cors {
