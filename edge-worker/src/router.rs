@@ -43,6 +43,9 @@ async fn handle(req: Request, env: &Env) -> std::result::Result<Response, EdgeEr
             if !is_rider(&claims) || claims.drv.as_ref() != Some(&id) {
                 return Err(EdgeError::Forbidden);
             }
+            if claims.ride.is_some() {
+                passthrough::check_tracking(&req, env, &id).await?;
+            }
             to_object(req, env, bindings::DRIVER_HUB, &id).await
         }
         Route::Surge(raw) => {

@@ -376,6 +376,8 @@ pub struct AssignedRide {
     pub driver_token: String,
     /// The driver's `/ws/rides` socket, kept open for the ride's life.
     pub driver_socket: DriverSocket,
+    /// The `trackingToken` of the ride's `driver_assigned` status (`drv` and `ride` claims).
+    pub tracking_token: String,
 }
 
 impl AssignedRide {
@@ -419,18 +421,19 @@ impl AssignedRide {
         // The rider's instance shows the assignment: from here on the ride names its driver.
         let path = format!("/api/sse/rides/{ride_id}");
         let mut stream = RiderStream::open_with(rider_origin, &path, Auth::Bearer(&ride_token), None).await;
-        loop {
+        let tracking_token = loop {
             let event = stream.next_event(EXPECT, "the assignment on the ride stream").await;
             let state: Value = serde_json::from_str(&event.data).expect("a ride status is JSON");
             match state["status"].as_str() {
                 Some("searching") => continue,
                 Some("driver_assigned") => {
                     assert_eq!(state["driverId"], driver, "the ride's driver: {state}");
-                    break;
+                    let token = state["trackingToken"].as_str();
+                    break token.unwrap_or_else(|| panic!("no trackingToken in {state}")).to_owned();
                 }
                 _ => panic!("expected the ride to be assigned to {driver}, got {state}"),
             }
-        }
+        };
 
         Self {
             ride_id,
@@ -440,6 +443,7 @@ impl AssignedRide {
             driver: driver.to_owned(),
             driver_token,
             driver_socket,
+            tracking_token,
         }
     }
 }

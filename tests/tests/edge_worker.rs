@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use ridecast_protocol::Role;
+use ridecast_tests::chat::AssignedRide;
 use ridecast_tests::http::{self, expect_error, post_json};
 use ridecast_tests::raw_sse::RawOptions;
 use ridecast_tests::rider::location_path;
@@ -200,6 +201,32 @@ async fn bad_missing_and_wrong_driver_tokens_are_refused_at_the_edge() {
     let mut rider = RiderStream::open_with(&edge, &location_path("d1"), Auth::Query(&good), None).await;
     rider.expect_quiet(Duration::from_millis(300), "nothing is known about d1 yet").await;
     wait_for_edge_links(cluster.rider_side(), 1, EXPECT, "the accepted rider's object links to the origin").await;
+}
+
+/// A ride's tracking token names the ride, which only the origin knows about: the edge asks it,
+/// and refuses the token once the ride has ended, as the origin does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tracking_token_is_refused_at_the_edge_once_its_ride_has_ended() {
+    let (cluster, edge) = start_with_edge().await;
+    let ride = AssignedRide::start(cluster.rider_side(), cluster.driver_side(), "r-edge-track", "d-edge-track").await;
+    let path = location_path(&ride.driver);
+    let mut rider = RiderStream::open_with(&edge, &path, Auth::Bearer(&ride.tracking_token), None).await;
+    rider.next_location("the driver's location through the edge while the ride is on").await;
+    drop(rider);
+
+    let cancel = http::delete(
+        &cluster.rider_side().url(&format!("/api/rides/{}", ride.ride_id)),
+        Auth::Bearer(&ride.ride_token),
+    )
+    .await;
+    assert_eq!(cancel.status().as_u16(), 200, "the rider cancels the ride");
+    let context = "the tracking token of a cancelled ride at the edge";
+    let refused = http::get(&edge.url(&path), Auth::Bearer(&ride.tracking_token), &[]).await;
+    assert_eq!(expect_error(refused, 403, context).await.code, "forbidden", "{context}");
+    // A token naming only the driver is not tied to a ride: the edge still lets it through.
+    let friend = rider_token("r-friend", &ride.driver);
+    let mut rider = RiderStream::open_with(&edge, &path, Auth::Bearer(&friend), None).await;
+    rider.next_location("the driver's location for a drv-only token after the cancel").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

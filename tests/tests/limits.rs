@@ -445,21 +445,11 @@ async fn a_driver_refused_a_hundred_times_in_a_row_is_closed_with_1008() {
 
 in_both_modes!(a_tracking_token_stops_tracking_when_its_ride_is_cancelled);
 
-/// The `trackingToken` of `ride`'s current status, read off its stream as the rider's app does.
-async fn tracking_token(origin: &Origin, ride: &AssignedRide) -> String {
-    let path = ride_stream_path(&ride.ride_id);
-    let mut stream = RiderStream::open_with(origin, &path, Auth::Bearer(&ride.ride_token), None).await;
-    let event = stream.next_event(EXPECT, "the ride's current status").await;
-    let status: Value = serde_json::from_str(&event.data).expect("a ride status is JSON");
-    assert_eq!(status["status"], "driver_assigned", "the ride's status: {status}");
-    status["trackingToken"].as_str().unwrap_or_else(|| panic!("no trackingToken in {status}")).to_owned()
-}
-
 async fn a_tracking_token_stops_tracking_when_its_ride_is_cancelled(mode: Mode) {
     let cluster = Cluster::start_default(mode).await;
     let mut ride = AssignedRide::start(cluster.rider_side(), cluster.driver_side(), "r-track", "d-track").await;
     let driver = ride.driver.clone();
-    let tracking = tracking_token(cluster.rider_side(), &ride).await;
+    let tracking = ride.tracking_token.clone();
     let drv_only = rider_token("r-friend", &driver);
 
     // While the ride is on, the tracking token follows its driver on every instance.
