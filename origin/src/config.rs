@@ -114,6 +114,11 @@ pub struct ServeArgs {
     #[arg(long, env = "RIDECAST_DRIVER_STALE_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub driver_stale_secs: u64,
 
+    /// Largest request body accepted, in bytes (413 `too_large` beyond). Every body the API
+    /// takes is a few hundred bytes.
+    #[arg(long, env = "RIDECAST_MAX_BODY_BYTES", default_value_t = 16 * 1024, value_parser = clap::value_parser!(u64).range(256..=1_048_576))]
+    pub max_body_bytes: u64,
+
     /// Streams and sockets one token may hold open on an instance at once (SSE streams, driver
     /// and chat sockets; edge links are not counted); beyond it: 429 `rate_limited`.
     #[arg(long, env = "RIDECAST_MAX_STREAMS_PER_TOKEN", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -268,6 +273,7 @@ pub struct Config {
     pub dispatch: DispatchConfig,
     pub chat: ChatConfig,
     pub max_streams_per_token: u32,
+    pub max_body_bytes: usize,
     /// Driver frames other than locations.
     pub driver_rate: RateLimit,
     pub ingest_interval: Duration,
@@ -320,6 +326,7 @@ impl Config {
                 ttl: Duration::from_secs(args.chat_ttl_secs),
             },
             max_streams_per_token: args.max_streams_per_token,
+            max_body_bytes: usize::try_from(args.max_body_bytes).unwrap_or(usize::MAX),
             driver_rate: RateLimit { per_second: args.driver_rate, burst: args.driver_burst },
             ingest_interval: Duration::from_millis(args.ingest_interval_ms),
             ws_ping: Duration::from_secs(args.ws_ping_secs.max(1)),

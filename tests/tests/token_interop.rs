@@ -6,14 +6,21 @@
 use std::process::Command;
 
 use ridecast_protocol::{Role, TokenKeys};
+use ridecast_tests::http::{expect_error, get};
 use ridecast_tests::origin::origin_binary;
 use ridecast_tests::tokens::{TEST_SECRET, driver_token};
 use ridecast_tests::wait::now_secs;
-use ridecast_tests::{DriverSocket, Fix, Origin, RiderStream, Route, TsClock};
+use ridecast_tests::{Auth, DriverSocket, Fix, Origin, RiderStream, Route, TsClock};
 
 /// Mints an HS256 token with PyJWT, or `None` when PyJWT is not installed. In CI (`CI` set,
 /// where `scripts/test` installs PyJWT) a missing PyJWT fails instead of skipping.
 fn pyjwt_token(claims: &str) -> Option<String> {
+    pyjwt_token_with(claims, "jwt.encode(claims, secret, algorithm='HS256')")
+}
+
+/// Runs a PyJWT expression (`claims` and `secret` in scope, as `pyjwt_token` has them) that
+/// yields a token; `None` when PyJWT is not installed (outside CI).
+fn pyjwt_token_with(claims: &str, expression: &str) -> Option<String> {
     let probe = Command::new("python3").args(["-c", "import jwt"]).output();
     if !probe.as_ref().is_ok_and(|o| o.status.success()) {
         assert!(
@@ -25,11 +32,14 @@ fn pyjwt_token(claims: &str) -> Option<String> {
         );
         return None;
     }
-    let script = "import json, os, jwt\n\
-                  t = jwt.encode(json.loads(os.environ['CLAIMS']), os.environ['SECRET'], algorithm='HS256')\n\
-                  print(t.decode() if isinstance(t, bytes) else t)";
+    let script = format!(
+        "import base64, hashlib, hmac, json, os, jwt\n\
+         claims, secret = json.loads(os.environ['CLAIMS']), os.environ['SECRET']\n\
+         t = {expression}\n\
+         print(t.decode() if isinstance(t, bytes) else t)"
+    );
     let output = Command::new("python3")
-        .args(["-c", script])
+        .args(["-c", &script])
         .env("CLAIMS", claims)
         .env("SECRET", TEST_SECRET)
         .output()
@@ -92,4 +102,46 @@ async fn the_token_subcommand_prints_a_rider_token_that_opens_the_drivers_stream
     let fix = Fix::at(Route::san_francisco().point(0), TsClock::new().tick());
     socket.send_location(fix).await;
     stream.expect_location("d1", &fix, "a location, seen with the printed token").await;
+}
+
+/// What an attacker who knows the token format (but not the secret's use) would try: another
+/// algorithm with the same secret, no signature at all, an RS256 header over an HMAC signature
+/// (algorithm confusion), and a token past the leeway. Each is 401 `invalid_token` or
+/// `token_expired`; a token expired within the documented leeway (10 s) still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_of_other_algorithms_unsigned_confused_or_long_expired_are_refused() {
+    let now = now_secs();
+    let claims = |exp: u64| format!(r#"{{"sub":"r-alg","role":"rider","drv":"d-alg","exp":{exp}}}"#);
+    // An RS256 header, signed with HMAC-SHA256 and the shared secret as if it were a public key.
+    let confused = "(lambda enc: (lambda si: si + '.' + enc(hmac.new(secret.encode(), si.encode(), hashlib.sha256).digest()))\
+                    (enc(json.dumps({'alg': 'RS256', 'typ': 'JWT'}).encode()) + '.' + enc(json.dumps(claims).encode())))\
+                    (lambda b: base64.urlsafe_b64encode(b).rstrip(b'=').decode())";
+    let cases = [
+        (
+            "HS384 with the right secret",
+            claims(now + 600),
+            "jwt.encode(claims, secret, algorithm='HS384')",
+            "invalid_token",
+        ),
+        (
+            "HS512 with the right secret",
+            claims(now + 600),
+            "jwt.encode(claims, secret, algorithm='HS512')",
+            "invalid_token",
+        ),
+        ("alg none", claims(now + 600), "jwt.encode(claims, None, algorithm='none')", "invalid_token"),
+        ("an RS256 header over an HMAC signature", claims(now + 600), confused, "invalid_token"),
+        ("expired 60 s ago", claims(now - 60), "jwt.encode(claims, secret, algorithm='HS256')", "token_expired"),
+    ];
+    let origin = Origin::builder().start().await;
+    let path = ridecast_tests::rider::location_path("d-alg");
+    for (what, claims, expression, code) in cases {
+        let Some(token) = pyjwt_token_with(&claims, expression) else { return };
+        let response = get(&origin.url(&path), Auth::Bearer(&token), &[]).await;
+        let answer = expect_error(response, 401, what).await;
+        assert_eq!(answer.code, code, "{what}");
+    }
+    let Some(within_leeway) = pyjwt_token(&claims(now - 3)) else { return };
+    let mut stream = RiderStream::open(&origin, "d-alg", &within_leeway).await;
+    stream.expect_quiet(std::time::Duration::from_millis(200), "a token 3 s past its exp, within the leeway").await;
 }

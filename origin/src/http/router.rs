@@ -16,12 +16,10 @@ use super::{
 };
 use crate::{chat, driver_ws, edge_link, ops, polling, rider_sse, rides, state::AppState, surge};
 
-/// Largest request body accepted anywhere, in bytes.
-pub const MAX_BODY_BYTES: usize = 16 * 1024;
-
 /// The whole API. Tests can drive it with `tower::ServiceExt::oneshot`.
 pub fn router(state: AppState) -> Router {
     let cors = cors_layer(&state.config.cors_origins);
+    let max_body = state.config.max_body_bytes;
     let routes = Router::new()
         .route("/ws/rides", get(driver_ws::upgrade))
         .route("/ws/chat/{ride_id}", get(chat::session::upgrade))
@@ -38,7 +36,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(front::refuse_large_heads))
         .layer(middleware::map_response(log_server_failures))
         .with_state(state);

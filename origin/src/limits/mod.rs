@@ -5,7 +5,8 @@
 //! |---|---|---|
 //! | connections per instance | `--max-connections` (fd limit − 128) | the accept loop ([`crate::server`]) |
 //! | time to send a request head (slowloris) | `--header-timeout-secs` (10) | [`crate::http::front`] |
-//! | request body, request head, WebSocket frame | 16 KiB, 8 KiB, 4 KiB (contract) | router, front, sockets |
+//! | request body | `--max-body-bytes` (16 KiB) | the router |
+//! | request head, WebSocket frame | 8 KiB, 4 KiB (contract) | [`crate::http::front`], sockets |
 //! | concurrent streams and sockets per token | `--max-streams-per-token` (8) | [`token_streams`] |
 //! | driver frames other than locations | `--driver-rate` (10/s), `--driver-burst` (20) | [`crate::driver_ws`] |
 //! | driver locations | `--ingest-interval-ms` (200): one stored per interval, newest wins | [`crate::driver_ws`] |
