@@ -303,7 +303,7 @@ impl DriverSession {
         }
         let frame = match parse_driver_message(&text) {
             Ok(frame) => frame,
-            Err(error) => return self.reject(socket, ErrorCode::InvalidMessage, error.to_string()).await,
+            Err(error) => return self.reject(socket, error.code(), error.to_string()).await,
         };
         if !matches!(frame, DriverMessage::Location(_)) && !self.within_rate() {
             let rate = self.state.config.driver_rate;

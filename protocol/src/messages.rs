@@ -76,20 +76,56 @@ impl ServerMessage {
 
 /// Why a driver frame could not be understood.
 #[derive(Debug, thiserror::Error)]
-#[error("not a valid driver message: {0}")]
-pub struct MessageError(#[from] serde_json::Error);
+pub enum MessageError {
+    #[error("not a valid driver message: {0}")]
+    Unreadable(#[from] serde_json::Error),
+    /// Offer ids are the server's, and follow the id rule; anything else is no offer.
+    #[error("offerId is not a valid id: {0}")]
+    OfferId(#[from] crate::InvalidId),
+}
+
+impl MessageError {
+    /// The contract's error code for it.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Unreadable(_) => ErrorCode::InvalidMessage,
+            Self::OfferId(_) => ErrorCode::InvalidId,
+        }
+    }
+}
 
 /// Parses one text frame from a driver.
 ///
 /// # Errors
-/// [`MessageError`] when the text is not JSON, has no known `type`, or misses a field.
+/// [`MessageError`] when the text is not JSON, has no known `type`, misses a field, or names
+/// an offer with something that is not an id.
 pub fn parse_driver_message(text: &str) -> Result<DriverMessage, MessageError> {
-    Ok(serde_json::from_str(text)?)
+    let message: DriverMessage = serde_json::from_str(text)?;
+    if let DriverMessage::OfferAck { offer_id }
+    | DriverMessage::Accept { offer_id }
+    | DriverMessage::Reject { offer_id } = &message
+    {
+        crate::Id::parse(offer_id)?;
+    }
+    Ok(message)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn offer_ids_follow_the_id_rule() {
+        for bad in ["", "a:b", "o 1", "{o1}", &"x".repeat(65)] {
+            for kind in ["offer_ack", "accept", "reject"] {
+                let frame = format!(r#"{{"type":"{kind}","offerId":{}}}"#, serde_json::json!(bad));
+                let error = parse_driver_message(&frame).expect_err(&frame);
+                assert_eq!(error.code(), ErrorCode::InvalidId, "{frame}");
+            }
+        }
+        let unreadable = parse_driver_message(r#"{"type":"accept"}"#).expect_err("no offerId");
+        assert_eq!(unreadable.code(), ErrorCode::InvalidMessage);
+    }
 
     #[test]
     fn parses_every_driver_message_of_the_contract() {
