@@ -262,6 +262,23 @@ impl ChatSocket {
         assert_eq!(frame, json!({ "type": "typing", "from": from.as_str() }), "{what}");
     }
 
+    /// Sends `typing` until `to` has it, at most once a second (the origin's relay rate): typing
+    /// is best effort, relayed and never stored, so one sent before the other side's room was
+    /// listening (a socket that just opened) is simply gone.
+    ///
+    /// # Panics
+    /// If `to` gets something else, or nothing within twice [`EXPECT`].
+    pub async fn type_until_seen(&mut self, to: &mut ChatSocket, from: ChatRole, what: &str) {
+        let deadline = tokio::time::Instant::now() + EXPECT * 2;
+        loop {
+            self.send_typing().await;
+            if tokio::time::timeout(Duration::from_millis(1_100), to.expect_typing(from, what)).await.is_ok() {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{what}: never arrived");
+        }
+    }
+
     /// The next frame, which must be `{"type":"error","code":"<code>","message":..}`.
     ///
     /// # Panics

@@ -111,6 +111,22 @@ impl DriverSocket {
         self.send_text(fix.frame()).await;
     }
 
+    /// Sends a location report, saying why it could not be sent (the connection is gone).
+    ///
+    /// # Errors
+    /// The client's error when the frame cannot be written.
+    pub async fn try_send_location(&mut self, fix: Fix) -> Result<(), WsError> {
+        self.ws.send(Message::Text(fix.frame().into())).await
+    }
+
+    /// Drops the connection without a close handshake, and with `SO_LINGER` 0 so that the
+    /// kernel answers with a RST instead of the orderly FIN, as when an app is killed.
+    pub fn reset(self) {
+        if let MaybeTlsStream::Plain(tcp) = self.ws.get_ref() {
+            let _ = socket2::SockRef::from(tcp).set_linger(Some(Duration::ZERO));
+        }
+    }
+
     /// Sends any text frame.
     ///
     /// # Panics

@@ -11,6 +11,7 @@
 //! | [`net`] | free ports |
 //! | [`redis`] | [`RedisServer`]: a private `redis-server` that can be killed and restarted |
 //! | [`origin`] | [`Origin`]: builds, starts, signals and kills `ridecast-origin` |
+//! | [`process`] | a process's open file descriptors and resident memory, from `/proc/<pid>` |
 //! | [`cluster`] | [`Mode`] and [`Cluster`]: one embedded origin, or Redis plus several origins |
 //! | [`tokens`] | tokens for every role, good and bad, minted with `ridecast_protocol` |
 //! | [`geo`] | the contract's grid formula, written out again, and routes through its cells |
@@ -41,6 +42,7 @@ pub mod http;
 pub mod link;
 pub mod net;
 pub mod origin;
+pub mod process;
 pub mod raw_sse;
 pub mod redis;
 pub mod rider;

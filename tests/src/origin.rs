@@ -211,6 +211,12 @@ impl Origin {
         std::fs::read_to_string(&self.log_path).unwrap_or_else(|e| format!("(no origin log: {e})"))
     }
 
+    /// The process id while the process runs (`None` once it has been reaped), for reading
+    /// `/proc/<pid>` (see [`crate::process`]).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Sends SIGTERM: the origin should drain and exit.
     pub fn sigterm(&self) {
         let pid = self.child.id().expect("sigterm() on an origin that has already exited");

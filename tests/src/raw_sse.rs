@@ -189,6 +189,12 @@ impl RawSse {
         }
     }
 
+    /// Drops the connection abruptly: `SO_LINGER` 0 makes the kernel answer with a RST instead
+    /// of the orderly FIN, as when a client dies with data unread.
+    pub fn reset(self) {
+        let _ = socket2::SockRef::from(&self.stream).set_linger(Some(Duration::ZERO));
+    }
+
     /// The response status.
     pub fn status(&self) -> u16 {
         self.status

@@ -433,10 +433,20 @@ async fn typing_reaches_the_other_side_and_is_never_stored(mode: Mode) {
     let mut rider = rider_chat(cluster.rider_side(), &ride, None).await;
     let mut driver = driver_chat(cluster.driver_side(), &ride, None).await;
 
-    rider.send_typing().await;
-    driver.expect_typing(ChatRole::Rider, "the rider typing, exactly {\"type\":\"typing\",\"from\":\"rider\"}").await;
-    driver.send_typing().await;
-    rider.expect_typing(ChatRole::Driver, "the driver typing, exactly {\"type\":\"typing\",\"from\":\"driver\"}").await;
+    rider
+        .type_until_seen(
+            &mut driver,
+            ChatRole::Rider,
+            "the rider typing, exactly {\"type\":\"typing\",\"from\":\"rider\"}",
+        )
+        .await;
+    driver
+        .type_until_seen(
+            &mut rider,
+            ChatRole::Driver,
+            "the driver typing, exactly {\"type\":\"typing\",\"from\":\"driver\"}",
+        )
+        .await;
     tokio::join!(
         rider.expect_quiet(QUIET, "nobody is told of their own typing"),
         driver.expect_quiet(QUIET, "nobody is told of their own typing"),

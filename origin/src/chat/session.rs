@@ -26,7 +26,7 @@ use ridecast_protocol::{
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::rooms::RoomEvent;
+use super::rooms::{RoomEvent, Seat};
 use crate::{
     auth::{AuthError, Principal, RidePath},
     http::{error::ApiError, front::ConnectionSlot},
@@ -64,12 +64,14 @@ pub async fn upgrade(
     let ride = state.rides.get(&ride_id).await?.ok_or_else(|| ApiError::NotFound(format!("no ride {ride_id}")))?;
     let role = ride.chat_role(&principal.claims).ok_or_else(|| AuthError::NotInRide(ride_id.clone()))?;
     let permit = state.token_streams.acquire(key)?;
+    // Seated before the upgrade answer: a notice sent once the client sees it is not missed.
+    let seat = state.chat.join(&ride_id);
     let span = tracing::debug_span!("chat", ride.id = %ride_id, from = role.as_str());
     Ok(ws.max_message_size(TRANSPORT_FRAME_LIMIT).max_frame_size(TRANSPORT_FRAME_LIMIT).on_upgrade(
         move |socket| async move {
             // The socket keeps its place in the connection limit until it closes.
             let (_slot, _permit) = (slot, permit);
-            ChatSession::new(ride_id, role, since, state).run(socket).instrument(span).await;
+            ChatSession::new(ride_id, role, since, state).run(socket, seat).instrument(span).await;
         },
     ))
 }
@@ -110,12 +112,12 @@ impl ChatSession {
         }
     }
 
-    async fn run(mut self, mut socket: WebSocket) {
+    async fn run(mut self, mut socket: WebSocket, mut seat: Seat) {
         let _open = GaugeGuard::new(&self.state.metrics, |m| &m.chat_connections);
         let _drain = self.state.drain.tracker().token();
         let shutdown = self.state.drain.token().clone();
-        // Seated before the history is read: whatever is stored after that read wakes the seat.
-        let mut seat = self.state.chat.join(&self.ride);
+        // Seated (before the upgrade) before the history is read: whatever is stored after that
+        // read wakes the seat.
         let mut ping = tokio::time::interval_at(Instant::now() + self.state.config.ws_ping, self.state.config.ws_ping);
         tracing::debug!("chat participant connected");
         let mut next = self.catch_up(&mut socket).await;
