@@ -427,11 +427,13 @@ impl AssignedRide {
         let ride_id = created["rideId"].as_str().unwrap_or_else(|| panic!("no rideId in {text}")).to_owned();
         let ride_token = created["token"].as_str().unwrap_or_else(|| panic!("no token in {text}")).to_owned();
 
-        let offer = next_driver_frame(&mut driver_socket, "offer", &ride_id, "the offer of the ride").await;
+        // Offers of other rides may come first; they are skipped like resent ones.
+        let of_this_ride = |frame: &Value| frame["type"] == "offer" && frame["rideId"] == ride_id.as_str();
+        let offer = driver_socket.next_frame_where(EXPECT * 2, "the offer of the ride", of_this_ride).await;
         let offer_id = offer["offerId"].clone();
         driver_socket.send_text(json!({ "type": "offer_ack", "offerId": offer_id }).to_string()).await;
         driver_socket.send_text(json!({ "type": "accept", "offerId": offer_id }).to_string()).await;
-        let result = next_driver_frame(&mut driver_socket, "offer_result", &ride_id, "the accept's result").await;
+        let result = driver_socket.next_frame_of("offer_result", EXPECT * 2, "the accept's result").await;
         assert_eq!(result["offerId"], offer_id, "the result of the accepted offer: {result}");
         assert_eq!(result["result"], "confirmed", "the driver won the ride: {result}");
 
@@ -462,19 +464,5 @@ impl AssignedRide {
             driver_socket,
             tracking_token,
         }
-    }
-}
-
-/// The next frame of `kind` about `ride` on a driver's socket; resent offers are skipped.
-async fn next_driver_frame(socket: &mut DriverSocket, kind: &str, ride: &str, what: &str) -> Value {
-    let deadline = tokio::time::Instant::now() + EXPECT * 2;
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let text = socket.next_text(left, what).await;
-        let frame: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {text}"));
-        if frame["type"] == kind && (kind != "offer" || frame["rideId"] == ride) {
-            return frame;
-        }
-        assert_eq!(frame["type"], "offer", "{what}: only resent offers may come first, got {frame}");
     }
 }

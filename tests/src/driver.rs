@@ -147,6 +147,34 @@ impl DriverSocket {
         }
     }
 
+    /// The next JSON frame of type `kind`. Offers that come first are skipped: the origin sends
+    /// an offer again until it is acknowledged, so a resent one may precede what is awaited.
+    ///
+    /// # Panics
+    /// If none arrives within `limit`, a frame is not JSON, or anything but an offer comes first.
+    pub async fn next_frame_of(&mut self, kind: &str, limit: Duration, what: &str) -> Value {
+        self.next_frame_where(limit, what, |frame| frame["type"] == kind).await
+    }
+
+    /// The next JSON frame that is `wanted`, skipping offers (resent ones, or offers of other
+    /// rides) that come first.
+    ///
+    /// # Panics
+    /// If none arrives within `limit`, a frame is not JSON, or a frame neither wanted nor an offer
+    /// comes first.
+    pub async fn next_frame_where(&mut self, limit: Duration, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let text = self.next_text(left, what).await;
+            let frame: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {text}"));
+            if wanted(&frame) {
+                return frame;
+            }
+            assert_eq!(frame["type"], "offer", "{what}: only resent offers may come first, got {frame}");
+        }
+    }
+
     /// The next frame, which must be `{"type":"error","code":..,"message":..}`.
     ///
     /// # Panics

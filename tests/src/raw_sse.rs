@@ -14,6 +14,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::driver::Fix;
+use crate::rider::SeenLocation;
 use crate::wait::EXPECT;
 
 /// Socket options applied before connecting.
@@ -114,6 +116,15 @@ enum Framing {
     Chunked(Chunk),
     Length(usize),
     UntilClose,
+}
+
+/// What a stalled location stream delivered once it was read again ([`RawSse::catch_up_to`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CaughtUp {
+    /// Location events received, the newest included.
+    pub events: usize,
+    /// Their size on the wire.
+    pub bytes: usize,
 }
 
 /// An SSE (or any HTTP/1.1 GET) response read off a raw socket.
@@ -265,6 +276,50 @@ impl RawSse {
                 None => panic!("SSE stream still open after {limit:?}; expected it to end: {what}"),
             }
         }
+    }
+
+    /// Reads a driver's location stream that stopped being read, until `newest` (from `driver`)
+    /// arrives: first what the kernel held, then the origin's one pending value. Location ids
+    /// must only grow on the way.
+    ///
+    /// # Panics
+    /// If an id does not grow, the stream ends first, nothing comes for [`EXPECT`], catching up
+    /// takes longer than four times that, or the last event is not `newest`.
+    pub async fn catch_up_to(&mut self, driver: &str, newest: &Fix) -> CaughtUp {
+        let mut received = 0usize;
+        let mut bytes = 0usize;
+        let mut last_id = 0u64;
+        let resumed = async {
+            loop {
+                match self.next_within(EXPECT).await {
+                    Some(Next::Frame(frame)) if frame.is_event() => {
+                        let data = frame.data().unwrap_or_default();
+                        // The frame on the wire: `event: location\nid: <13 digits>\ndata: ...\n\n`.
+                        bytes += data.len() + "event: location\nid: 1764240000123\ndata: \n\n".len();
+                        let location = SeenLocation::parse(&data);
+                        assert!(location.ts > last_id, "ids only grow: {} after {last_id}", location.ts);
+                        last_id = location.ts;
+                        received += 1;
+                        if location.ts == newest.ts {
+                            location.assert_is(driver, newest, "the stalled rider's last event");
+                            return;
+                        }
+                    }
+                    Some(Next::Frame(_)) => {}
+                    Some(Next::End { clean }) => panic!(
+                        "the stalled rider's stream ended (clean: {clean}) after {received} events, before the newest \
+                         value"
+                    ),
+                    None => panic!(
+                        "the stalled rider got {received} events, the last with ts {last_id}, and then nothing for \
+                         {EXPECT:?}; expected the newest value (ts {})",
+                        newest.ts
+                    ),
+                }
+            }
+        };
+        crate::wait::within(EXPECT * 4, "the stalled rider to catch up", resumed).await;
+        CaughtUp { events: received, bytes }
     }
 
     async fn read_head(&mut self) {

@@ -23,7 +23,7 @@ use ridecast_protocol::chat::ChatMessage;
 use ridecast_tests::chat::{AssignedRide, DROPOFF, PICKUP};
 use ridecast_tests::http::{Auth, get, post_json, status_of};
 use ridecast_tests::process::{Bytes, RssPeak, fd_count, rss};
-use ridecast_tests::raw_sse::{KernelBufferProbe, Next, RawOptions};
+use ridecast_tests::raw_sse::{CaughtUp, KernelBufferProbe, Next, RawOptions};
 use ridecast_tests::rider::location_path;
 use ridecast_tests::tokens::{driver_token, rider_token, rider_token_without_drv};
 use ridecast_tests::wait::{now_ms, poll_until, within};
@@ -155,16 +155,7 @@ async fn redis_killed_under_load(mut redis: RedisServer) {
     };
     tokio::join!(load, scenario);
 
-    // The newest location of every driver reaches every rider.
-    let mut finals = Vec::new();
-    for driver in &mut drivers {
-        finals.push((driver.id.clone(), driver.send_final().await));
-    }
-    for follower in &mut followers {
-        let (driver, fix) = finals.iter().find(|(id, _)| *id == follower.driver).expect("the follower's driver");
-        let seen = follower.wait_until(EXPECT, "the driver's newest location", |s| s.last_ts() == fix.ts).await;
-        seen.last.expect("a location").assert_is(driver, fix, &format!("the newest location at {}", follower.name));
-    }
+    newest_location_of_every_driver_reaches_every_rider(&mut drivers, &mut followers).await;
 
     for (j, origin) in origins.iter().enumerate() {
         assert_eq!(status_of(&origin.url("/healthz")).await, Some(200), "/healthz of origin {j} at the end");
@@ -238,7 +229,7 @@ async fn killing_one_of_three_origins_under_load_moves_its_riders_drivers_offer_
     let victim = &cluster.origins[VICTIM];
     ridecast_tests::wait_until_stored(victim, offer_driver, &probe, &near_pickup, "the offer driver's position").await;
     let (ride_id, mut ride_status) = request_ride(&cluster.origins[0], "r-offer").await;
-    let offer = next_driver_frame(&mut offer_socket, "offer", "the offer, on the instance about to die").await;
+    let offer = offer_socket.next_frame_of("offer", EXPECT, "the offer, on the instance about to die").await;
     assert_eq!(offer["rideId"], ride_id.as_str(), "the offer is for the ride just requested: {offer}");
     offer_socket.send_text(json!({"type": "offer_ack", "offerId": offer["offerId"]}).to_string()).await;
 
@@ -293,11 +284,11 @@ async fn killing_one_of_three_origins_under_load_moves_its_riders_drivers_offer_
 
         // The offer driver reconnects elsewhere: the same offer comes again and can be accepted.
         let mut again = DriverSocket::connect(&survivors[1], &driver_token(offer_driver)).await;
-        let resent = next_driver_frame(&mut again, "offer", "the offer again, after reconnecting elsewhere").await;
+        let resent = again.next_frame_of("offer", EXPECT, "the offer again, after reconnecting elsewhere").await;
         assert_eq!(resent["offerId"], offer["offerId"], "the same offerId, so the app can de-duplicate: {resent}");
         assert_eq!(resent["rideId"], offer["rideId"], "{resent}");
         again.send_text(json!({"type": "accept", "offerId": resent["offerId"]}).to_string()).await;
-        let result = next_driver_frame(&mut again, "offer_result", "the accept on the new instance").await;
+        let result = again.next_frame_of("offer_result", EXPECT, "the accept on the new instance").await;
         assert_eq!(result["offerId"], offer["offerId"], "{result}");
         assert_eq!(result["result"], "confirmed", "the reconnected driver wins the ride: {result}");
         loop {
@@ -326,16 +317,8 @@ async fn killing_one_of_three_origins_under_load_moves_its_riders_drivers_offer_
     };
     tokio::join!(load, scenario);
 
-    // The newest location of every driver reaches every rider, wherever each ended up.
-    let mut finals = Vec::new();
-    for driver in &mut drivers {
-        finals.push((driver.id.clone(), driver.send_final().await));
-    }
-    for follower in &mut followers {
-        let (driver, fix) = finals.iter().find(|(id, _)| *id == follower.driver).expect("the follower's driver");
-        let seen = follower.wait_until(EXPECT, "the driver's newest location", |s| s.last_ts() == fix.ts).await;
-        seen.last.expect("a location").assert_is(driver, fix, &format!("the newest location at {}", follower.name));
-    }
+    // Riders and drivers that moved off the killed instance included.
+    newest_location_of_every_driver_reaches_every_rider(&mut drivers, &mut followers).await;
     for (i, driver) in drivers.iter().enumerate() {
         let status = driver.status.borrow();
         let expected = u32::from(i % 3 == VICTIM);
@@ -383,21 +366,6 @@ async fn expect_driver_socket_end(socket: &mut DriverSocket, what: &str) {
             Err(why) if why.starts_with("socket ended") => return,
             Err(why) => panic!("{what}: expected the end, got {why}"),
         }
-    }
-}
-
-/// The next frame of `kind` on a driver's socket; resent offers are skipped when waiting for
-/// something else.
-async fn next_driver_frame(socket: &mut DriverSocket, kind: &str, what: &str) -> Value {
-    let deadline = tokio::time::Instant::now() + EXPECT;
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let text = socket.next_text(left, what).await;
-        let frame: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {text}"));
-        if frame["type"] == kind {
-            return frame;
-        }
-        assert_eq!(frame["type"], "offer", "{what}: only resent offers may come first, got {frame}");
     }
 }
 
@@ -498,37 +466,7 @@ async fn a_rider_that_stops_reading_for_a_minute_costs_the_origin_no_memory_slow
     );
 
     // Resume: what the kernel held, then the origin's one pending value, which is the newest.
-    let mut received = 0usize;
-    let mut bytes = 0usize;
-    let mut last_id = 0u64;
-    let resumed = async {
-        loop {
-            match stalled.next_within(EXPECT).await {
-                Some(Next::Frame(frame)) if frame.is_event() => {
-                    let data = frame.data().unwrap_or_default();
-                    bytes += data.len() + "event: location\nid: 1764240000123\ndata: \n\n".len();
-                    let location = SeenLocation::parse(&data);
-                    assert!(location.ts > last_id, "ids only grow: {} after {last_id}", location.ts);
-                    last_id = location.ts;
-                    received += 1;
-                    if location.ts == newest.ts {
-                        location.assert_is(&driver, &newest, "the stalled rider's last event");
-                        return;
-                    }
-                }
-                Some(Next::Frame(_)) => {}
-                Some(Next::End { clean }) => panic!(
-                    "the stalled rider's stream ended (clean: {clean}) after {received} events, before the newest value"
-                ),
-                None => panic!(
-                    "the stalled rider got {received} events, the last with ts {last_id}, then nothing for {EXPECT:?}; \
-                     expected the newest value (ts {})",
-                    newest.ts
-                ),
-            }
-        }
-    };
-    within(EXPECT * 4, "the stalled rider to catch up", resumed).await;
+    let CaughtUp { events: received, bytes } = stalled.catch_up_to(&driver, &newest).await;
     let kernel_events = probe.accepted() / (bytes / received.max(1)).max(1);
     eprintln!(
         "stall: on resuming the rider got {received} events ({bytes} bytes) of {updates}; the kernel held ~{} bytes \
@@ -1044,6 +982,20 @@ impl LoadDriver {
         let fix = self.next_fix();
         self.socket.send_location(fix).await;
         fix
+    }
+}
+
+/// Each driver sends one more location, in a new cell, and every rider must end up with the
+/// newest location of the driver it follows.
+async fn newest_location_of_every_driver_reaches_every_rider(drivers: &mut [LoadDriver], followers: &mut [Follower]) {
+    let mut finals = Vec::new();
+    for driver in drivers {
+        finals.push((driver.id.clone(), driver.send_final().await));
+    }
+    for follower in followers {
+        let (driver, fix) = finals.iter().find(|(id, _)| *id == follower.driver).expect("the follower's driver");
+        let seen = follower.wait_until(EXPECT, "the driver's newest location", |s| s.last_ts() == fix.ts).await;
+        seen.last.expect("a location").assert_is(driver, fix, &format!("the newest location at {}", follower.name));
     }
 }
 

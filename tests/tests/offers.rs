@@ -62,23 +62,8 @@ async fn online_driver(origin: &Origin, driver: &str, at: (f64, f64)) -> DriverS
     socket
 }
 
-/// The next frame of `kind` on the driver's socket, skipping resent offers when waiting for
-/// something else.
-async fn next_frame(socket: &mut DriverSocket, kind: &str, limit: Duration, what: &str) -> Value {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let text = socket.next_text(left, what).await;
-        let frame: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {text}"));
-        if frame["type"] == kind {
-            return frame;
-        }
-        assert_eq!(frame["type"], "offer", "{what}: only resent offers may come first, got {frame}");
-    }
-}
-
 async fn expect_offer(socket: &mut DriverSocket, what: &str) -> Value {
-    let offer = next_frame(socket, "offer", EXPECT, what).await;
+    let offer = socket.next_frame_of("offer", EXPECT, what).await;
     for field in ["offerId", "rideId", "pickup", "dropoff", "expiresAt"] {
         assert!(!offer[field].is_null(), "{what}: the offer has {field}: {offer}");
     }
@@ -90,7 +75,7 @@ async fn answer(socket: &mut DriverSocket, kind: &str, offer: &Value) {
 }
 
 async fn expect_result(socket: &mut DriverSocket, offer: &Value, result: &str, what: &str) {
-    let frame = next_frame(socket, "offer_result", EXPECT, what).await;
+    let frame = socket.next_frame_of("offer_result", EXPECT, what).await;
     assert_eq!(frame["offerId"], offer["offerId"], "{what}: {frame}");
     assert_eq!(frame["result"], result, "{what}: {frame}");
 }
@@ -270,7 +255,7 @@ async fn bad_answers_to_offers_get_contract_errors(mode: Mode) {
     answer(&mut holder, "accept", &offer).await;
     expect_result(&mut holder, &offer, "confirmed", "the holder's accept").await;
     answer(&mut holder, "accept", &offer).await;
-    let twice = next_frame(&mut holder, "error", EXPECT, "a second accept").await;
+    let twice = holder.next_frame_of("error", EXPECT, "a second accept").await;
     assert_eq!(twice["code"], "conflict", "accepting twice: {twice}");
 }
 
@@ -286,8 +271,8 @@ async fn two_drivers_accepting_the_same_ride_at_once_one_is_confirmed_one_taken(
     let offer_b = expect_offer(&mut b, "b's offer").await;
     assert_eq!(offer_a["rideId"], offer_b["rideId"]);
     tokio::join!(answer(&mut a, "accept", &offer_a), answer(&mut b, "accept", &offer_b));
-    let result_a = next_frame(&mut a, "offer_result", EXPECT, "a's result").await;
-    let result_b = next_frame(&mut b, "offer_result", EXPECT, "b's result").await;
+    let result_a = a.next_frame_of("offer_result", EXPECT, "a's result").await;
+    let result_b = b.next_frame_of("offer_result", EXPECT, "b's result").await;
     let mut results = [result_a["result"].as_str().unwrap_or(""), result_b["result"].as_str().unwrap_or("")];
     results.sort_unstable();
     assert_eq!(results, ["confirmed", "taken"], "exactly one wins: {result_a} {result_b}");

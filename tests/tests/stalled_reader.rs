@@ -7,10 +7,10 @@
 
 use std::time::Duration;
 
-use ridecast_tests::raw_sse::{KernelBufferProbe, Next, RawOptions};
+use ridecast_tests::raw_sse::{CaughtUp, KernelBufferProbe, RawOptions};
 use ridecast_tests::rider::location_path;
 use ridecast_tests::tokens::{driver_token, rider_token};
-use ridecast_tests::{DriverSocket, EXPECT, Fix, Origin, RawSse, RiderStream, Route, SeenLocation, TsClock};
+use ridecast_tests::{DriverSocket, Fix, Origin, RawSse, RiderStream, Route, SeenLocation, TsClock};
 
 /// Cell changes sent while one rider stalls. At ~250 bytes per event this is about 1 MB, many
 /// times what the kernel buffers for a reader with [`RawOptions::stalling`] (~150 KB on loopback).
@@ -63,38 +63,7 @@ async fn stalled_reader_scenario(options: RawOptions) {
     let newest = newest.expect("at least one update");
 
     // Resume: drain what the kernel held, then the origin's one pending value.
-    let mut received = 0usize;
-    let mut bytes = 0usize;
-    let mut last_id = 0u64;
-    let resumed = async {
-        loop {
-            match stalled.next_within(EXPECT).await {
-                Some(Next::Frame(frame)) if frame.is_event() => {
-                    let data = frame.data().unwrap_or_default();
-                    // The frame on the wire: `event: location\nid: <13 digits>\ndata: ...\n\n`.
-                    bytes += data.len() + "event: location\nid: 1764240000123\ndata: \n\n".len();
-                    let location = SeenLocation::parse(&data);
-                    assert!(location.ts > last_id, "ids only grow: {} after {last_id}", location.ts);
-                    last_id = location.ts;
-                    received += 1;
-                    if location.ts == newest.ts {
-                        location.assert_is(&driver, &newest, "the stalled rider's last event");
-                        return;
-                    }
-                }
-                Some(Next::Frame(_)) => {}
-                Some(Next::End { clean }) => panic!(
-                    "the stalled rider's stream ended (clean: {clean}) after {received} events, before the newest value"
-                ),
-                None => panic!(
-                    "the stalled rider got {received} events, the last with ts {last_id}, and then nothing for \
-                     {EXPECT:?}; expected the newest value (ts {})",
-                    newest.ts
-                ),
-            }
-        }
-    };
-    ridecast_tests::wait::within(EXPECT * 4, "the stalled rider to catch up", resumed).await;
+    let CaughtUp { events: received, bytes } = stalled.catch_up_to(&driver, &newest).await;
 
     // The control connection tells how much the kernel alone held for such a reader.
     let frame_bytes = bytes / received.max(1);
