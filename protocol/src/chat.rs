@@ -107,6 +107,9 @@ impl InvalidChat {
 /// # Errors
 /// [`InvalidChat`] when the text is not a chat frame, or a message breaks the length rules.
 pub fn parse_chat_frame(text: &str) -> Result<ChatClientFrame, InvalidChat> {
+    if !crate::is_json_object(text) {
+        return Err(InvalidChat::Unreadable("frames are JSON objects".to_owned()));
+    }
     let frame: ChatClientFrame = serde_json::from_str(text).map_err(|e| InvalidChat::Unreadable(e.to_string()))?;
     if let ChatClientFrame::Message { client_msg_id, text } = &frame {
         let chars = text.chars().count();
@@ -210,6 +213,9 @@ mod tests {
         assert!(parse_chat_frame(&frame("3f2b8c1e-6a4d-4f7e-9b1a-2c3d4e5f6a7b")).is_ok());
         assert!(matches!(parse_chat_frame(r#"{"type":"message","text":"hi"}"#), Err(InvalidChat::Unreadable(_))));
         assert!(matches!(parse_chat_frame(r#"{"type":"shout"}"#), Err(InvalidChat::Unreadable(_))));
+        // serde reads tagged enums from arrays too; the contract's frames are objects.
+        assert!(matches!(parse_chat_frame(r#"["message","cl","c"]"#), Err(InvalidChat::Unreadable(_))));
+        assert!(matches!(parse_chat_frame(r#"["typing"]"#), Err(InvalidChat::Unreadable(_))));
     }
 
     #[test]

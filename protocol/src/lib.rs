@@ -41,3 +41,10 @@ pub use token::{Claims, Role, TokenError, TokenKeys};
 
 /// Largest WebSocket frame (and message) accepted on any Ridecast socket, in bytes.
 pub const MAX_FRAME_BYTES: usize = 4 * 1024;
+
+/// Whether `text` is (at most) a JSON object: its first non-whitespace character is `{`. serde
+/// reads a tagged enum from a JSON array as well, which no frame of the contract is; checking
+/// the first byte costs nothing, where reading into a `Value` first would cost every frame.
+pub fn is_json_object(text: &str) -> bool {
+    text.trim_start_matches([' ', '\t', '\n', '\r']).starts_with('{')
+}

@@ -79,6 +79,9 @@ impl ServerMessage {
 pub enum MessageError {
     #[error("not a valid driver message: {0}")]
     Unreadable(#[from] serde_json::Error),
+    /// serde reads a tagged enum from an array too (`["accept","o1"]`): not the contract's shape.
+    #[error("not a valid driver message: frames are JSON objects")]
+    NotAnObject,
     /// Offer ids are the server's, and follow the id rule; anything else is no offer.
     #[error("offerId is not a valid id: {0}")]
     OfferId(#[from] crate::InvalidId),
@@ -88,7 +91,7 @@ impl MessageError {
     /// The contract's error code for it.
     pub fn code(&self) -> ErrorCode {
         match self {
-            Self::Unreadable(_) => ErrorCode::InvalidMessage,
+            Self::Unreadable(_) | Self::NotAnObject => ErrorCode::InvalidMessage,
             Self::OfferId(_) => ErrorCode::InvalidId,
         }
     }
@@ -100,6 +103,9 @@ impl MessageError {
 /// [`MessageError`] when the text is not JSON, has no known `type`, misses a field, or names
 /// an offer with something that is not an id.
 pub fn parse_driver_message(text: &str) -> Result<DriverMessage, MessageError> {
+    if !crate::is_json_object(text) {
+        return Err(MessageError::NotAnObject);
+    }
     let message: DriverMessage = serde_json::from_str(text)?;
     if let DriverMessage::OfferAck { offer_id }
     | DriverMessage::Accept { offer_id }
@@ -122,6 +128,10 @@ mod tests {
                 let error = parse_driver_message(&frame).expect_err(&frame);
                 assert_eq!(error.code(), ErrorCode::InvalidId, "{frame}");
             }
+        }
+        for array in [r#"["accept","o1"]"#, r#"["availability",true]"#, r#"["location",1.5,2.5,null,null,7]"#] {
+            let error = parse_driver_message(array).expect_err(array);
+            assert_eq!(error.code(), ErrorCode::InvalidMessage, "{array}: frames are objects");
         }
         let unreadable = parse_driver_message(r#"{"type":"accept"}"#).expect_err("no offerId");
         assert_eq!(unreadable.code(), ErrorCode::InvalidMessage);
