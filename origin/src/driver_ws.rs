@@ -21,7 +21,7 @@ use axum::{
     response::Response,
 };
 use ridecast_protocol::{
-    ErrorCode, GridCell, Id, LocationReport, MAX_FRAME_BYTES, Role,
+    ErrorCode, GridCell, Id, LocationReport, Role,
     location::is_newer,
     messages::{DriverMessage, LatLng, ServerMessage, parse_driver_message},
 };
@@ -37,7 +37,7 @@ use crate::{
     limits::{REFUSALS_BEFORE_CLOSE, allowance::Allowance, token_streams::StreamKey},
     metrics::{GaugeGuard, Metrics},
     state::AppState,
-    websocket::{Next, TRANSPORT_FRAME_LIMIT, transport_close},
+    websocket::{Incoming, Next, TRANSPORT_FRAME_LIMIT, incoming, transport_close},
 };
 
 /// Initial read buffer of a driver socket.
@@ -289,18 +289,14 @@ impl DriverSession {
     }
 
     async fn on_message(&mut self, message: Message, socket: &mut WebSocket) -> Next {
-        let text = match message {
-            Message::Text(text) => text,
-            Message::Binary(_) => {
-                return self.reject(socket, ErrorCode::InvalidMessage, "frames must be JSON text".into()).await;
+        let text = match incoming(message) {
+            Incoming::Text(text) => text,
+            Incoming::Control => return Next::Continue,
+            Incoming::Refused { code, message, then } => {
+                let answered = self.reject(socket, code, message).await;
+                return if then == Next::Continue { answered } else { then };
             }
-            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => return Next::Continue,
         };
-        if text.len() > MAX_FRAME_BYTES {
-            let message = format!("frames are limited to {MAX_FRAME_BYTES} bytes");
-            let _ = self.reject(socket, ErrorCode::TooLarge, message).await;
-            return Next::Close(close_code::SIZE, "frame too large");
-        }
         let frame = match parse_driver_message(&text) {
             Ok(frame) => frame,
             Err(error) => return self.reject(socket, error.code(), error.to_string()).await,

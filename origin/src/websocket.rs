@@ -1,7 +1,8 @@
 //! What the WebSockets participants hold (driver, chat) have in common: the transport's own
 //! limits, and how a session loop ends.
 
-use axum::extract::ws::close_code;
+use axum::extract::ws::{Message, Utf8Bytes, close_code};
+use ridecast_protocol::{ErrorCode, MAX_FRAME_BYTES};
 
 /// tungstenite's own cap, far above the contract's 4 KiB so that oversized frames reach the
 /// sessions' checks and get a proper error and close code; beyond it tungstenite refuses the
@@ -13,6 +14,39 @@ pub const TRANSPORT_FRAME_LIMIT: usize = 64 * 1024;
 pub enum Next {
     Continue,
     Close(u16, &'static str),
+}
+
+/// What a received WebSocket message is to a session.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A text frame within the contract's size limit, to parse.
+    Text(Utf8Bytes),
+    /// Ping, pong or close: the transport's business.
+    Control,
+    /// Answered with an error frame; `then` closes the socket (a frame over 4 KiB) or not.
+    Refused { code: ErrorCode, message: String, then: Next },
+}
+
+/// Sorts a received message: JSON text within [`MAX_FRAME_BYTES`] goes on to the session's
+/// parser, a binary frame is `invalid_message`, a larger one `too_large` and a 1009 close.
+pub fn incoming(message: Message) -> Incoming {
+    let text = match message {
+        Message::Text(text) => text,
+        Message::Binary(_) => {
+            let message = "frames must be JSON text".to_owned();
+            return Incoming::Refused { code: ErrorCode::InvalidMessage, message, then: Next::Continue };
+        }
+        Message::Ping(_) | Message::Pong(_) | Message::Close(_) => return Incoming::Control,
+    };
+    if text.len() > MAX_FRAME_BYTES {
+        let message = format!("frames are limited to {MAX_FRAME_BYTES} bytes");
+        return Incoming::Refused {
+            code: ErrorCode::TooLarge,
+            message,
+            then: Next::Close(close_code::SIZE, "frame too large"),
+        };
+    }
+    Incoming::Text(text)
 }
 
 /// The close to attempt after a transport error: 1009 when the peer sent more than even the

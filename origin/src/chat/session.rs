@@ -20,7 +20,7 @@ use axum::{
     response::Response,
 };
 use ridecast_protocol::{
-    ErrorCode, Id, MAX_FRAME_BYTES, Role,
+    ErrorCode, Id, Role,
     chat::{ChatClientFrame, ChatRole, ChatServerFrame, MessageId, parse_chat_frame},
 };
 use tokio::time::Instant;
@@ -33,7 +33,7 @@ use crate::{
     limits::{REFUSALS_BEFORE_CLOSE, token_streams::StreamKey},
     metrics::GaugeGuard,
     state::AppState,
-    websocket::{Next, TRANSPORT_FRAME_LIMIT, transport_close},
+    websocket::{Incoming, Next, TRANSPORT_FRAME_LIMIT, incoming, transport_close},
 };
 
 /// Messages read from the store at once (history on connect is sent page by page).
@@ -198,18 +198,14 @@ impl ChatSession {
     }
 
     async fn on_message(&mut self, message: Message, socket: &mut WebSocket) -> Next {
-        let text = match message {
-            Message::Text(text) => text,
-            Message::Binary(_) => {
-                return self.reject(socket, ErrorCode::InvalidMessage, "frames must be JSON text".into()).await;
+        let text = match incoming(message) {
+            Incoming::Text(text) => text,
+            Incoming::Control => return Next::Continue,
+            Incoming::Refused { code, message, then } => {
+                let answered = self.reject(socket, code, message).await;
+                return if then == Next::Continue { answered } else { then };
             }
-            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => return Next::Continue,
         };
-        if text.len() > MAX_FRAME_BYTES {
-            let message = format!("frames are limited to {MAX_FRAME_BYTES} bytes");
-            let _ = self.reject(socket, ErrorCode::TooLarge, message).await;
-            return Next::Close(close_code::SIZE, "frame too large");
-        }
         match parse_chat_frame(&text) {
             Err(invalid) => self.reject(socket, invalid.code(), invalid.to_string()).await,
             Ok(ChatClientFrame::Message { client_msg_id, text }) => self.on_chat(&client_msg_id, &text, socket).await,
