@@ -19,6 +19,9 @@ pub mod env {
     pub const TOKEN_SECRET_PREVIOUS: &str = "RIDECAST_TOKEN_SECRET_PREVIOUS";
 }
 
+/// Simulated drivers in dev mode with the embedded backend, unless `--simulate` says otherwise.
+pub const DEFAULT_SIMULATED: u32 = 30;
+
 /// The secret used when none is configured. Public on purpose: dev mode is for one laptop.
 pub const DEV_SECRET: &str = "ridecast-dev-secret";
 
@@ -35,7 +38,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server (the default when no subcommand is given).
-    Serve(ServeArgs),
+    // Boxed: the server's flags are hundreds of bytes, the token's a few dozen.
+    Serve(Box<ServeArgs>),
     /// Print a signed token (uses RIDECAST_TOKEN_SECRET, or the dev secret when unset).
     Token(TokenArgs),
 }
@@ -178,6 +182,12 @@ pub struct ServeArgs {
     #[arg(long, env = "RIDECAST_HEADER_TIMEOUT_SECS", default_value_t = 10)]
     pub header_timeout_secs: u64,
 
+    /// Simulated drivers (`sim-01`, ...) driving a demo city, as real WebSocket clients of this
+    /// instance: the live demo at `/demo/`. Default: 30 in dev mode with the embedded backend,
+    /// 0 (off) otherwise. They take real rides: never on an instance that serves real riders.
+    #[arg(long, env = "RIDECAST_SIMULATE", value_parser = clap::value_parser!(u16).range(0..=500))]
+    pub simulate: Option<u16>,
+
     /// Log format: `text` or `json`.
     #[arg(long, env = "RIDECAST_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
@@ -282,6 +292,8 @@ pub struct Config {
     pub max_connections: Option<usize>,
     pub reuse_port: bool,
     pub header_timeout: Duration,
+    /// Simulated drivers to run (0: none).
+    pub simulate: u32,
     pub secrets: Secrets,
 }
 
@@ -292,9 +304,15 @@ impl Config {
         } else {
             args.cors_origins.into_iter().map(|o| o.trim().to_owned()).filter(|o| !o.is_empty()).collect()
         };
+        let redis_url = args.redis_url.filter(|u| !u.is_empty());
+        // A living city out of the box (`cargo run`), but never uninvited next to real traffic:
+        // with Redis, every instance would run the same `sim-NN` drivers.
+        let simulate = args
+            .simulate
+            .map_or(if secrets.dev_mode && redis_url.is_none() { DEFAULT_SIMULATED } else { 0 }, u32::from);
         Self {
             listen: args.listen,
-            redis_url: args.redis_url.filter(|u| !u.is_empty()),
+            redis_url,
             cors_origins,
             drain: Duration::from_secs(args.drain_secs),
             heartbeat: Duration::from_secs(args.heartbeat_secs),
@@ -334,6 +352,7 @@ impl Config {
             max_connections: args.max_connections,
             reuse_port: args.reuse_port,
             header_timeout: Duration::from_secs(args.header_timeout_secs.max(1)),
+            simulate,
             secrets,
         }
     }
@@ -357,6 +376,23 @@ mod tests {
         assert!(!secrets.dev_mode);
         let config = Config::new(Cli::parse_from(["ridecast-origin"]).serve, secrets);
         assert!(config.cors_origins.is_empty());
+    }
+
+    #[test]
+    fn dev_mode_simulates_drivers_unless_told_otherwise_or_given_redis_or_a_secret() {
+        let dev = || Secrets::load(|_| None).expect("dev secret");
+        let secret = || Secrets::load(|n| (n == env::TOKEN_SECRET).then(|| "s".to_owned())).expect("secret");
+        let simulate = |args: &[&str], secrets| {
+            let cli = Cli::parse_from(std::iter::once("ridecast-origin").chain(args.iter().copied()));
+            Config::new(cli.serve, secrets).simulate
+        };
+        assert_eq!(simulate(&[], dev()), DEFAULT_SIMULATED);
+        assert_eq!(simulate(&["--simulate", "0"], dev()), 0);
+        assert_eq!(simulate(&["--simulate", "8"], dev()), 8);
+        assert_eq!(simulate(&["--redis-url", "redis://127.0.0.1:6379"], dev()), 0);
+        assert_eq!(simulate(&[], secret()), 0);
+        assert_eq!(simulate(&["--simulate", "5"], secret()), 5, "asked for explicitly");
+        assert!(Cli::try_parse_from(["ridecast-origin", "--simulate", "501"]).is_err());
     }
 
     #[test]

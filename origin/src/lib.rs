@@ -34,6 +34,9 @@
 //! [`polling`] (the legacy polling endpoint), [`ops`] (health, readiness, metrics), [`metrics`],
 //! [`shutdown`] (drain), [`server`] (wiring it all together), [`dev`] (the dev-mode banner and
 //! token subcommand).
+//!
+//! In dev mode, [`demo`] adds a live demo: simulated drivers (real WebSocket clients of this
+//! origin) in a small city, and web pages to ride, drive and watch the fleet (`/demo/`).
 #![forbid(unsafe_code)]
 
 pub mod auth;
@@ -41,6 +44,7 @@ pub mod bus;
 pub mod chat;
 pub mod clock;
 pub mod config;
+pub mod demo;
 pub mod dev;
 pub mod dispatch;
 pub mod driver_ws;

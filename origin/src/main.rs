@@ -23,7 +23,7 @@ fn main() -> anyhow::Result<()> {
             println!("{}", dev::mint(&secrets.keys, &args)?);
             Ok(())
         }
-        Some(Command::Serve(args)) => serve(args, secrets),
+        Some(Command::Serve(args)) => serve(*args, secrets),
         None => serve(cli.serve, secrets),
     }
 }

@@ -12,6 +12,7 @@ use crate::{
         store::{ChatStore, EmbeddedChat, RedisChat},
     },
     config::Config,
+    demo::{self, Demo},
     dispatch::{
         dispatcher::Dispatcher,
         post::DriverPost,
@@ -35,12 +36,15 @@ pub const FD_RESERVE: usize = 128;
 pub enum ServerError {
     #[error("could not set up the backend")]
     Backend(#[from] BackendError),
+    #[error("could not read the listener's address")]
+    ListenAddr(#[source] std::io::Error),
 }
 
 /// Serves `listener` until `shutdown` completes, then drains within `config.drain`.
 ///
 /// # Errors
-/// [`ServerError::Backend`] if the Redis URL is invalid.
+/// [`ServerError::Backend`] if the Redis URL is invalid, [`ServerError::ListenAddr`] if the
+/// listener has no address for simulated drivers to connect to.
 pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
     let metrics = Metrics::default();
     let drain = Drain::new();
@@ -72,6 +76,10 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     let dispatcher = Dispatcher::new(dispatch_store, rides.clone(), post, config.dispatch, metrics.clone());
     tokio::spawn(dispatcher.clone().run_sweeper(drain.token().clone()));
 
+    let demo = config.secrets.dev_mode.then(|| {
+        let keys = config.secrets.keys.clone();
+        Arc::new(Demo::start(keys, config.sse_retry_ms, metrics.clone(), backend.clone(), drain.clone()))
+    });
     let state = AppState {
         auth: Authenticator::new(config.secrets.keys.clone()),
         ingestor: Ingestor::new(backend.clone(), metrics.clone()),
@@ -85,9 +93,16 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         hubs: inbound.hubs,
         metrics,
         drain: drain.clone(),
+        demo,
     };
     let max_connections = state.config.max_connections.unwrap_or_else(default_max_connections);
     tracing::info!(max_connections, backend = if redis.is_some() { "redis" } else { "embedded" }, "serving");
+    if state.config.simulate > 0 {
+        // The drivers connect to the listener's own address (port 0 is resolved by now); their
+        // connections wait in its backlog until the accept loop below starts.
+        let listening = listener.local_addr().map_err(ServerError::ListenAddr)?;
+        demo::simulate(&state, state.config.simulate, listening);
+    }
 
     accept_loop(&listener, &state, max_connections, shutdown).await;
     drop(listener);

@@ -109,6 +109,14 @@ impl OriginBuilder {
         self.env("RIDECAST_TOKEN_SECRET_PREVIOUS", secret)
     }
 
+    /// Dev mode: no `RIDECAST_TOKEN_SECRET` at all, so the origin signs with its public dev secret
+    /// and serves the live demo (`/demo/...`). Tokens minted by [`crate::tokens`] do not verify
+    /// there; get them from `POST /demo/token`.
+    pub fn dev_mode(mut self) -> Self {
+        self.secret = None;
+        self
+    }
+
     /// Returns once `/healthz` is 200 without waiting for `/readyz`.
     pub fn without_waiting_for_ready(mut self) -> Self {
         self.wait_ready = false;

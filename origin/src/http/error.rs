@@ -53,6 +53,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("this token already has {0} streams open here (--max-streams-per-token); close one first")]
     TooManyStreams(u32),
+    /// A token this instance hands out could not be signed (500).
+    #[error("could not sign a token")]
+    Signing(#[source] TokenError),
 }
 
 impl From<RideError> for ApiError {
@@ -94,7 +97,7 @@ impl ApiError {
             Self::Surge(SurgeRequestError::Invalid(_)) => ErrorCode::InvalidSurge,
             Self::RideRequest(RideRequestError::Malformed(_)) => ErrorCode::InvalidMessage,
             Self::RideRequest(RideRequestError::Invalid { .. }) => ErrorCode::InvalidLocation,
-            Self::Ride(_) => ErrorCode::Internal,
+            Self::Ride(_) | Self::Signing(_) => ErrorCode::Internal,
             Self::Conflict(_) => ErrorCode::Conflict,
             Self::TooManyStreams(_) => ErrorCode::RateLimited,
         }
@@ -117,6 +120,7 @@ impl IntoResponse for ApiError {
         let failure = match &self {
             Self::Backend(source) => Some(source.to_string()),
             Self::Ride(source) => Some(error_chain(source)),
+            Self::Signing(source) => Some(error_chain(source)),
             _ => None,
         };
         if let Some(detail) = failure {

@@ -14,13 +14,13 @@ use super::{
     error::{ApiError, ServerFailure},
     front,
 };
-use crate::{chat, driver_ws, edge_link, ops, polling, rider_sse, rides, state::AppState, surge};
+use crate::{chat, demo, driver_ws, edge_link, ops, polling, rider_sse, rides, state::AppState, surge};
 
 /// The whole API. Tests can drive it with `tower::ServiceExt::oneshot`.
 pub fn router(state: AppState) -> Router {
     let cors = cors_layer(&state.config.cors_origins);
     let max_body = state.config.max_body_bytes;
-    let routes = Router::new()
+    let mut routes = Router::new()
         .route("/ws/rides", get(driver_ws::upgrade))
         .route("/ws/chat/{ride_id}", get(chat::session::upgrade))
         .route("/api/sse/drivers/{driver_id}/location", get(rider_sse::driver_location))
@@ -34,7 +34,12 @@ pub fn router(state: AppState) -> Router {
         .route("/edge/v1/surge/{zone_id}", get(edge_link::surge_link))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
+        .route("/metrics", get(ops::metrics));
+    // Only in dev mode: the demo hands out tokens to anyone. Otherwise `/` and `/demo/*` are 404.
+    if let Some(demo) = &state.demo {
+        routes = routes.merge(demo::http::routes(demo.clone()));
+    }
+    let routes = routes
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(front::refuse_large_heads))

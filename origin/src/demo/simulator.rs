@@ -1,0 +1,341 @@
+//! The simulator: drivers `sim-01`, `sim-02`, ... driving the demo city as real WebSocket
+//! clients of this very origin, and an operator moving downtown's surge now and then.
+//!
+//! Each driver is one task: a [`SimDriver`] (its behaviour, no I/O) and the sockets it drives,
+//! its `/ws/rides` socket and, during a ride, the ride's chat. A socket that drops is opened
+//! again with backoff; the task ends when the instance drains. Everything is logged at debug
+//! level: thirty drivers sending a fix a second would drown the origin's own log otherwise.
+
+use std::{sync::Arc, time::Duration};
+
+use futures_util::StreamExt;
+use ridecast_protocol::{Id, Multiplier, chat::ChatServerFrame, messages::ServerMessage};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::{
+    chatter::Chatter,
+    city::{City, DOWNTOWN},
+    client::{Connector, Socket, send_json},
+    driver::{Action, SimDriver, Tick},
+    fleet::Fleet,
+    rng::Rng,
+};
+use crate::{bus::Backend, clock, metrics::Metrics, rides::Rides, shutdown::Drain};
+
+/// Drivers connect this far apart at start, rather than all at once.
+const STAGGER: Duration = Duration::from_millis(50);
+/// How often a driver on a ride looks whether the ride is still on (the rider may cancel; the
+/// contract has no frame telling the driver).
+const RIDE_CHECK: Duration = Duration::from_secs(3);
+/// A chat socket that dropped is opened again after this long.
+const CHAT_RETRY: Duration = Duration::from_secs(2);
+/// Reconnect backoff: from the first wait, doubling up to the longest.
+const FIRST_RETRY: Duration = Duration::from_millis(250);
+const LONGEST_RETRY: Duration = Duration::from_secs(10);
+/// A socket that stayed up this long resets the backoff.
+const STABLE: Duration = Duration::from_secs(10);
+/// How often the surge moves, in seconds (about every 20 s), and its range in tenths.
+const SURGE_EVERY_S: (f64, f64) = (18.0, 22.0);
+const SURGE_TENTHS: (usize, usize) = (10, 25);
+
+/// What the simulation runs with.
+#[derive(Debug)]
+pub struct Simulation {
+    pub drivers: u32,
+    pub seed: u64,
+    pub city: Arc<City>,
+    pub fleet: Fleet,
+    pub connector: Connector,
+    pub rides: Arc<Rides>,
+    pub backend: Arc<dyn Backend>,
+    pub metrics: Metrics,
+    pub drain: Drain,
+}
+
+impl Simulation {
+    /// Starts every driver and the surge operator; they stop when the instance drains.
+    pub fn spawn(self) {
+        let tracker = self.drain.tracker();
+        for n in 1..=self.drivers {
+            let Ok(id) = Id::parse(&format!("sim-{n:02}")) else { continue };
+            let mut rng = Rng::stream(self.seed, u64::from(n));
+            let driver = SimDriver::new(id.clone(), self.city.clone(), Rng::new(rng.next_u64()), Instant::now());
+            let task = DriverTask {
+                driver,
+                rng,
+                fleet: self.fleet.clone(),
+                connector: self.connector.clone(),
+                rides: self.rides.clone(),
+                shutdown: self.drain.token().clone(),
+                chat: None,
+            };
+            let span = tracing::debug_span!("sim", driver.id = %id);
+            tracker.spawn(task.run(STAGGER * n).instrument(span));
+        }
+        let rng = Rng::stream(self.seed, 0);
+        tracker.spawn(move_surge(self.backend, self.metrics, rng, self.drain.token().clone()));
+    }
+}
+
+/// Why a driver's session ended.
+#[derive(Debug)]
+enum SessionEnd {
+    Shutdown,
+    Dropped(Option<tungstenite::Error>),
+}
+
+/// A ride's chat: its driver's side, and the socket when it is open.
+#[derive(Debug)]
+struct ChatLink {
+    chatter: Chatter,
+    socket: Option<Socket>,
+    retry_at: Instant,
+}
+
+/// One simulated driver and its sockets.
+#[derive(Debug)]
+struct DriverTask {
+    driver: SimDriver,
+    /// Backoff jitter and each chat's dice.
+    rng: Rng,
+    fleet: Fleet,
+    connector: Connector,
+    rides: Arc<Rides>,
+    shutdown: CancellationToken,
+    /// Kept across reconnects of the ride socket.
+    chat: Option<ChatLink>,
+}
+
+impl DriverTask {
+    async fn run(mut self, start_after: Duration) {
+        self.show(false);
+        if self.sleep(start_after).await.is_err() {
+            return;
+        }
+        let mut backoff = FIRST_RETRY;
+        loop {
+            let opened = tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                opened = self.connector.open(self.driver.id(), "/ws/rides") => opened,
+            };
+            match opened {
+                Ok(socket) => {
+                    tracing::debug!("simulated driver connected");
+                    let connected = Instant::now();
+                    let end = self.session(socket).await;
+                    self.show(false);
+                    match end {
+                        SessionEnd::Shutdown => return,
+                        SessionEnd::Dropped(error) => tracing::debug!(?error, "simulated driver's socket dropped"),
+                    }
+                    if connected.elapsed() >= STABLE {
+                        backoff = FIRST_RETRY;
+                    }
+                }
+                Err(error) => tracing::debug!(%error, "simulated driver could not connect"),
+            }
+            // Jittered, so that drivers dropped together do not all come back together.
+            let wait = backoff.mul_f64(self.rng.between(0.5, 1.0));
+            backoff = (backoff * 2).min(LONGEST_RETRY);
+            if self.sleep(wait).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Sleeps unless the instance drains first (`Err`).
+    async fn sleep(&self, duration: Duration) -> Result<(), ()> {
+        tokio::select! {
+            () = self.shutdown.cancelled() => Err(()),
+            () = tokio::time::sleep(duration) => Ok(()),
+        }
+    }
+
+    /// Drives over one open ride socket until it drops or the instance drains.
+    async fn session(&mut self, mut socket: Socket) -> SessionEnd {
+        let shutdown = self.shutdown.clone();
+        let mut actions = self.driver.connected(Tick::now());
+        let mut ride_check = Instant::now() + RIDE_CHECK;
+        loop {
+            if let Err(error) = self.perform(&mut socket, actions).await {
+                return SessionEnd::Dropped(Some(error));
+            }
+            self.show(true);
+            let mut wake = self.driver.next_wakeup();
+            if let Some(chat) = self.chat.as_ref().and_then(ChatLink::next_wakeup) {
+                wake = wake.min(chat);
+            }
+            if self.driver.ride().is_some() {
+                wake = wake.min(ride_check);
+            }
+            actions = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return SessionEnd::Shutdown,
+                frame = socket.next() => match frame {
+                    Some(Ok(Message::Text(text))) => match serde_json::from_str::<ServerMessage>(&text) {
+                        Ok(frame) => self.driver.received(frame, Tick::now()),
+                        Err(error) => {
+                            tracing::debug!(%error, "a frame the simulated driver does not understand");
+                            Vec::new()
+                        }
+                    },
+                    Some(Ok(Message::Close(_))) | None => return SessionEnd::Dropped(None),
+                    Some(Ok(_)) => Vec::new(),
+                    Some(Err(error)) => return SessionEnd::Dropped(Some(error)),
+                },
+                frame = next_chat_frame(&mut self.chat) => {
+                    self.chat_received(frame).await;
+                    Vec::new()
+                }
+                () = tokio::time::sleep_until(wake) => {
+                    let tick = Tick::now();
+                    let mut actions = self.driver.poll(tick);
+                    if self.driver.ride().is_some() && tick.now >= ride_check {
+                        ride_check = tick.now + RIDE_CHECK;
+                        if !self.still_on_ride().await {
+                            tracing::debug!("the simulated driver's ride has ended");
+                            actions.extend(self.driver.ride_ended());
+                        }
+                    }
+                    self.chat_due(tick.now).await;
+                    actions
+                }
+            };
+        }
+    }
+
+    async fn perform(&mut self, socket: &mut Socket, actions: Vec<Action>) -> Result<(), tungstenite::Error> {
+        for action in actions {
+            match action {
+                Action::Send(frame) => send_json(socket, &frame).await?,
+                Action::OpenChat(ride) => {
+                    let chatter = Chatter::new(ride, Rng::new(self.rng.next_u64()));
+                    self.chat = Some(ChatLink { chatter, socket: None, retry_at: Instant::now() });
+                    self.chat_due(Instant::now()).await;
+                }
+                Action::CloseChat => {
+                    if let Some(mut socket) = self.chat.take().and_then(|chat| chat.socket) {
+                        let _ = socket.close(None).await;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens the chat when it is closed and due, and sends the replies whose moment has come.
+    async fn chat_due(&mut self, now: Instant) {
+        let Some(chat) = self.chat.as_mut() else { return };
+        if chat.socket.is_none() && now >= chat.retry_at {
+            let path = match chat.chatter.since() {
+                Some(since) => format!("/ws/chat/{}?since={since}", chat.chatter.ride()),
+                None => format!("/ws/chat/{}", chat.chatter.ride()),
+            };
+            match self.connector.open(self.driver.id(), &path).await {
+                Ok(mut socket) => match send_json(&mut socket, &chat.chatter.greeting()).await {
+                    Ok(()) => chat.socket = Some(socket),
+                    Err(error) => chat.dropped(now, &error),
+                },
+                Err(error) => {
+                    tracing::debug!(%error, "simulated driver could not open the chat");
+                    chat.retry_at = now + CHAT_RETRY;
+                }
+            }
+        }
+        if let Some(socket) = chat.socket.as_mut() {
+            for reply in chat.chatter.due(now) {
+                if let Err(error) = send_json(socket, &reply).await {
+                    chat.dropped(now, &error);
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn chat_received(&mut self, frame: Option<Result<Message, tungstenite::Error>>) {
+        let Some(chat) = self.chat.as_mut() else { return };
+        let now = Instant::now();
+        let text = match frame {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Close(_))) | None => return chat.dropped(now, &tungstenite::Error::ConnectionClosed),
+            Some(Ok(_)) => return,
+            Some(Err(error)) => return chat.dropped(now, &error),
+        };
+        let Ok(frame) = serde_json::from_str::<ChatServerFrame>(&text) else { return };
+        if let (Some(typing), Some(socket)) = (chat.chatter.received(frame, now), chat.socket.as_mut())
+            && let Err(error) = send_json(socket, &typing).await
+        {
+            chat.dropped(now, &error);
+        }
+    }
+
+    /// Whether the ride the driver is on is still on with it (not cancelled by its rider).
+    async fn still_on_ride(&self) -> bool {
+        let Some(ride) = self.driver.ride() else { return false };
+        match self.rides.get(ride).await {
+            Ok(found) => found.is_some_and(|ride| ride.is_on_with(self.driver.id())),
+            // Cannot tell: keep driving, and look again later.
+            Err(error) => {
+                tracing::debug!(%error, "simulated driver could not look up its ride");
+                true
+            }
+        }
+    }
+
+    /// Puts the driver's current entry on the fleet map.
+    fn show(&self, online: bool) {
+        self.fleet.update(self.driver.id(), self.driver.view(online));
+    }
+}
+
+impl ChatLink {
+    fn dropped(&mut self, now: Instant, error: &tungstenite::Error) {
+        tracing::debug!(%error, "simulated driver's chat dropped");
+        self.socket = None;
+        self.retry_at = now + CHAT_RETRY;
+    }
+
+    fn next_wakeup(&self) -> Option<Instant> {
+        match self.socket {
+            Some(_) => self.chatter.next_due(),
+            None => Some(self.retry_at),
+        }
+    }
+}
+
+/// The next frame on the chat socket, or never while there is none.
+async fn next_chat_frame(chat: &mut Option<ChatLink>) -> Option<Result<Message, tungstenite::Error>> {
+    match chat.as_mut().and_then(|chat| chat.socket.as_mut()) {
+        Some(socket) => socket.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sets downtown's surge to a random 1.0 to 2.5 (one decimal) about every 20 s, through the
+/// backend as the surge endpoint does, so riders on every instance see it.
+async fn move_surge(backend: Arc<dyn Backend>, metrics: Metrics, mut rng: Rng, shutdown: CancellationToken) {
+    let Ok(zone) = Id::parse(DOWNTOWN) else { return };
+    loop {
+        let tenths = SURGE_TENTHS.0 + rng.below(SURGE_TENTHS.1 - SURGE_TENTHS.0 + 1);
+        if let Ok(multiplier) = Multiplier::new(tenths as f64 / 10.0) {
+            match backend.set_surge(&zone, multiplier, clock::now_ms()).await {
+                Ok(_) => {
+                    Metrics::inc(&metrics.values().surge_updates_total);
+                    tracing::debug!(zone.id = %zone, multiplier = multiplier.get(), "simulated surge set");
+                }
+                Err(error) => {
+                    Metrics::inc(&metrics.values().backend_errors_total);
+                    tracing::debug!(zone.id = %zone, %error, "simulated surge not set");
+                }
+            }
+        }
+        let wait = Duration::from_secs_f64(rng.between(SURGE_EVERY_S.0, SURGE_EVERY_S.1));
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
