@@ -34,10 +34,10 @@ use crate::{
     clock,
     dispatch::post::Mailbox,
     http::{error::ApiError, front::ConnectionSlot},
-    limits::{REFUSALS_BEFORE_CLOSE, allowance::Allowance, token_streams::StreamKey},
+    limits::{RefusedRun, allowance::Allowance, token_streams::StreamKey},
     metrics::{GaugeGuard, Metrics},
     state::AppState,
-    websocket::{Incoming, Next, TRANSPORT_FRAME_LIMIT, incoming, transport_close},
+    websocket::{FLOODING, Incoming, Next, TRANSPORT_FRAME_LIMIT, incoming, transport_close},
 };
 
 /// Initial read buffer of a driver socket.
@@ -113,7 +113,7 @@ struct DriverSession {
     unacked: Option<Box<Unacked>>,
     /// What the driver may still send of frames other than locations.
     allowance: Allowance,
-    refused_in_a_row: u32,
+    refused: RefusedRun,
 }
 
 impl DriverSession {
@@ -133,7 +133,7 @@ impl DriverSession {
             dispatched_position: None,
             unacked: None,
             allowance,
-            refused_in_a_row: 0,
+            refused: RefusedRun::default(),
         }
     }
 
@@ -301,17 +301,16 @@ impl DriverSession {
             Ok(frame) => frame,
             Err(error) => return self.reject(socket, error.code(), error.to_string()).await,
         };
-        if !matches!(frame, DriverMessage::Location(_)) && !self.within_rate() {
-            let rate = self.state.config.driver_rate;
-            let message = format!(
-                "at most {} availability and offer frames at once and {} per second; this one was dropped",
-                rate.burst, rate.per_second
-            );
-            let next = self.reject(socket, ErrorCode::RateLimited, message).await;
-            if self.refused_in_a_row >= REFUSALS_BEFORE_CLOSE {
-                return Next::Close(close_code::POLICY, "flooding");
+        if !matches!(frame, DriverMessage::Location(_)) {
+            if self.allowance.take(self.state.config.driver_rate, Instant::now()) {
+                self.refused.clear();
+            } else {
+                let flooding = self.refused.add();
+                let message =
+                    self.state.config.driver_rate.refusal("availability and offer frames", "this one was dropped");
+                let next = self.reject(socket, ErrorCode::RateLimited, message).await;
+                return if flooding { FLOODING } else { next };
             }
-            return next;
         }
         match frame {
             DriverMessage::Location(report) => self.on_location(report, socket).await,
@@ -331,17 +330,6 @@ impl DriverSession {
                 let reply = self.state.dispatcher.reject(&self.driver, &offer_id).await;
                 self.answer(reply, socket).await
             }
-        }
-    }
-
-    /// Takes one frame from the allowance; counts refusals in a row.
-    fn within_rate(&mut self) -> bool {
-        if self.allowance.take(self.state.config.driver_rate, Instant::now()) {
-            self.refused_in_a_row = 0;
-            true
-        } else {
-            self.refused_in_a_row += 1;
-            false
         }
     }
 

@@ -16,6 +16,9 @@ pub enum Next {
     Close(u16, &'static str),
 }
 
+/// How a socket that keeps sending past `rate_limited` is closed.
+pub const FLOODING: Next = Next::Close(close_code::POLICY, "flooding");
+
 /// What a received WebSocket message is to a session.
 #[derive(Debug)]
 pub enum Incoming {

@@ -30,10 +30,10 @@ use super::rooms::{RoomEvent, Seat};
 use crate::{
     auth::{AuthError, Principal, RidePath},
     http::{error::ApiError, front::ConnectionSlot},
-    limits::{REFUSALS_BEFORE_CLOSE, token_streams::StreamKey},
+    limits::{RefusedRun, token_streams::StreamKey},
     metrics::GaugeGuard,
     state::AppState,
-    websocket::{Incoming, Next, TRANSPORT_FRAME_LIMIT, incoming, transport_close},
+    websocket::{FLOODING, Incoming, Next, TRANSPORT_FRAME_LIMIT, incoming, transport_close},
 };
 
 /// Messages read from the store at once (history on connect is sent page by page).
@@ -93,7 +93,7 @@ struct ChatSession {
     last_sent: Option<MessageId>,
     last_heard: Instant,
     last_typing: Option<Instant>,
-    refused_in_a_row: u32,
+    refused: RefusedRun,
     /// Whether the participant has been told the store is failing (told once per outage).
     told_unavailable: bool,
 }
@@ -107,7 +107,7 @@ impl ChatSession {
             last_sent: since,
             last_heard: Instant::now(),
             last_typing: None,
-            refused_in_a_row: 0,
+            refused: RefusedRun::default(),
             told_unavailable: false,
         }
     }
@@ -223,19 +223,13 @@ impl ChatSession {
     /// catch-up after storing sends it together with anything stored before it.
     async fn on_chat(&mut self, client_msg_id: &str, text: &str, socket: &mut WebSocket) -> Next {
         if !self.state.chat.allow_message(&self.ride, self.role) {
-            self.refused_in_a_row += 1;
-            let rate = self.state.config.chat.rate;
-            let message = format!(
-                "at most {} messages at once and {} per second; this one was not stored, send it again later",
-                rate.burst, rate.per_second
-            );
+            let flooding = self.refused.add();
+            let message =
+                self.state.config.chat.rate.refusal("messages", "this one was not stored, send it again later");
             let next = self.reject(socket, ErrorCode::RateLimited, message).await;
-            if self.refused_in_a_row >= REFUSALS_BEFORE_CLOSE {
-                return Next::Close(close_code::POLICY, "flooding");
-            }
-            return next;
+            return if flooding { FLOODING } else { next };
         }
-        self.refused_in_a_row = 0;
+        self.refused.clear();
         let delivered_before = self.last_sent;
         let appended = match self.state.chat.post(&self.ride, self.role, client_msg_id, text).await {
             Ok(appended) => appended,

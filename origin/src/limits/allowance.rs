@@ -12,6 +12,14 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
+impl RateLimit {
+    /// The `rate_limited` error message for `what` (the frames limited), saying what became of
+    /// the refused one.
+    pub fn refusal(&self, what: &str, consequence: &str) -> String {
+        format!("at most {} {what} at once and {} per second; {consequence}", self.burst, self.per_second)
+    }
+}
+
 /// One participant's bucket.
 #[derive(Debug, Clone, Copy)]
 pub struct Allowance {

@@ -21,3 +21,20 @@ pub mod token_streams;
 /// Frames refused for the rate in a row before a socket counts as flooding and is closed
 /// (1008): a client that ignores `rate_limited` that often is not going to slow down.
 pub const REFUSALS_BEFORE_CLOSE: u32 = 100;
+
+/// A socket's run of frames refused in a row for the rate.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RefusedRun(u32);
+
+impl RefusedRun {
+    /// A frame passed: the run is over.
+    pub fn clear(&mut self) {
+        self.0 = 0;
+    }
+
+    /// Counts one refusal; `true` once the run is [`REFUSALS_BEFORE_CLOSE`] long (flooding).
+    pub fn add(&mut self) -> bool {
+        self.0 += 1;
+        self.0 >= REFUSALS_BEFORE_CLOSE
+    }
+}
