@@ -61,7 +61,6 @@ fn dedupe_key(from: ChatRole, client_msg_id: &str) -> String {
 struct RideChat {
     messages: std::collections::VecDeque<(MessageId, ChatMessage)>,
     by_client: HashMap<String, MessageId>,
-    last: Option<MessageId>,
 }
 
 /// Chat in this process's memory.
@@ -100,8 +99,8 @@ impl ChatStore for EmbeddedChat {
         {
             return Ok(Appended { message: earlier.clone(), new: false });
         }
-        let id = MessageId::next_after(chat.last, now_ms);
-        chat.last = Some(id);
+        // The newest message is never trimmed (at least one is kept), so it is the last id.
+        let id = MessageId::next_after(chat.messages.back().map(|(id, _)| *id), now_ms);
         let message = ChatMessage {
             id: id.to_string(),
             from,
