@@ -284,7 +284,7 @@ mod tests {
         let hubs = Hubs::new(Metrics::default(), subscriptions::channel().0);
         let mut rider = hubs.subscribe(topic("d1"));
         for ts in 1..=100 {
-            hubs.deliver("driver:location:d1", &location(ts));
+            hubs.deliver("driver:location:{d1}", &location(ts));
         }
         let value = rider.next().await.expect("a value");
         assert_eq!(value.id, 100);
@@ -298,8 +298,8 @@ mod tests {
     async fn older_values_never_replace_newer_ones() {
         let hubs = Hubs::new(Metrics::default(), subscriptions::channel().0);
         let mut rider = hubs.subscribe(topic("d1"));
-        hubs.deliver("driver:location:d1", &location(5));
-        hubs.deliver("driver:location:d1", &location(3));
+        hubs.deliver("driver:location:{d1}", &location(5));
+        hubs.deliver("driver:location:{d1}", &location(3));
         assert_eq!(rider.next().await.expect("value").id, 5);
     }
 
@@ -308,7 +308,7 @@ mod tests {
         let hubs = Hubs::new(Metrics::default(), subscriptions::channel().0);
         let mut a = hubs.subscribe(topic("d1"));
         let mut b = hubs.subscribe(topic("d1"));
-        hubs.deliver("driver:location:d1", &location(7));
+        hubs.deliver("driver:location:{d1}", &location(7));
         let (va, vb) = (a.next().await.expect("a"), b.next().await.expect("b"));
         assert!(Arc::ptr_eq(&va, &vb));
         assert!(va.frame.starts_with(b"event: location\nid: 7\ndata: {"));
@@ -320,7 +320,7 @@ mod tests {
         let hubs = Hubs::new(Metrics::default(), requests);
         let a = hubs.subscribe(topic("d1"));
         let b = hubs.subscribe(topic("d1"));
-        assert!(matches!(commands.try_recv(), Ok(Command::Reconcile(c)) if c == "driver:location:d1"));
+        assert!(matches!(commands.try_recv(), Ok(Command::Reconcile(c)) if c == "driver:location:{d1}"));
         assert!(commands.try_recv().is_err(), "the second subscriber shares the first's subscription");
         drop(a);
         assert_eq!(hubs.len(), 1);
@@ -332,7 +332,7 @@ mod tests {
     #[tokio::test]
     async fn values_for_channels_without_hubs_are_ignored() {
         let hubs = Hubs::new(Metrics::default(), subscriptions::channel().0);
-        hubs.deliver("driver:location:nobody", &location(1));
+        hubs.deliver("driver:location:{nobody}", &location(1));
         assert!(hubs.is_empty());
     }
 }

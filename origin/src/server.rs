@@ -61,12 +61,12 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     tokio::spawn(SubscriptionManager::new(inbound.clone(), backend.clone()).run(commands, drain.token().clone()));
 
     let rides = Rides::new(backend.clone(), config.secrets.keys.clone(), metrics.clone(), config.ride_token_ttl);
-    let (dispatch_store, post): (Arc<dyn DispatchStore>, DriverPost) = match (&redis, &config.redis_url) {
-        (Some(redis), Some(url)) => (
+    let (dispatch_store, post): (Arc<dyn DispatchStore>, DriverPost) = match &redis {
+        Some(redis) => (
             Arc::new(RedisDispatch::new(redis.command_client(), config.ride_ttl)),
-            DriverPost::through_redis(url, redis.command_client(), drain.token().clone()).await?,
+            DriverPost::through_redis(redis, drain.token().clone()).await?,
         ),
-        _ => (Arc::new(EmbeddedDispatch::new(config.ride_ttl)), DriverPost::local()),
+        None => (Arc::new(EmbeddedDispatch::new(config.ride_ttl)), DriverPost::local()),
     };
     let chat_store: Arc<dyn ChatStore> = match &redis {
         Some(redis) => Arc::new(RedisChat::new(redis.command_client(), config.chat.history_max, config.chat.ttl)),

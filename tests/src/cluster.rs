@@ -1,7 +1,8 @@
-//! The two ways Ridecast is deployed, as something a test can start in one line.
+//! The ways Ridecast is deployed, as something a test can start in one line.
 
 use crate::origin::{Origin, OriginBuilder};
 use crate::redis::RedisServer;
+use crate::redis_cluster::RedisCluster;
 
 /// How the origins share state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -10,6 +11,8 @@ pub enum Mode {
     Embedded,
     /// A private `redis-server` and three origins using it.
     Redis,
+    /// A private Redis Cluster (three primaries, three replicas) and three origins using it.
+    RedisCluster,
 }
 
 /// Origins started in Redis mode: one for the driver, two for riders.
@@ -23,6 +26,8 @@ pub struct Cluster {
     pub origins: Vec<Origin>,
     /// The Redis server (Redis mode only).
     pub redis: Option<RedisServer>,
+    /// The Redis Cluster (Redis Cluster mode only).
+    pub redis_cluster: Option<RedisCluster>,
 }
 
 impl Cluster {
@@ -31,7 +36,7 @@ impl Cluster {
         match mode {
             Mode::Embedded => {
                 let origin = configure(Origin::builder()).start().await;
-                Self { mode, origins: vec![origin], redis: None }
+                Self { mode, origins: vec![origin], redis: None, redis_cluster: None }
             }
             Mode::Redis => {
                 let redis = RedisServer::start().await;
@@ -39,7 +44,15 @@ impl Cluster {
                 for _ in 0..REDIS_MODE_ORIGINS {
                     origins.push(configure(Origin::builder().redis(&redis)).start().await);
                 }
-                Self { mode, origins, redis: Some(redis) }
+                Self { mode, origins, redis: Some(redis), redis_cluster: None }
+            }
+            Mode::RedisCluster => {
+                let redis_cluster = RedisCluster::start().await;
+                let mut origins = Vec::with_capacity(REDIS_MODE_ORIGINS);
+                for _ in 0..REDIS_MODE_ORIGINS {
+                    origins.push(configure(Origin::builder().redis_url(redis_cluster.url())).start().await);
+                }
+                Self { mode, origins, redis: None, redis_cluster: Some(redis_cluster) }
             }
         }
     }
@@ -54,12 +67,12 @@ impl Cluster {
         &self.origins[0]
     }
 
-    /// Where riders connect: every *other* origin in Redis mode (so each delivery crosses the
+    /// Where riders connect: every *other* origin with Redis (so each delivery crosses the
     /// bus), the one origin in embedded mode.
     pub fn rider_sides(&self) -> &[Origin] {
         match self.mode {
             Mode::Embedded => &self.origins[..],
-            Mode::Redis => &self.origins[1..],
+            Mode::Redis | Mode::RedisCluster => &self.origins[1..],
         }
     }
 

@@ -10,9 +10,10 @@
 //! | [`wait`] | timeouts that say what was expected, quiet periods, the test clock |
 //! | [`net`] | free ports |
 //! | [`redis`] | [`RedisServer`]: a private `redis-server` that can be killed and restarted |
+//! | [`redis_cluster`] | [`RedisCluster`]: a private three-primary Redis Cluster whose primaries can fail over |
 //! | [`origin`] | [`Origin`]: builds, starts, signals and kills `ridecast-origin` |
 //! | [`process`] | a process's open file descriptors and resident memory, from `/proc/<pid>` |
-//! | [`cluster`] | [`Mode`] and [`Cluster`]: one embedded origin, or Redis plus several origins |
+//! | [`cluster`] | [`Mode`] and [`Cluster`]: one embedded origin, or Redis (one server or a cluster) plus several origins |
 //! | [`tokens`] | tokens for every role, good and bad, minted with `ridecast_protocol` |
 //! | [`geo`] | the contract's grid formula, written out again, and routes through its cells |
 //! | [`driver`] | [`DriverSocket`]: the driver's WebSocket (tokio-tungstenite) |
@@ -45,6 +46,7 @@ pub mod origin;
 pub mod process;
 pub mod raw_sse;
 pub mod redis;
+pub mod redis_cluster;
 pub mod rider;
 pub mod tokens;
 pub mod wait;
@@ -58,6 +60,7 @@ pub use http::{Auth, Endpoint};
 pub use origin::{Origin, OriginBuilder};
 pub use raw_sse::{RawOptions, RawSse, SseFrame};
 pub use redis::RedisServer;
+pub use redis_cluster::RedisCluster;
 pub use rider::{Polled, RiderStream, SeenLocation, poll, wait_until_stored};
 pub use wait::{EXPECT, QUIET, TsClock};
 
@@ -78,4 +81,19 @@ macro_rules! in_both_modes {
             }
         }
     )+};
+}
+
+/// Runs `async fn(Mode)` scenarios once more each on a Redis Cluster, as
+/// `on_a_redis_cluster::<name>`: the cross-instance behaviours, with sharded Pub/Sub and every
+/// key and script on the shard its hash tag picks.
+#[macro_export]
+macro_rules! on_a_redis_cluster_too {
+    ($($scenario:ident),+ $(,)?) => {
+        mod on_a_redis_cluster {$(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $scenario() {
+                super::$scenario($crate::Mode::RedisCluster).await;
+            }
+        )+}
+    };
 }

@@ -68,7 +68,12 @@ impl OriginBuilder {
 
     /// Uses `redis` for the bus and store (`--redis-url`); without it the origin is embedded.
     pub fn redis(self, redis: &RedisServer) -> Self {
-        self.flag("--redis-url", redis.url())
+        self.redis_url(redis.url())
+    }
+
+    /// `--redis-url`: any Redis or Redis Cluster URL.
+    pub fn redis_url(self, url: impl Into<String>) -> Self {
+        self.flag("--redis-url", url.into())
     }
 
     /// `--heartbeat-secs`: the SSE comment heartbeat interval.

@@ -158,7 +158,7 @@ impl Drop for RedisServer {
 }
 
 /// Whether a Redis server on `port` answers `PING` with `+PONG`.
-async fn ping(port: u16) -> bool {
+pub(crate) async fn ping(port: u16) -> bool {
     let attempt = async {
         let mut stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
         stream.write_all(b"PING\r\n").await.ok()?;

@@ -20,7 +20,9 @@ use ridecast_tests::tokens::{
     GARBAGE_TOKEN, bad_signature_rider_token, driver_token, edge_token, expired_rider_token, ops_token, ride_token,
     rider_token, rider_token_without_drv,
 };
-use ridecast_tests::{ChatSocket, Cluster, EXPECT, Mode, Origin, OriginBuilder, QUIET, in_both_modes};
+use ridecast_tests::{
+    ChatSocket, Cluster, EXPECT, Mode, Origin, OriginBuilder, QUIET, in_both_modes, on_a_redis_cluster_too,
+};
 use serde_json::json;
 
 /// Chat pace for every test but the flooding ones: far beyond anything they send, so that no
@@ -99,6 +101,12 @@ in_both_modes!(
     a_bad_message_gets_an_error_frame_and_the_socket_stays_open,
     a_4_kib_frame_is_a_message_and_a_bigger_one_closes_the_socket_with_1009,
     a_flood_is_rate_limited_and_only_what_was_echoed_is_stored,
+);
+
+on_a_redis_cluster_too!(
+    rider_and_driver_chat_both_ways_in_one_order,
+    history_comes_first_and_since_resumes_after_exactly_that_message,
+    a_retried_client_msg_id_is_stored_once_and_answered_with_the_original,
 );
 
 async fn rider_and_driver_chat_both_ways_in_one_order(mode: Mode) {

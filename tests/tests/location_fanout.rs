@@ -7,7 +7,8 @@
 use ridecast_tests::geo::{CELL, cell_of, same_cell_pair_that_cos_lat_would_split};
 use ridecast_tests::tokens::{driver_token, rider_token};
 use ridecast_tests::{
-    Cluster, DriverSocket, Fix, Mode, QUIET, RiderStream, Route, TsClock, in_both_modes, wait_until_stored,
+    Cluster, DriverSocket, Fix, Mode, QUIET, RiderStream, Route, TsClock, in_both_modes, on_a_redis_cluster_too,
+    wait_until_stored,
 };
 
 in_both_modes!(
@@ -15,6 +16,11 @@ in_both_modes!(
     in_cell_moves_are_stored_but_only_cell_changes_are_pushed,
     a_move_along_a_row_keeps_the_column_of_the_rows_latitude,
     stale_updates_are_neither_pushed_nor_stored,
+);
+
+on_a_redis_cluster_too!(
+    a_driver_on_one_instance_reaches_riders_on_every_instance,
+    in_cell_moves_are_stored_but_only_cell_changes_are_pushed,
 );
 
 async fn a_driver_on_one_instance_reaches_riders_on_every_instance(mode: Mode) {

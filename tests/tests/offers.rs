@@ -11,7 +11,8 @@ use ridecast_tests::http::{delete, post_json};
 use ridecast_tests::tokens::{claims, driver_token, mint, rider_token};
 use ridecast_tests::wait::now_ms;
 use ridecast_tests::{
-    Auth, Cluster, DriverSocket, EXPECT, Fix, Mode, Origin, RedisServer, RiderStream, in_both_modes, wait_until_stored,
+    Auth, Cluster, DriverSocket, EXPECT, Fix, Mode, Origin, RedisServer, RiderStream, in_both_modes,
+    on_a_redis_cluster_too, wait_until_stored,
 };
 use serde_json::{Value, json};
 
@@ -132,6 +133,14 @@ in_both_modes!(
     a_driver_who_won_a_ride_is_told_when_the_rider_cancels_and_is_free_again,
     an_offer_is_sent_again_until_acknowledged,
     bad_answers_to_offers_get_contract_errors,
+);
+
+on_a_redis_cluster_too!(
+    the_nearest_driver_gets_the_offer_accepts_and_the_rider_can_track_them,
+    a_rejected_offer_goes_to_the_next_nearest_driver,
+    an_unanswered_offer_expires_moves_on_and_a_late_accept_is_expired,
+    a_riders_cancel_reaches_the_offered_driver,
+    a_driver_who_won_a_ride_is_told_when_the_rider_cancels_and_is_free_again,
 );
 
 async fn the_nearest_driver_gets_the_offer_accepts_and_the_rider_can_track_them(mode: Mode) {

@@ -16,7 +16,9 @@ use ridecast_tests::tokens::{
     rider_token_without_drv,
 };
 use ridecast_tests::wait::{now_ms, now_secs, poll_until};
-use ridecast_tests::{Cluster, EXPECT, Mode, Origin, QUIET, RawSse, RedisServer, RiderStream, in_both_modes};
+use ridecast_tests::{
+    Cluster, EXPECT, Mode, Origin, QUIET, RawSse, RedisServer, RiderStream, in_both_modes, on_a_redis_cluster_too,
+};
 use serde::Deserialize;
 
 /// A body the contract accepts.
@@ -162,6 +164,8 @@ in_both_modes!(
     ride_requests_are_checked_in_the_contracts_order,
     only_the_creator_or_a_token_scoped_to_the_ride_follows_or_cancels_it,
 );
+
+on_a_redis_cluster_too!(a_cancel_on_another_instance_reaches_the_stream_and_a_second_cancel_changes_nothing,);
 
 async fn a_requested_ride_is_searching_at_once_on_its_stream_with_the_returned_token(mode: Mode) {
     let cluster = cluster(mode).await;

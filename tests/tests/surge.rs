@@ -19,7 +19,9 @@ use ridecast_tests::tokens::{
     rider_token_without_drv,
 };
 use ridecast_tests::wait::{now_ms, now_secs, poll_until};
-use ridecast_tests::{Cluster, EXPECT, Mode, Origin, QUIET, RawSse, RedisServer, RiderStream, in_both_modes};
+use ridecast_tests::{
+    Cluster, EXPECT, Mode, Origin, QUIET, RawSse, RedisServer, RiderStream, in_both_modes, on_a_redis_cluster_too,
+};
 use serde::Deserialize;
 
 /// A surge value as the contract spells it. Unknown fields are refused: the contract lists them all.
@@ -92,6 +94,11 @@ in_both_modes!(
     surge_ids_strictly_grow_even_for_posts_in_the_same_millisecond,
     malformed_zone_ids_and_bodies_are_400_and_change_nothing,
     only_ops_tokens_set_surge_and_only_rider_tokens_follow_it,
+);
+
+on_a_redis_cluster_too!(
+    a_surge_set_on_one_instance_reaches_riders_and_edge_links_on_every_instance,
+    surge_ids_strictly_grow_even_for_posts_in_the_same_millisecond,
 );
 
 async fn a_surge_set_on_one_instance_reaches_riders_and_edge_links_on_every_instance(mode: Mode) {

@@ -9,7 +9,9 @@
 //! hubs or chat rooms ([`Inbound`](crate::subscriptions::Inbound)).
 
 pub mod embedded;
+pub mod pubsub;
 pub mod redis;
+pub mod redis_url;
 
 use std::{fmt::Debug, time::Duration};
 
@@ -85,6 +87,8 @@ pub enum IngestOutcome {
 pub enum BackendError {
     #[error("redis: {0}")]
     Redis(#[from] fred::error::Error),
+    #[error("invalid --redis-url: {0}")]
+    InvalidUrl(String),
     #[error("redis answered {0:?}, which this version does not understand")]
     UnexpectedReply(String),
 }

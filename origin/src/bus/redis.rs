@@ -1,11 +1,14 @@
 //! The Redis backend: many instances share stores and channels through one Redis.
 //!
-//! Two connections per instance: one for commands (store, ingest script) and one subscriber
-//! connection that carries every channel this instance has local riders or chat participants for. Both reconnect
-//! with backoff on their own; after the subscriber reconnects it resubscribes and then asks
-//! the hubs and chat rooms to recover from the store, since anything published meanwhile was lost.
+//! Two connections per instance (two per primary on a Redis Cluster): one for commands (store,
+//! ingest script) and one subscriber connection that carries every channel this instance has
+//! local riders or chat participants for. Both reconnect with backoff on their own; after the
+//! subscriber reconnects (or, on a cluster, a slot moves to another node) it resubscribes and
+//! then asks the hubs and chat rooms to recover from the store, since anything published
+//! meanwhile was lost. On a cluster, publishing is sharded ([`super::pubsub`]).
 //!
-//! Keys: a driver's latest location (`driver:latest:{id}`, a hash that expires
+//! Keys (`{id}` is the id in braces, a cluster hash tag shared with the key's channel): a
+//! driver's latest location (`driver:latest:{id}`, a hash that expires
 //! `--location-ttl-secs` after the driver's last update) and a zone's current surge
 //! (`surge:latest:{id}`, a hash with no expiry). A surge is an operator's decision that stays in force until the next one, however
 //! long that takes; expiring it would make new riders see no surge while riders already
@@ -24,15 +27,17 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use async_trait::async_trait;
 use bytes::Bytes;
 use fred::{
-    clients::SubscriberClient,
-    prelude::{Client, ClientLike, Config as RedisConfig, EventInterface, HashesInterface, PubsubInterface},
+    prelude::{Client, ClientLike, HashesInterface},
     types::{Builder, config::ReconnectPolicy, scripts::Script},
 };
 use ridecast_protocol::{Id, LatLng, Multiplier, RideState, RideStatus, Surge, channels};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
-use super::{Backend, BackendError, IngestOutcome, LocationUpdate, Retention, Topic};
+use super::{
+    Backend, BackendError, IngestOutcome, LocationUpdate, Retention, Topic,
+    pubsub::{PubSub, Subscriber},
+};
 use crate::{
     metrics::Metrics,
     rides::{NewRide, Ride, RideChange, RideChangeOutcome},
@@ -52,7 +57,7 @@ end
 local outcome = 1
 if stored[2] ~= ARGV[3] then
   redis.call('HSET', KEYS[1], 'ts', ARGV[1], 'json', ARGV[2], 'cell', ARGV[3])
-  redis.call('PUBLISH', ARGV[5], ARGV[2])
+  redis.call(publish_command, ARGV[5], ARGV[2])
   outcome = 2
 else
   redis.call('HSET', KEYS[1], 'ts', ARGV[1], 'json', ARGV[2])
@@ -79,7 +84,7 @@ if stored and stored >= ts then
 end
 local json = string.format('{"zoneId":"%s","multiplier":%s,"ts":%.0f}', ARGV[2], ARGV[3], ts)
 redis.call('HSET', KEYS[1], 'ts', string.format('%.0f', ts), 'json', json)
-redis.call('PUBLISH', ARGV[4], json)
+redis.call(publish_command, ARGV[4], json)
 return json
 "#;
 
@@ -97,7 +102,7 @@ local json = '{"rideId":"' .. ARGV[2] .. '","status":"searching","ts":' .. ARGV[
 redis.call('HSET', KEYS[1], 'rider', ARGV[3], 'pickup', ARGV[4], 'dropoff', ARGV[5],
   'status', 'searching', 'created', ARGV[1], 'ts', ARGV[1], 'json', json)
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
-redis.call('PUBLISH', ARGV[7], json)
+redis.call(publish_command, ARGV[7], json)
 return {'created', unpack(redis.call('HGETALL', KEYS[1]))}
 "#;
 
@@ -131,7 +136,7 @@ end
 json = json .. ',"ts":' .. ts .. '}'
 redis.call('HSET', KEYS[1], 'status', ARGV[3], 'ts', ts, 'json', json)
 redis.call('PEXPIRE', KEYS[1], ARGV[7])
-redis.call('PUBLISH', ARGV[8], json)
+redis.call(publish_command, ARGV[8], json)
 return {'applied', unpack(redis.call('HGETALL', KEYS[1]))}
 "#;
 
@@ -146,7 +151,10 @@ const MESSAGE_BUFFER: usize = 4 * 1024;
 #[derive(Clone)]
 pub struct RedisBackend {
     commands: Client,
-    subscriber: SubscriberClient,
+    subscriber: Subscriber,
+    pubsub: PubSub,
+    /// How the instance's other Redis clients are configured (the driver inbox's subscriber).
+    builder: Arc<Builder>,
     ingest: Arc<Script>,
     set_surge: Arc<Script>,
     create_ride: Arc<Script>,
@@ -157,17 +165,20 @@ pub struct RedisBackend {
 
 impl std::fmt::Debug for RedisBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisBackend").field("ready", &self.is_ready()).finish_non_exhaustive()
+        f.debug_struct("RedisBackend")
+            .field("pubsub", &self.pubsub)
+            .field("ready", &self.is_ready())
+            .finish_non_exhaustive()
     }
 }
 
 impl RedisBackend {
-    /// Connects to `url` (waiting up to a few seconds, then carrying on and reconnecting in the
-    /// background) and starts delivering subscribed messages to `inbound`. What expires is kept
-    /// for its `retention`.
+    /// Connects to `url` (one Redis or a cluster, see [`super::redis_url`]; waiting up to a few
+    /// seconds, then carrying on and reconnecting in the background) and starts delivering
+    /// subscribed messages to `inbound`. What expires is kept for its `retention`.
     ///
     /// # Errors
-    /// [`BackendError::Redis`] if the URL is invalid.
+    /// [`BackendError::InvalidUrl`] if the URL is invalid.
     pub async fn connect(
         url: &str,
         retention: Retention,
@@ -175,7 +186,8 @@ impl RedisBackend {
         metrics: Metrics,
         shutdown: CancellationToken,
     ) -> Result<Self, BackendError> {
-        let config = RedisConfig::from_url(url)?;
+        let config = super::redis_url::parse(url)?;
+        let pubsub = PubSub::of(&config);
         let mut builder = Builder::from_config(config);
         builder
             .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2))
@@ -188,33 +200,40 @@ impl RedisBackend {
                 connection.max_command_attempts = 1;
             });
         let commands = builder.build()?;
-        let subscriber = builder.build_subscriber_client()?;
+        let subscriber = Subscriber::build(&builder)?;
         commands.connect();
         subscriber.connect();
-        for client in [&commands as &dyn WaitForConnect, &subscriber] {
-            if tokio::time::timeout(Duration::from_secs(5), client.wait()).await.is_err() {
-                tracing::error!("redis is not reachable yet; serving anyway and reconnecting in the background");
-                break;
-            }
+        if tokio::time::timeout(Duration::from_secs(5), async {
+            let _ = commands.wait_for_connect().await;
+            subscriber.wait_for_connect().await;
+        })
+        .await
+        .is_err()
+        {
+            tracing::error!("redis is not reachable yet; serving anyway and reconnecting in the background");
         }
         let backend = Self {
             commands,
             subscriber,
-            ingest: Arc::new(Script::from_lua(INGEST_LUA)),
-            set_surge: Arc::new(Script::from_lua(SET_SURGE_LUA)),
-            create_ride: Arc::new(Script::from_lua(CREATE_RIDE_LUA)),
-            change_ride: Arc::new(Script::from_lua(CHANGE_RIDE_LUA)),
+            pubsub,
+            builder: Arc::new(builder),
+            ingest: Arc::new(pubsub.script(INGEST_LUA)),
+            set_surge: Arc::new(pubsub.script(SET_SURGE_LUA)),
+            create_ride: Arc::new(pubsub.script(CREATE_RIDE_LUA)),
+            change_ride: Arc::new(pubsub.script(CHANGE_RIDE_LUA)),
             location_ttl_ms: crate::clock::millis(retention.location),
             ride_ttl_ms: crate::clock::millis(retention.ride),
         };
         backend.spawn_delivery(inbound.clone(), metrics, shutdown.clone());
-        backend.spawn_resubscriber(inbound, shutdown);
+        // After a reconnect or a slot move: subscribed again, then every hub reloaded, in that
+        // order so that nothing published after the reload can be missed.
+        backend.subscriber.keep_subscribed(shutdown, move || inbound.request_refresh_all());
         Ok(backend)
     }
 
     /// Hands every message on a subscribed channel to its hub.
     fn spawn_delivery(&self, inbound: Inbound, metrics: Metrics, shutdown: CancellationToken) {
-        let mut messages = self.subscriber.message_rx();
+        let mut messages = self.subscriber.messages();
         tokio::spawn(async move {
             loop {
                 let message = tokio::select! {
@@ -237,48 +256,31 @@ impl RedisBackend {
         });
     }
 
-    /// After the subscriber connection comes back: subscribe again, then reload every hub,
-    /// in that order so that nothing published after the reload can be missed.
-    fn spawn_resubscriber(&self, inbound: Inbound, shutdown: CancellationToken) {
-        let mut reconnects = self.subscriber.reconnect_rx();
-        let subscriber = self.subscriber.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    event = reconnects.recv() => if let Err(RecvError::Closed) = event { return },
-                }
-                tracing::info!("redis subscriber reconnected; resubscribing");
-                if let Err(error) = subscriber.resubscribe_all().await {
-                    tracing::warn!(%error, "resubscribe failed; the next reconnect retries");
-                }
-                inbound.request_refresh_all();
-            }
-        });
-    }
-
-    /// The command connection, for other stores that share this Redis (dispatch).
+    /// The command connection, for other stores that share this Redis (dispatch, chat).
     pub fn command_client(&self) -> Client {
         self.commands.clone()
     }
 
+    /// The Pub/Sub this deployment uses: sharded on a cluster.
+    pub fn pubsub(&self) -> PubSub {
+        self.pubsub
+    }
+
+    /// A new subscriber on the same Redis, configured like this backend's but with its own
+    /// connections and `buffer` messages of room (the driver inbox).
+    ///
+    /// # Errors
+    /// [`BackendError::Redis`] if the client cannot be built.
+    pub fn new_subscriber(&self, buffer: usize) -> Result<Subscriber, BackendError> {
+        let mut builder = (*self.builder).clone();
+        builder.with_performance_config(|performance| performance.broadcast_channel_capacity = buffer);
+        Subscriber::build(&builder)
+    }
+
     /// Closes both connections.
     pub async fn quit(&self) {
-        let _ = self.subscriber.quit().await;
+        self.subscriber.quit().await;
         let _ = self.commands.quit().await;
-    }
-}
-
-/// `wait_for_connect` for both client kinds, behind one object-safe face.
-#[async_trait]
-trait WaitForConnect: Sync {
-    async fn wait(&self);
-}
-
-#[async_trait]
-impl<C: ClientLike + Sync> WaitForConnect for C {
-    async fn wait(&self) {
-        let _ = self.wait_for_connect().await;
     }
 }
 
@@ -392,16 +394,15 @@ impl Backend for RedisBackend {
     }
 
     async fn publish(&self, channel: &str, payload: Bytes) -> Result<(), BackendError> {
-        let _receivers: i64 = self.commands.publish(channel, payload).await?;
-        Ok(())
+        self.pubsub.publish(&self.commands, channel, payload).await.map(drop)
     }
 
     async fn subscribe(&self, channels: Vec<String>) -> Result<(), BackendError> {
-        Ok(self.subscriber.subscribe(channels).await?)
+        self.subscriber.subscribe(channels).await
     }
 
     async fn unsubscribe(&self, channels: Vec<String>) -> Result<(), BackendError> {
-        Ok(self.subscriber.unsubscribe(channels).await?)
+        self.subscriber.unsubscribe(channels).await
     }
 
     fn is_ready(&self) -> bool {

@@ -204,13 +204,13 @@ mod tests {
         let rooms = ChatRooms::new(requests);
         let a = rooms.join(&ride("r1"));
         let b = rooms.join(&ride("r1"));
-        assert!(matches!(commands.try_recv(), Ok(Command::Reconcile(c)) if c == "chat:ride:r1"));
+        assert!(matches!(commands.try_recv(), Ok(Command::Reconcile(c)) if c == "chat:ride:{r1}"));
         assert!(commands.try_recv().is_err(), "one subscription per ride");
         drop(a);
         assert!(rooms.has("r1"));
         drop(b);
         assert!(!rooms.has("r1"));
-        assert!(matches!(commands.try_recv(), Ok(Command::Reconcile(c)) if c == "chat:ride:r1"));
+        assert!(matches!(commands.try_recv(), Ok(Command::Reconcile(c)) if c == "chat:ride:{r1}"));
     }
 
     #[tokio::test]

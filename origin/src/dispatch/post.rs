@@ -18,15 +18,15 @@ use std::{
 };
 
 use fred::{
-    prelude::{Client, ClientLike, Config as RedisConfig, EventInterface, KeysInterface, PubsubInterface},
-    types::{Builder, Expiration, config::ReconnectPolicy},
+    prelude::{Client, KeysInterface},
+    types::Expiration,
 };
 use ridecast_protocol::{Id, messages::ServerMessage};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::BackendError;
+use crate::bus::{BackendError, pubsub::PubSub, redis::RedisBackend};
 
 /// Frames waiting for one driver session; beyond this a frame is dropped (offers are resent).
 pub const SESSION_QUEUE: usize = 16;
@@ -92,6 +92,7 @@ struct Parcel {
 #[derive(Clone)]
 struct Remote {
     commands: Client,
+    pubsub: PubSub,
     instance: String,
 }
 
@@ -127,11 +128,11 @@ fn instance_id() -> String {
 }
 
 fn conn_key(driver: &Id) -> String {
-    format!("dispatch:conn:{driver}")
+    format!("dispatch:conn:{{{driver}}}")
 }
 
 fn inbox_channel(instance: &str) -> String {
-    format!("dispatch:inbox:{instance}")
+    format!("dispatch:inbox:{{{instance}}}")
 }
 
 impl DriverPost {
@@ -140,45 +141,28 @@ impl DriverPost {
         Self::default()
     }
 
-    /// Delivery across instances through the Redis at `url`: `commands` for lookups and
-    /// publishing, and a subscriber connection of its own that only this instance's inbox
-    /// channel uses (resubscribed by fred after reconnects, provided the first `SUBSCRIBE`
-    /// here succeeded: fred tracks a channel only once subscribed).
+    /// Delivery across instances through `redis`: its command connection for lookups and
+    /// publishing, and a subscriber of its own that only this instance's inbox channel uses,
+    /// kept subscribed across reconnects and (on a cluster) slot moves.
     ///
     /// # Errors
-    /// [`BackendError`] if the URL is invalid.
-    pub async fn through_redis(url: &str, commands: Client, shutdown: CancellationToken) -> Result<Self, BackendError> {
-        let config = RedisConfig::from_url(url)?;
-        let subscriber = Builder::from_config(config)
-            .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2))
-            .with_performance_config(|performance| performance.broadcast_channel_capacity = INBOX_BUFFER)
-            .build_subscriber_client()?;
+    /// [`BackendError`] if the subscriber cannot be built.
+    pub async fn through_redis(redis: &RedisBackend, shutdown: CancellationToken) -> Result<Self, BackendError> {
+        let subscriber = redis.new_subscriber(INBOX_BUFFER)?;
         subscriber.connect();
         if tokio::time::timeout(Duration::from_secs(5), subscriber.wait_for_connect()).await.is_err() {
             tracing::error!("redis is not reachable yet for the driver inbox; reconnecting in the background");
         }
         let instance = instance_id();
-        let post = Self { remote: Some(Remote { commands, instance: instance.clone() }), ..Self::default() };
+        let remote = Remote { commands: redis.command_client(), pubsub: redis.pubsub(), instance: instance.clone() };
+        let post = Self { remote: Some(remote), ..Self::default() };
         let channel = inbox_channel(&instance);
-        let mut messages = subscriber.message_rx();
-        if let Err(error) = subscriber.subscribe(channel.clone()).await {
+        let mut messages = subscriber.messages();
+        if let Err(error) = subscriber.subscribe(vec![channel.clone()]).await {
             tracing::warn!(%error, "driver inbox not subscribed yet; retried on reconnect");
         }
-        // Subscribed again after every reconnect, also when the first attempt failed (fred
-        // only tracks channels whose SUBSCRIBE succeeded).
-        let mut reconnects = subscriber.reconnect_rx();
-        let (resubscriber, inbox, stop) = (subscriber.clone(), channel.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    event = reconnects.recv() => if event.is_err() { return },
-                }
-                if let Err(error) = resubscriber.subscribe(inbox.clone()).await {
-                    tracing::warn!(%error, "driver inbox not resubscribed; the next reconnect retries");
-                }
-            }
-        });
+        // Nothing to recover after a resubscription: offers are stored, and resent until acked.
+        subscriber.keep_subscribed(shutdown.clone(), || ());
         let receiver = post.clone();
         tokio::spawn(async move {
             loop {
@@ -205,7 +189,7 @@ impl DriverPost {
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                 }
             }
-            let _ = subscriber.quit().await;
+            subscriber.quit().await;
         });
         Ok(post)
     }
@@ -257,7 +241,7 @@ impl DriverPost {
         let Some(instance) = instance.filter(|i| *i != remote.instance) else { return Ok(false) };
         let parcel = serde_json::to_string(&Parcel { driver: driver.clone(), frame })
             .map_err(|e| BackendError::UnexpectedReply(e.to_string()))?;
-        let receivers: i64 = remote.commands.publish(inbox_channel(&instance), parcel).await?;
+        let receivers = remote.pubsub.publish(&remote.commands, &inbox_channel(&instance), parcel).await?;
         Ok(receivers > 0)
     }
 

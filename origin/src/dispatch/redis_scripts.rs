@@ -1,22 +1,30 @@
 //! The dispatch transitions of [`super::book::Book`], as Lua scripts: each runs atomically in
 //! Redis, so any number of instances can offer, accept and sweep the same rides at once.
 //!
-//! Keys (`{p}` is the prefix `dispatch:`): `{p}geo` (GEO set of online drivers' positions),
+//! Keys (`{p}` is the prefix [`KEY_PREFIX`], `dispatch:{dispatch}:`): `{p}geo` (GEO set of online drivers' positions),
 //! `{p}driver:{id}` (hash: available, seen, lat, lng, offer, ride), `{p}offer:{id}` (hash: json,
 //! state, acked, driver, ride, expires), `{p}ride:{id}` (hash: closed), `{p}ride:{id}:live` and
 //! `{p}ride:{id}:tried` (sets), `{p}deadlines` (sorted set of pending offers by deadline),
-//! `{p}waiting` (sorted set of searching rides with nobody to ask yet, by next search). Keys
-//! of one transition are derived inside the script from ids, which is fine on one Redis; issue 9
-//! (Redis Cluster) has to move them under one hash tag per ride.
+//! `{p}waiting` (sorted set of searching rides with nobody to ask yet, by next search).
+//!
+//! A transition touches keys of one ride, its offers, their drivers and the shared sets, which
+//! it derives inside the script from ids. On a Redis Cluster every key a script touches must be
+//! on the shard that runs it, so all of them share one hash tag, `{dispatch}`, and every script
+//! is called with the prefix as its one declared key (`KEYS[1]`), which routes it there. The
+//! price: dispatch state lives on one shard, whatever the cluster's size (BENCHMARKS.md,
+//! capacity plan, says when that starts to matter and how to partition it by region).
 //!
 //! Every per-driver, per-offer and per-ride key expires `ttl` ms after the last script that
 //! touched it. The shared sets have no TTL: the GEO set loses a driver when it goes offline,
 //! wins a ride, or is found stale by an offer attempt; `{p}deadlines` loses an offer when it
 //! ends, `{p}waiting` a ride when a sweep takes it or the ride is closed.
 
-/// Shared helpers, prepended to every script.
+/// The prefix of every dispatch key; its hash tag puts them all in one cluster slot.
+pub const KEY_PREFIX: &str = "dispatch:{dispatch}:";
+
+/// Shared helpers, prepended to every script. `KEYS[1]` is [`KEY_PREFIX`].
 const PRELUDE: &str = r"
-local p = 'dispatch:'
+local p = KEYS[1]
 local function dkey(id) return p .. 'driver:' .. id end
 local function okey(id) return p .. 'offer:' .. id end
 local function rkey(id) return p .. 'ride:' .. id end

@@ -214,7 +214,7 @@ impl RedisDispatch {
     }
 
     async fn run<R: fred::types::FromValue>(&self, script: &Script, args: Vec<String>) -> Result<R, BackendError> {
-        Ok(script.evalsha_with_reload(&self.client, Vec::<String>::new(), args).await?)
+        Ok(script.evalsha_with_reload(&self.client, redis_scripts::KEY_PREFIX, args).await?)
     }
 
     fn ttl(&self) -> String {

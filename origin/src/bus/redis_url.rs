@@ -1,0 +1,122 @@
+//! `--redis-url`: one Redis, or a Redis Cluster.
+//!
+//! `redis://host:port` is one Redis. `redis-cluster://host:port,host:port,...` (or
+//! `rediss-cluster://` with TLS) is a cluster, given by any of its nodes: the client asks one of
+//! them for the slot map and connects to every primary. The comma list is how operators write
+//! seed nodes elsewhere (`redis-cli -c`, most client libraries); fred spells it as
+//! `?node=host:port` query parameters, which are accepted as well.
+
+use fred::prelude::Config as RedisConfig;
+
+use super::BackendError;
+
+/// What `--redis-url` may start with: one Redis, a cluster, a Sentinel-managed Redis; each
+/// with TLS (`rediss`).
+const SCHEMES: [&str; 6] = ["redis", "rediss", "redis-cluster", "rediss-cluster", "redis-sentinel", "rediss-sentinel"];
+
+/// The client configuration `url` names.
+///
+/// # Errors
+/// [`BackendError::InvalidUrl`] if it is not a Redis or Redis Cluster URL, naming what is
+/// wrong.
+pub fn parse(url: &str) -> Result<RedisConfig, BackendError> {
+    let url = with_seed_nodes_as_query(url)?;
+    RedisConfig::from_url(&url).map_err(|error| BackendError::InvalidUrl(error.details().to_string()))
+}
+
+/// `redis-cluster://user:pass@a:1,b:2/?x=y` as `redis-cluster://user:pass@a:1/?x=y&node=b:2`.
+fn with_seed_nodes_as_query(url: &str) -> Result<String, BackendError> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(BackendError::InvalidUrl(format!("{url:?} has no scheme (redis://, redis-cluster://)")));
+    };
+    if !SCHEMES.contains(&scheme) {
+        return Err(BackendError::InvalidUrl(format!("{url:?}: the scheme must be one of {SCHEMES:?}")));
+    }
+    if !scheme.ends_with("-cluster") {
+        return Ok(url.to_string());
+    }
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let (credentials, hosts) = match authority.rsplit_once('@') {
+        Some((credentials, hosts)) => (Some(credentials), hosts),
+        None => (None, authority),
+    };
+    let mut nodes = hosts.split(',');
+    let first = nodes.next().unwrap_or_default();
+    let others: Vec<&str> = nodes.collect();
+    if first.is_empty() || others.iter().any(|node| node.is_empty()) {
+        return Err(BackendError::InvalidUrl(format!("{url:?} lists an empty cluster node")));
+    }
+    let mut rewritten = format!("{scheme}://");
+    if let Some(credentials) = credentials {
+        rewritten.push_str(credentials);
+        rewritten.push('@');
+    }
+    rewritten.push_str(first);
+    rewritten.push_str(tail);
+    for (k, node) in others.iter().enumerate() {
+        let separator = if k == 0 && !tail.contains('?') { '?' } else { '&' };
+        rewritten.push(separator);
+        rewritten.push_str("node=");
+        rewritten.push_str(node);
+    }
+    Ok(rewritten)
+}
+
+#[cfg(test)]
+mod tests {
+    use fred::types::config::{Server, ServerConfig};
+
+    use super::*;
+
+    /// The seed nodes, in a fixed order (the client tries them in any).
+    fn hosts(config: &RedisConfig) -> Vec<Server> {
+        match &config.server {
+            ServerConfig::Clustered { hosts, .. } => {
+                let mut hosts = hosts.clone();
+                hosts.sort_by(|a, b| (&a.host, a.port).cmp(&(&b.host, b.port)));
+                hosts
+            }
+            other => panic!("not a cluster: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn one_redis_is_not_a_cluster() {
+        let config = parse("redis://127.0.0.1:6380").expect("valid");
+        assert!(!config.server.is_clustered());
+    }
+
+    #[test]
+    fn a_comma_list_names_every_seed_node() {
+        let config = parse("redis-cluster://127.0.0.1:7001,127.0.0.1:7002,10.0.0.3:7003").expect("valid");
+        assert_eq!(
+            hosts(&config),
+            vec![Server::new("10.0.0.3", 7003), Server::new("127.0.0.1", 7001), Server::new("127.0.0.1", 7002)]
+        );
+    }
+
+    #[test]
+    fn credentials_and_query_parameters_survive_the_list() {
+        let config = parse("redis-cluster://ridecast:s3cret@a:7001,b:7002?node=c:7003").expect("valid");
+        assert_eq!(hosts(&config), vec![Server::new("a", 7001), Server::new("b", 7002), Server::new("c", 7003)]);
+        assert_eq!(config.username.as_deref(), Some("ridecast"));
+        assert_eq!(config.password.as_deref(), Some("s3cret"));
+    }
+
+    #[test]
+    fn fred_spelling_is_accepted_too() {
+        let config = parse("redis-cluster://a:7001?node=b:7002").expect("valid");
+        assert_eq!(hosts(&config), vec![Server::new("a", 7001), Server::new("b", 7002)]);
+    }
+
+    #[test]
+    fn bad_urls_say_what_is_wrong() {
+        for url in ["127.0.0.1:6379", "redis-cluster://a:1,,b:2", "redis-cluster://", "http://x"] {
+            match parse(url) {
+                Err(BackendError::InvalidUrl(why)) => assert!(!why.is_empty(), "{url}"),
+                other => panic!("{url} gave {other:?}"),
+            }
+        }
+    }
+}
