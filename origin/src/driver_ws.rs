@@ -32,7 +32,7 @@ use crate::{
     auth::Principal,
     bus::BackendError,
     clock,
-    dispatch::post::Mailbox,
+    dispatch::post::{Mailbox, Posted},
     http::{error::ApiError, front::ConnectionSlot},
     limits::{RefusedRun, allowance::Allowance, token_streams::StreamKey},
     metrics::{GaugeGuard, Metrics},
@@ -181,7 +181,11 @@ impl DriverSession {
                     }
                     Some(Err(error)) => break transport_close(&error),
                 },
-                frame = next_frame(inbox.as_deref()) => Box::pin(self.on_post(frame, &mut socket)).await,
+                posted = next_posted(inbox.as_deref()) => match posted {
+                    Posted::Frame(frame) => Box::pin(self.on_post(frame, &mut socket)).await,
+                    // Frames may have been lost on the way: the store knows what is pending.
+                    Posted::LookUpOffer => Box::pin(self.look_up_offer(&mut socket, Acknowledged::Skip)).await,
+                },
                 () = timer.as_mut() => {
                     let now = Instant::now();
                     if self.pending.is_some() && now >= self.next_ingest {
@@ -227,21 +231,38 @@ impl DriverSession {
     /// (its positions then feed dispatch without a new `availability`), and the offer it holds,
     /// if any, again (same id; its app de-duplicates).
     async fn resume(&mut self, socket: &mut WebSocket) {
-        let store = self.state.dispatcher.store();
-        match store.is_available(&self.driver).await {
+        match self.state.dispatcher.store().is_available(&self.driver).await {
             Ok(available) => self.available = available,
             Err(error) => tracing::warn!(driver.id = %self.driver, %error, "availability not looked up"),
         }
-        match store.current_offer(&self.driver).await {
+        let _ = self.look_up_offer(socket, Acknowledged::SendAgain).await;
+    }
+
+    /// Sends the driver's stored pending offer unless this session is resending it already (or
+    /// it was acknowledged and `acknowledged` says to skip it); with none pending, stops
+    /// resending whatever ended meanwhile.
+    async fn look_up_offer(&mut self, socket: &mut WebSocket, acknowledged: Acknowledged) -> Next {
+        match self.state.dispatcher.store().current_offer(&self.driver).await {
             Ok(Some((offer, acked))) => {
+                if self.unacked.as_ref().is_some_and(|unacked| unacked.offer_id == offer.offer_id)
+                    || (acked && acknowledged == Acknowledged::Skip)
+                {
+                    return Next::Continue;
+                }
                 let frame = offer.frame();
                 if !acked {
                     self.unacked = Some(Unacked::boxed(frame.clone(), offer.offer_id, self.resend_interval()));
                 }
-                let _ = self.send(socket, &frame).await;
+                self.send(socket, &frame).await
             }
-            Ok(None) => {}
-            Err(error) => tracing::warn!(driver.id = %self.driver, %error, "pending offer not looked up"),
+            Ok(None) => {
+                self.unacked = None;
+                Next::Continue
+            }
+            Err(error) => {
+                tracing::warn!(driver.id = %self.driver, %error, "pending offer not looked up");
+                Next::Continue
+            }
         }
     }
 
@@ -437,7 +458,16 @@ impl DriverSession {
 }
 
 /// The next frame from the post, or never for a session that is not registered.
-async fn next_frame(inbox: Option<&Mailbox>) -> ServerMessage {
+/// Whether a looked-up offer the driver already acknowledged is sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Acknowledged {
+    /// On connect: the app may have lost it with the old connection.
+    SendAgain,
+    /// While connected: this session delivered it.
+    Skip,
+}
+
+async fn next_posted(inbox: Option<&Mailbox>) -> Posted {
     match inbox {
         Some(inbox) => inbox.next().await,
         None => std::future::pending().await,

@@ -140,6 +140,8 @@ async fn a_ride_is_created_once_searching_and_reads_back_whole() {
             Some(ride.json.clone())
         );
 
+        // The same request written again after a lost reply gets its ride, not a second one.
+        assert_eq!(store.backend.create_ride(&new, T0).await.expect("create"), Some(ride.clone()), "a replay");
         let again = NewRide { rider: id("rider-2"), ..new_ride("ride-1") };
         assert_eq!(store.backend.create_ride(&again, T0 + 5).await.expect("create"), None, "an id is used once");
         assert_eq!(store.backend.ride(&new.id).await.expect("read"), Some(ride), "the first ride is untouched");

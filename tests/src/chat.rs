@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use ridecast_protocol::ErrorCode;
 use ridecast_protocol::chat::{ChatMessage, ChatRole, ChatServerFrame};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
@@ -185,6 +186,35 @@ impl ChatSocket {
         echo
     }
 
+    /// [`ChatSocket::say`] as the app says it while the store may be briefly away (a Redis
+    /// failover): on `unavailable`, the same message again with the same `clientMsgId` (the
+    /// contract's retry, stored once however often it is sent), until it is echoed. Returns
+    /// the echo and how many `unavailable` answers came first.
+    ///
+    /// # Panics
+    /// If anything but `unavailable` or the echo comes, or no echo within twice [`EXPECT`].
+    pub async fn say_retrying(&mut self, client_msg_id: &str, text: &str) -> (ChatMessage, usize) {
+        let deadline = tokio::time::Instant::now() + EXPECT * 2;
+        let mut refused = 0;
+        loop {
+            self.send_message(client_msg_id, text).await;
+            match self.next_server_frame(&format!("the echo of {client_msg_id:?}")).await {
+                ChatServerFrame::Message(echo) => {
+                    assert_eq!(
+                        (echo.client_msg_id.as_str(), echo.text.as_str()),
+                        (client_msg_id, text),
+                        "the echo carries the clientMsgId and text sent: {echo:?}"
+                    );
+                    return (echo, refused);
+                }
+                ChatServerFrame::Error { code: ErrorCode::Unavailable, .. } => refused += 1,
+                other => panic!("expected the echo of {client_msg_id:?} or unavailable, got {other:?}"),
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{client_msg_id:?} was never stored");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// The next text frame or the socket's end; pings and pongs are skipped (and answered).
     ///
     /// # Panics
@@ -236,6 +266,22 @@ impl ChatSocket {
         match self.next_server_frame(what).await {
             ChatServerFrame::Message(message) => message,
             other => panic!("expected a message ({what}), got {other:?}"),
+        }
+    }
+
+    /// The next message, after any `unavailable` errors (the store briefly away: the message
+    /// arrives once it is back); returns it and how many such errors came first.
+    ///
+    /// # Panics
+    /// If anything else comes, or no message within [`EXPECT`] of the last frame.
+    pub async fn next_message_through_outage(&mut self, what: &str) -> (ChatMessage, usize) {
+        let mut unavailable = 0;
+        loop {
+            match self.next_server_frame(what).await {
+                ChatServerFrame::Message(message) => return (message, unavailable),
+                ChatServerFrame::Error { code: ErrorCode::Unavailable, .. } => unavailable += 1,
+                other => panic!("expected a message ({what}), got {other:?}"),
+            }
         }
     }
 

@@ -100,14 +100,23 @@ impl RedisCluster {
     }
 
     /// The port of the primary serving `key`'s slot now.
+    ///
+    /// # Panics
+    /// If no live primary serves it.
     pub async fn primary_of(&self, key: &str) -> u16 {
+        match self.live_primary_of(key).await {
+            Some(port) => port,
+            None => panic!("no live primary serves {key}: {:?}", self.views().await),
+        }
+    }
+
+    async fn live_primary_of(&self, key: &str) -> Option<u16> {
         let slot = self.slot_of(key).await;
         let views = self.views().await;
         views
             .iter()
             .find(|view| view.primary && !view.failed && view.slots.iter().any(|&(a, b)| a <= slot && slot <= b))
             .map(|view| view.port)
-            .unwrap_or_else(|| panic!("no live primary serves slot {slot} ({key}): {views:?}"))
     }
 
     /// Moves `key`'s slot to a replica of its primary with `CLUSTER FAILOVER` (the replica
@@ -119,7 +128,7 @@ impl RedisCluster {
         let reply = self.cli(replica, &["CLUSTER", "FAILOVER"]).await;
         assert_eq!(reply.trim(), "OK", "CLUSTER FAILOVER on {replica}");
         poll_until(CLUSTER_LIMIT, format!("{replica} to take {key}'s slot over from {old}"), || async {
-            (self.primary_of(key).await == replica).then_some(())
+            (self.live_primary_of(key).await == Some(replica)).then_some(())
         })
         .await;
         self.wait_until_healthy("the cluster to agree after the failover").await;
@@ -137,10 +146,28 @@ impl RedisCluster {
         }
         poll_until(CLUSTER_LIMIT, format!("{replica} to be promoted after {old} was killed"), || async {
             let ok = self.cli(replica, &["CLUSTER", "INFO"]).await.contains("cluster_state:ok");
-            (ok && self.primary_of(key).await == replica).then_some(())
+            (ok && self.live_primary_of(key).await == Some(replica)).then_some(())
         })
         .await;
         (old, replica)
+    }
+
+    /// How many client connections are subscribed to `channel` with `SSUBSCRIBE`, on the
+    /// primary that serves it (`PUBSUB SHARDNUMSUB`): one per instance with local watchers.
+    pub async fn shard_subscribers(&self, channel: &str) -> u64 {
+        let primary = self.primary_of(channel).await;
+        let reply = self.cli(primary, &["PUBSUB", "SHARDNUMSUB", channel]).await;
+        count_reply(&reply, channel)
+    }
+
+    /// How many client connections are subscribed to `channel` with a classic `SUBSCRIBE`, on
+    /// all live nodes together (`PUBSUB NUMSUB`).
+    pub async fn classic_subscribers(&self, channel: &str) -> u64 {
+        let mut total = 0;
+        for node in self.nodes.iter().filter(|node| node.child.is_some()) {
+            total += count_reply(&self.cli(node.port, &["PUBSUB", "NUMSUB", channel]).await, channel);
+        }
+        total
     }
 
     async fn replica_of(&self, primary: u16) -> u16 {
@@ -272,6 +299,15 @@ fn free_port_pair() -> u16 {
         if TcpListener::bind((Ipv4Addr::LOCALHOST, bus)).is_ok() {
             return port;
         }
+    }
+}
+
+/// The count in a `PUBSUB *NUMSUB <channel>` reply (`<channel>\n<count>`).
+fn count_reply(reply: &str, channel: &str) -> u64 {
+    let lines: Vec<&str> = reply.lines().collect();
+    match lines.as_slice() {
+        [name, count] if *name == channel => count.trim().parse().unwrap_or_else(|_| panic!("NUMSUB count {reply:?}")),
+        _ => panic!("unexpected NUMSUB reply for {channel}: {reply:?}"),
     }
 }
 

@@ -170,6 +170,21 @@ impl RiderStream {
         location
     }
 
+    /// The next location if one arrives within `limit` (`None` if none does).
+    ///
+    /// # Panics
+    /// If the stream ends or breaks, or the event is not a location.
+    pub async fn location_within(&mut self, limit: Duration, what: &str) -> Option<SeenLocation> {
+        let event = match tokio::time::timeout(limit, self.events.next()).await {
+            Err(_) => return None,
+            Ok(Some(Ok(event))) => event,
+            Ok(Some(Err(e))) => panic!("SSE stream broke while waiting for {what}: {e}"),
+            Ok(None) => panic!("SSE stream ended while waiting for {what}"),
+        };
+        assert_eq!(event.event, "location", "event name of {what}");
+        Some(SeenLocation::parse(&event.data))
+    }
+
     /// Waits for the next location and asserts it is `fix` from `driver`.
     pub async fn expect_location(&mut self, driver: &str, fix: &Fix, what: &str) {
         self.next_location(what).await.assert_is(driver, fix, what);

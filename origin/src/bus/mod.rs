@@ -109,7 +109,8 @@ pub trait Backend: Send + Sync + Debug + 'static {
     /// Stores `ride` as a new ride in `searching`, its `ts` and creation time `now_ms`, and
     /// publishes that status on the ride's channel, atomically. The ride is kept for the
     /// configured ride TTL after its last change. `None` (and nothing stored) if a ride with
-    /// this id exists already.
+    /// this id exists already, unless it is this very request's (same rider, same `now_ms`: a
+    /// write repeated after a lost reply), which is returned as it is now.
     async fn create_ride(&self, ride: &NewRide, now_ms: u64) -> Result<Option<Ride>, BackendError>;
 
     /// The stored ride, if it exists (and has not expired).

@@ -89,13 +89,19 @@ return json
 "#;
 
 /// Creates a ride in `searching` unless its key exists, with its TTL, and publishes its first
-/// status, atomically. Returns `{'taken'}` (nothing written), or `{'created', <HGETALL>}`.
+/// status, atomically. Returns `{'taken'}` (nothing written), or `{'created', <HGETALL>}`, also
+/// when the ride exists because this very call ran before (same rider, same creation time: the
+/// client wrote it again after losing the reply).
 ///
 /// KEYS[1] the ride's hash; ARGV: now ms (decimal), ride id, rider, pickup JSON, dropoff JSON,
 /// ttl ms, channel. Ids are validated (no character needs escaping in JSON). The JSON is the
 /// shape of `ridecast_protocol::RideState`, field for field; the caller checks it.
 const CREATE_RIDE_LUA: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then
+  local stored = redis.call('HMGET', KEYS[1], 'rider', 'created')
+  if stored[1] == ARGV[3] and stored[2] == ARGV[1] then
+    return {'created', unpack(redis.call('HGETALL', KEYS[1]))}
+  end
   return {'taken'}
 end
 local json = '{"rideId":"' .. ARGV[2] .. '","status":"searching","ts":' .. ARGV[1] .. '}'
@@ -139,6 +145,20 @@ redis.call('PEXPIRE', KEYS[1], ARGV[7])
 redis.call(publish_command, ARGV[8], json)
 return {'applied', unpack(redis.call('HGETALL', KEYS[1]))}
 "#;
+
+/// How often one command may be written. Once on one Redis: a command that fails is answered
+/// as failed at once (the caller degrades or the client retries), never run twice by the
+/// library. Twice on a cluster, since after a failover or resharding a command reaches the old
+/// owner of its slot first and must be written again where `MOVED` points (it did not run the
+/// first time). The second write can also follow a connection lost mid-command, which may have
+/// run: every script tolerates running twice (ingest and chat deduplicate, ride and dispatch
+/// changes are conditional, creating a ride recognises its own retry).
+fn max_command_attempts(pubsub: PubSub) -> u32 {
+    match pubsub {
+        PubSub::Classic => 1,
+        PubSub::Sharded => 2,
+    }
+}
 
 /// How long one Redis command may take before it fails (and the caller degrades).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
@@ -197,7 +217,7 @@ impl RedisBackend {
             })
             .with_connection_config(|connection| {
                 connection.connection_timeout = Duration::from_secs(2);
-                connection.max_command_attempts = 1;
+                connection.max_command_attempts = max_command_attempts(pubsub);
             });
         let commands = builder.build()?;
         let subscriber = Subscriber::build(&builder)?;

@@ -12,7 +12,7 @@ use std::{
     collections::{HashMap, VecDeque},
     sync::{
         Arc, Mutex, MutexGuard,
-        atomic::{AtomicU64, Ordering::Relaxed},
+        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
     },
     time::Duration,
 };
@@ -37,7 +37,19 @@ pub const SESSION_QUEUE: usize = 16;
 #[derive(Debug, Default)]
 pub struct Mailbox {
     frames: Mutex<VecDeque<ServerMessage>>,
+    /// Frames for this session may have been lost on the way (the inbox was resubscribed):
+    /// the session should look its offer up in the store.
+    look_up: AtomicBool,
     arrived: Notify,
+}
+
+/// What a driver session is handed.
+#[derive(Debug)]
+pub enum Posted {
+    /// A frame to send.
+    Frame(ServerMessage),
+    /// Frames may have been lost: compare the offer the session holds with the stored one.
+    LookUpOffer,
 }
 
 impl Mailbox {
@@ -58,11 +70,21 @@ impl Mailbox {
         true
     }
 
-    /// The next frame, waiting for one.
-    pub async fn next(&self) -> ServerMessage {
+    /// Asks the session to look its offer up in the store.
+    fn ask_to_look_up(&self) {
+        self.look_up.store(true, Relaxed);
+        self.arrived.notify_one();
+    }
+
+    /// The next thing for the session, waiting for one: a look-up request before frames, since
+    /// the store is newer than any frame still queued.
+    pub async fn next(&self) -> Posted {
         loop {
+            if self.look_up.swap(false, Relaxed) {
+                return Posted::LookUpOffer;
+            }
             if let Some(frame) = self.queue().pop_front() {
-                return frame;
+                return Posted::Frame(frame);
             }
             self.arrived.notified().await;
         }
@@ -161,8 +183,10 @@ impl DriverPost {
         if let Err(error) = subscriber.subscribe(vec![channel.clone()]).await {
             tracing::warn!(%error, "driver inbox not subscribed yet; retried on reconnect");
         }
-        // Nothing to recover after a resubscription: offers are stored, and resent until acked.
-        subscriber.keep_subscribed(shutdown.clone(), || ());
+        // Frames published while the inbox was not subscribed are gone; offers are stored, so
+        // every local session looks its own up.
+        let sessions = post.clone();
+        subscriber.keep_subscribed(shutdown.clone(), move || sessions.ask_everyone_to_look_up_offers());
         let receiver = post.clone();
         tokio::spawn(async move {
             loop {
@@ -243,6 +267,13 @@ impl DriverPost {
             .map_err(|e| BackendError::UnexpectedReply(e.to_string()))?;
         let receivers = remote.pubsub.publish(&remote.commands, &inbox_channel(&instance), parcel).await?;
         Ok(receivers > 0)
+    }
+
+    /// Asks every local session to compare its offer with the stored one.
+    fn ask_everyone_to_look_up_offers(&self) {
+        for session in self.sessions().values() {
+            session.mailbox.ask_to_look_up();
+        }
     }
 
     /// Hands `frame` to the local session of `driver`, or gives it back.
