@@ -16,6 +16,9 @@
 #   polling-vs-push  DRIVERS=1000 RIDERS=10000 DURATION=60 SEED=1
 #                                                       street-driving drivers; riders stream, then poll every 2 s
 #   one-to-500       RIDERS=500 ORIGINS=3 DURATION=30   one driver, riders over 3 origins sharing Redis
+#   cross-instance   DRIVERS=200 RIDERS_PER_DRIVER=25 ORIGINS=3 DURATION=30
+#                                                       many drivers (many channels, over every shard with
+#                                                       REDIS=cluster), riders round-robin over the origins
 #   scale-100k       RIDERS=50000 DRIVERS=50000 ORIGINS=6 PROCS=6 DURATION=60 CONNECT_RATE=500
 #                    INTERVAL_MS=1000                   Redis + origins on one port (--reuse-port)
 #   edge-fanout      RIDERS=500 DURATION=30             one driver on an embedded origin, riders through the edge
@@ -30,13 +33,16 @@
 # workerd through Miniflare's API (scripts/edge-serve.mjs); EDGE_RUNNER=wrangler puts wrangler dev's
 # proxy in front, as `wrangler dev` users see it.
 #
+# Rows with Redis run on one redis-server, or with REDIS=cluster on a local Redis Cluster (three
+# primaries, three replicas; the origins then use sharded Pub/Sub).
+#
 # Other settings: RIDECAST_TOKEN_SECRET (default: a fixed bench secret), RESULTS_DIR (default
 # bench/results), NO_BUILD=1 (skip `cargo build --release`), KEEP_WORK=1 (keep the logs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-ROWS="idle-sse idle-drivers fanout nchan polling-vs-push one-to-500 scale-100k edge-fanout edge-restart edge-idle"
+ROWS="idle-sse idle-drivers fanout nchan polling-vs-push one-to-500 cross-instance scale-100k edge-fanout edge-restart edge-idle"
 usage() {
   sed -n '2,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//' >&2
   exit 2
@@ -59,7 +65,7 @@ WORK=$(mktemp -d /tmp/ridecast-bench.XXXXXX)
 
 STARTED=()       # every process this script started (stopped on exit)
 ORIGIN_PIDS=()   # the origins among them
-REDIS_PID=""
+REDIS_PIDS=()
 NCHAN_PORT=""
 EDGE_PGID=""     # wrangler dev and its workerd run in their own process group
 
@@ -134,21 +140,57 @@ build() {
   cargo build --release --quiet -p ridecast-origin -p ridecast-loadgen
 }
 
+# start_redis: one redis-server, or with REDIS=cluster a Redis Cluster of three primaries and
+# three replicas (redis-cli --cluster create). Sets REDIS_URL and REDIS_PIDS.
 start_redis() {
   command -v redis-server >/dev/null || die "redis-server is not installed (apt-get install redis-server)"
-  REDIS_PORT=$(free_port)
-  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" \
-    --logfile "$WORK/redis.log" --maxclients 10000 &
-  REDIS_PID=$!
-  STARTED+=("$REDIS_PID")
+  REDIS_PIDS=()
+  case "${REDIS:-single}" in
+    single)
+      start_redis_node "$WORK/redis"
+      REDIS_URL="redis://127.0.0.1:$NODE_PORT"
+      ;;
+    cluster)
+      local ports=() node
+      for node in 1 2 3 4 5 6; do
+        start_redis_node "$WORK/redis-$node" --cluster-enabled yes --cluster-node-timeout 5000
+        ports+=("$NODE_PORT")
+      done
+      redis-cli --cluster create "${ports[@]/#/127.0.0.1:}" --cluster-replicas 1 --cluster-yes >"$WORK/cluster-create.log" \
+        || { cat "$WORK/cluster-create.log" >&2; die "redis-cli --cluster create failed"; }
+      for _ in $(seq 300); do
+        if redis-cli -p "${ports[0]}" cluster info | grep -q cluster_state:ok; then break; fi
+        sleep 0.1
+      done
+      REDIS_URL="redis-cluster://127.0.0.1:${ports[0]},127.0.0.1:${ports[1]},127.0.0.1:${ports[2]}"
+      ;;
+    *) die "REDIS must be single or cluster, not ${REDIS}" ;;
+  esac
+  log "redis at $REDIS_URL (pids ${REDIS_PIDS[*]})"
+}
+
+# start_redis_node DIR [redis-server flags...]: sets NODE_PORT once it answers PING. A port
+# whose cluster bus port (10,000 above) is taken is skipped.
+start_redis_node() {
+  local dir=$1 port
+  shift
+  mkdir -p "$dir"
+  for _ in $(seq 20); do
+    port=$(free_port)
+    [ -z "$(ss -Hltn "sport = :$((port + 10000))")" ] && break
+  done
+  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" \
+    --logfile "$dir/redis.log" --maxclients 10000 "$@" &
+  REDIS_PIDS+=("$!")
+  STARTED+=("$!")
   for _ in $(seq 100); do
-    if [ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]; then
-      log "redis-server on 127.0.0.1:$REDIS_PORT (pid $REDIS_PID)"
+    if [ "$(redis-cli -p "$port" ping 2>/dev/null)" = PONG ]; then
+      NODE_PORT=$port
       return
     fi
     sleep 0.1
   done
-  cat "$WORK/redis.log" >&2 || true
+  cat "$dir/redis.log" >&2 || true
   die "redis-server did not answer"
 }
 
@@ -356,17 +398,31 @@ compare_polling_and_push() {
 ' "$RESULT_JSON" | tee -a "$RESULT_TXT" >&2
 }
 
+row_cross_instance() {
+  local origins=${ORIGINS:-3} urls=() port i
+  start_redis
+  for i in $(seq "$origins"); do
+    port=$(free_port)
+    start_origin "origin$i" "$port" --redis-url "$REDIS_URL"
+    wait_ready "$port"
+    urls+=(--url "http://127.0.0.1:$port")
+  done
+  pid_flags "${ORIGIN_PIDS[@]}" "${REDIS_PIDS[@]}"
+  loadgen cross-instance fanout "${urls[@]}" --secret "$SECRET" --drivers "${DRIVERS:-200}" \
+    --riders-per-driver "${RIDERS_PER_DRIVER:-25}" --duration-secs "${DURATION:-30}" --interval-ms 1000 "${PID_FLAGS[@]}"
+}
+
 row_one_to_500() {
   local origins=${ORIGINS:-3} urls=() port i
   start_redis
   for i in $(seq "$origins"); do
     port=$(free_port)
-    start_origin "origin$i" "$port" --redis-url "redis://127.0.0.1:$REDIS_PORT"
+    start_origin "origin$i" "$port" --redis-url "$REDIS_URL"
     wait_ready "$port"
     urls+=(--url "http://127.0.0.1:$port")
   done
   # Riders round-robin over the origins; the driver goes to the first one.
-  pid_flags "${ORIGIN_PIDS[@]}" "$REDIS_PID"
+  pid_flags "${ORIGIN_PIDS[@]}" "${REDIS_PIDS[@]}"
   loadgen one-to-500 fanout "${urls[@]}" --secret "$SECRET" --drivers 1 --riders-per-driver "${RIDERS:-500}" \
     --duration-secs "${DURATION:-30}" --interval-ms 1000 "${PID_FLAGS[@]}"
 }
@@ -376,14 +432,14 @@ row_scale_100k() {
   start_redis
   port=$(free_port)
   for i in $(seq "$origins"); do
-    start_origin "origin$i" "$port" --reuse-port --redis-url "redis://127.0.0.1:$REDIS_PORT"
+    start_origin "origin$i" "$port" --reuse-port --redis-url "$REDIS_URL"
   done
   wait_ready "$port"
   # Each worker process binds its own source address (127.0.0.2, .3, ...) and stays under
   # 19,500 sockets; the kernel spreads connections over the origins sharing the port.
   watch_origin_fds &
   STARTED+=($!)
-  pid_flags "${ORIGIN_PIDS[@]}" "$REDIS_PID"
+  pid_flags "${ORIGIN_PIDS[@]}" "${REDIS_PIDS[@]}"
   loadgen scale-100k realistic --url "http://127.0.0.1:$port" --secret "$SECRET" \
     --riders "${RIDERS:-50000}" --drivers "${DRIVERS:-50000}" --procs "$procs" \
     --connect-rate "${CONNECT_RATE:-500}" --connect-concurrency 64 --connect-timeout-ms 30000 \
@@ -411,9 +467,9 @@ row_edge_restart() {
   local driver_port edge_origin_port edge_port down=${DOWN:-5}
   start_redis
   driver_port=$(free_port)
-  start_origin origin-driver "$driver_port" --redis-url "redis://127.0.0.1:$REDIS_PORT"
+  start_origin origin-driver "$driver_port" --redis-url "$REDIS_URL"
   edge_origin_port=$(free_port)
-  start_origin origin-edge "$edge_origin_port" --redis-url "redis://127.0.0.1:$REDIS_PORT"
+  start_origin origin-edge "$edge_origin_port" --redis-url "$REDIS_URL"
   wait_ready "$edge_origin_port"
   local victim=${ORIGIN_PIDS[1]}
   edge_port=$(free_port)
@@ -425,7 +481,7 @@ row_edge_restart() {
     kill -KILL "$victim"
     echo "# edge's origin killed at $(date +%s.%N)" >>"$RESULT_TXT"
     sleep "$down"
-    "$ORIGIN" --listen "127.0.0.1:$edge_origin_port" --redis-url "redis://127.0.0.1:$REDIS_PORT" \
+    "$ORIGIN" --listen "127.0.0.1:$edge_origin_port" --redis-url "$REDIS_URL" \
       --max-connections 19500 >"$WORK/origin-edge-2.out" 2>"$WORK/origin-edge-2.log" &
     echo "# edge's origin restarted at $(date +%s.%N) (pid $!)" >>"$RESULT_TXT"
     echo $! >"$WORK/restarted.pid"

@@ -50,7 +50,9 @@ pub struct ServeArgs {
     #[arg(long, env = "RIDECAST_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// Redis URL (redis://host:port/db). Unset: embedded in-process bus and store, one instance only.
+    /// Redis URL: one Redis (redis://host:port/db) or a Redis Cluster, given by some of its
+    /// nodes (redis-cluster://host:port,host:port,...; Redis 7+, sharded Pub/Sub). Unset:
+    /// embedded in-process bus and store, one instance only.
     #[arg(long, env = "RIDECAST_REDIS_URL")]
     pub redis_url: Option<String>,
 

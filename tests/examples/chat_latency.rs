@@ -1,7 +1,8 @@
 //! Benchmark: ride chat delivery latency, from a message leaving one participant's socket to its
 //! arrival on the other participant's socket on another instance.
 //!
-//! Starts a private redis-server and two origins sharing it (release build), makes `RIDES` rides
+//! Starts a private redis-server (or with `REDIS=cluster` a Redis Cluster of three primaries and
+//! three replicas) and two origins sharing it (release build), makes `RIDES` rides
 //! with an assigned driver each (requested on origin A, accepted by a driver online on origin B),
 //! and opens each ride's chat twice: the rider's on A, the driver's on B. Every ride then talks
 //! ping-pong, all rides at once: the rider says something, and once the driver has it the driver
@@ -20,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use ridecast_protocol::chat::ChatServerFrame;
 use ridecast_tests::chat::{AssignedRide, Next, parse_server_frame};
-use ridecast_tests::{ChatSocket, Origin, RedisServer};
+use ridecast_tests::redis_cluster::AnyRedis;
+use ridecast_tests::{ChatSocket, Origin};
 use serde_json::json;
 
 /// A generous bound for one message under load; a message slower than this counts as lost.
@@ -136,10 +138,11 @@ async fn main() {
     // Even per ride, so that both directions carry the same number.
     let per_ride = messages.div_ceil(rides).next_multiple_of(2);
 
-    let redis = RedisServer::start().await;
+    let redis = AnyRedis::start_from_env().await;
     let mut origins = Vec::new();
     for _ in 0..2 {
-        let builder = Origin::builder().redis(&redis).flag("--chat-rate", CHAT_RATE).flag("--chat-burst", CHAT_BURST);
+        let builder =
+            Origin::builder().redis_url(redis.url()).flag("--chat-rate", CHAT_RATE).flag("--chat-burst", CHAT_BURST);
         origins.push(builder.start().await);
     }
     let (a, b) = (&origins[0], &origins[1]);
@@ -184,9 +187,10 @@ async fn main() {
     ];
     let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
     let mut report = format!(
-        "### Chat latency: 2 origins + Redis ({profile} build), {rides} rides, rider on A, driver on B\n\n\
+        "### Chat latency: 2 origins + {} ({profile} build), {rides} rides, rider on A, driver on B\n\n\
          {} messages timed, {lost} lost, {text_chars}-character texts, in {:.1} s ({:.0} messages/s)\n\n\
          | path | messages | p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|\n",
+        redis.describe(),
         samples.len(),
         elapsed.as_secs_f64(),
         samples.len() as f64 / elapsed.as_secs_f64().max(f64::EPSILON),

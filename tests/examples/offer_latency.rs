@@ -1,6 +1,7 @@
 //! Benchmark: time from `POST /api/rides` to the offer on the chosen driver's socket.
 //!
-//! Starts a private redis-server and two origins sharing it (release build), connects
+//! Starts a private redis-server (or with `REDIS=cluster` a Redis Cluster of three primaries and
+//! three replicas) and two origins sharing it (release build), connects
 //! `DRIVERS` drivers (half on each origin, online, scattered within 3 km of a city centre),
 //! then requests `RIDES` rides on the second origin, `CONCURRENCY` at a time, each from a
 //! random pickup. The driver that gets an offer accepts it; the ride is then cancelled, which
@@ -17,9 +18,10 @@ use std::time::{Duration, Instant};
 
 use ridecast_protocol::Role;
 use ridecast_tests::http::{Auth, delete, post_json};
+use ridecast_tests::redis_cluster::AnyRedis;
 use ridecast_tests::tokens::{claims, driver_token, mint};
 use ridecast_tests::wait::now_ms;
-use ridecast_tests::{DriverSocket, Fix, Origin, RedisServer};
+use ridecast_tests::{DriverSocket, Fix, Origin};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
@@ -55,10 +57,10 @@ async fn main() {
     let rides = setting("RIDES", 500);
     let concurrency = setting("CONCURRENCY", 4).max(1);
 
-    let redis = RedisServer::start().await;
+    let redis = AnyRedis::start_from_env().await;
     let mut origins = Vec::new();
     for _ in 0..2 {
-        origins.push(Origin::builder().redis(&redis).flag("--max-offer-attempts", 20).start().await);
+        origins.push(Origin::builder().redis_url(redis.url()).flag("--max-offer-attempts", 20).start().await);
     }
     eprintln!("[offer-latency] redis and 2 origins up; connecting {drivers} drivers");
 

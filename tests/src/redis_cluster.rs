@@ -66,6 +66,17 @@ impl RedisCluster {
     /// If a node does not start or the cluster does not form in time; the panic carries the
     /// nodes' logs.
     pub async fn start() -> Self {
+        let mut cluster = Self::start_unformed().await;
+        cluster.form().await;
+        cluster
+    }
+
+    /// Starts six cluster-enabled nodes that do not know each other yet: no slot is served
+    /// until [`RedisCluster::form`].
+    ///
+    /// # Panics
+    /// If a node does not start.
+    pub async fn start_unformed() -> Self {
         let dir = tempfile::Builder::new().prefix("ridecast-redis-cluster-").tempdir().expect("a temp dir");
         let mut cluster = Self { nodes: Vec::new(), _dir: dir };
         for k in 0..PRIMARIES * 2 {
@@ -75,7 +86,16 @@ impl RedisCluster {
             spawn_on_free_ports(&mut node).await;
             cluster.nodes.push(node);
         }
-        let addresses: Vec<String> = cluster.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        cluster
+    }
+
+    /// Forms the cluster (`redis-cli --cluster create`, a replica per primary) and waits until
+    /// every slot is served and every replica is in sync.
+    ///
+    /// # Panics
+    /// If it does not form in time; the panic carries the nodes' logs.
+    pub async fn form(&mut self) {
+        let addresses: Vec<String> = self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
         let create = Command::new("redis-cli")
             .arg("--cluster")
             .arg("create")
@@ -86,10 +106,9 @@ impl RedisCluster {
             .await
             .expect("running redis-cli --cluster create");
         if !create.status.success() {
-            cluster.fail(&format!("redis-cli --cluster create failed:\n{}", String::from_utf8_lossy(&create.stdout)));
+            self.fail(&format!("redis-cli --cluster create failed:\n{}", String::from_utf8_lossy(&create.stdout)));
         }
-        cluster.wait_until_healthy("the new cluster to serve every slot with synced replicas").await;
-        cluster
+        self.wait_until_healthy("the new cluster to serve every slot with synced replicas").await;
     }
 
     /// `redis-cluster://` with every primary as a seed node, for `--redis-url`.
@@ -334,4 +353,42 @@ fn parse_node_line(line: &str) -> Option<NodeView> {
         failed: flags.contains("fail"),
         slots,
     })
+}
+
+/// One Redis or a Redis Cluster, as the benchmarks' `REDIS` setting picks: `single` (the
+/// default) or `cluster`.
+#[derive(Debug)]
+pub enum AnyRedis {
+    Single(crate::RedisServer),
+    Cluster(RedisCluster),
+}
+
+impl AnyRedis {
+    /// Starts what `REDIS` names.
+    ///
+    /// # Panics
+    /// If `REDIS` is something else, or the servers do not start.
+    pub async fn start_from_env() -> Self {
+        match std::env::var("REDIS").as_deref() {
+            Err(_) | Ok("single") => Self::Single(crate::RedisServer::start().await),
+            Ok("cluster") => Self::Cluster(RedisCluster::start().await),
+            Ok(other) => panic!("REDIS must be single or cluster, not {other:?}"),
+        }
+    }
+
+    /// What it is, for a report's title.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Self::Single(_) => "one Redis",
+            Self::Cluster(_) => "a Redis Cluster (3 primaries, 3 replicas)",
+        }
+    }
+
+    /// Its `--redis-url`.
+    pub fn url(&self) -> String {
+        match self {
+            Self::Single(server) => server.url(),
+            Self::Cluster(cluster) => cluster.url(),
+        }
+    }
 }

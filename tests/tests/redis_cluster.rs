@@ -11,8 +11,12 @@ use std::time::Duration;
 
 use ridecast_protocol::{Id, channels};
 use ridecast_tests::chat::AssignedRide;
+use ridecast_tests::http::status_of;
 use ridecast_tests::tokens::{driver_token, rider_token};
-use ridecast_tests::{ChatSocket, Cluster, DriverSocket, EXPECT, Fix, Mode, RiderStream, Route, TsClock};
+use ridecast_tests::wait::poll_until;
+use ridecast_tests::{
+    ChatSocket, Cluster, DriverSocket, EXPECT, Fix, Mode, Origin, RedisCluster, RiderStream, Route, TsClock,
+};
 
 /// Riders per rider-side instance.
 const RIDERS_PER_INSTANCE: usize = 2;
@@ -202,4 +206,27 @@ async fn a_chat_loses_nothing_through_a_failover_of_its_rides_shard_mid_conversa
     let mut reader = ChatSocket::connect(&cluster.origins[0], &ride.ride_id, &ride.driver_token, None).await;
     let history = reader.next_messages(said.len(), "the whole history").await;
     assert_eq!(history, said, "the history after the failover is the conversation, nothing lost or doubled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_started_before_its_cluster_formed_is_ready_once_it_has() {
+    // Every node restarted at once, say: the origin comes up first and finds no slot map.
+    let mut redis = RedisCluster::start_unformed().await;
+    let origin = Origin::builder().redis_url(redis.url()).without_waiting_for_ready().start().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(status_of(&origin.url("/readyz")).await, Some(503), "not ready without a cluster to serve it");
+
+    redis.form().await;
+    poll_until(EXPECT * 2, "/readyz to answer 200 once the cluster serves every slot", || async {
+        (status_of(&origin.url("/readyz")).await == Some(200)).then_some(())
+    })
+    .await;
+
+    // And it works: a rider follows a driver through it.
+    let driver = "d-late";
+    let mut rider = RiderStream::open(&origin, driver, &rider_token("r-late", driver)).await;
+    let mut socket = DriverSocket::connect(&origin, &driver_token(driver)).await;
+    let fix = Fix::at(Route::san_francisco().point(0), TsClock::new().tick());
+    socket.send_location(fix).await;
+    rider.expect_location(driver, &fix, "the first location through the late-formed cluster").await;
 }

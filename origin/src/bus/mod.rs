@@ -8,6 +8,7 @@
 //! process, no Redis). Messages that arrive on a subscribed channel are handed to the local
 //! hubs or chat rooms ([`Inbound`](crate::subscriptions::Inbound)).
 
+pub mod connection;
 pub mod embedded;
 pub mod pubsub;
 pub mod redis;

@@ -110,9 +110,9 @@ impl Subscriber {
         Ok(Self { client: builder.build_subscriber_client()?, pubsub, wanted: Arc::default() })
     }
 
-    /// Starts connecting (and reconnecting, for as long as it lives).
-    pub fn connect(&self) {
-        self.client.connect();
+    /// Starts connecting (and reconnecting, until it quits or `shutdown`).
+    pub fn connect(&self, shutdown: CancellationToken) {
+        super::connection::keep_connecting(&self.client, shutdown);
     }
 
     /// Waits until connected.

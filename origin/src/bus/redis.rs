@@ -221,8 +221,8 @@ impl RedisBackend {
             });
         let commands = builder.build()?;
         let subscriber = Subscriber::build(&builder)?;
-        commands.connect();
-        subscriber.connect();
+        super::connection::keep_connecting(&commands, shutdown.clone());
+        subscriber.connect(shutdown.clone());
         if tokio::time::timeout(Duration::from_secs(5), async {
             let _ = commands.wait_for_connect().await;
             subscriber.wait_for_connect().await;
@@ -244,6 +244,9 @@ impl RedisBackend {
             location_ttl_ms: crate::clock::millis(retention.location),
             ride_ttl_ms: crate::clock::millis(retention.ride),
         };
+        if pubsub == PubSub::Sharded {
+            super::connection::keep_whole(&backend.commands, shutdown.clone());
+        }
         backend.spawn_delivery(inbound.clone(), metrics, shutdown.clone());
         // After a reconnect or a slot move: subscribed again, then every hub reloaded, in that
         // order so that nothing published after the reload can be missed.
@@ -426,7 +429,8 @@ impl Backend for RedisBackend {
     }
 
     fn is_ready(&self) -> bool {
-        self.commands.is_connected() && self.subscriber.is_connected()
+        let routed = self.pubsub == PubSub::Classic || super::connection::covers_every_slot(&self.commands);
+        self.commands.is_connected() && self.subscriber.is_connected() && routed
     }
 }
 

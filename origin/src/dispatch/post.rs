@@ -171,7 +171,7 @@ impl DriverPost {
     /// [`BackendError`] if the subscriber cannot be built.
     pub async fn through_redis(redis: &RedisBackend, shutdown: CancellationToken) -> Result<Self, BackendError> {
         let subscriber = redis.new_subscriber(INBOX_BUFFER)?;
-        subscriber.connect();
+        subscriber.connect(shutdown.clone());
         if tokio::time::timeout(Duration::from_secs(5), subscriber.wait_for_connect()).await.is_err() {
             tracing::error!("redis is not reachable yet for the driver inbox; reconnecting in the background");
         }
