@@ -65,6 +65,7 @@ async fn main() {
     eprintln!("[offer-latency] redis and 2 origins up; connecting {drivers} drivers");
 
     let offers: Offers = Arc::default();
+    let mut driver_tasks = Vec::with_capacity(drivers);
     for i in 0..drivers {
         let origin = &origins[i % 2];
         let name = format!("bench-d{i}");
@@ -73,7 +74,7 @@ async fn main() {
         socket.send_location(Fix::at(scatter(i, drivers, 3_000.0, 0.0), now_ms())).await;
         let offers = offers.clone();
         let position = scatter(i, drivers, 3_000.0, 0.0);
-        tokio::spawn(async move {
+        driver_tasks.push(tokio::spawn(async move {
             // Like a real app, a fix every few seconds keeps the driver from counting as stale.
             let mut keepalive = tokio::time::interval(Duration::from_secs(5));
             loop {
@@ -104,7 +105,7 @@ async fn main() {
                 socket.send_text(json!({"type": "offer_ack", "offerId": frame["offerId"]}).to_string()).await;
                 socket.send_text(json!({"type": "accept", "offerId": frame["offerId"]}).to_string()).await;
             }
-        });
+        }));
     }
     // Positions reach the dispatch store as the location frames are read.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -162,6 +163,10 @@ async fn main() {
         }
     }
     let elapsed = started.elapsed();
+    // Before the origins go: a driver task reading a socket the shutdown resets would panic.
+    for task in driver_tasks {
+        task.abort();
+    }
     latencies_us.sort_unstable();
     let pct = |p: f64| -> f64 {
         if latencies_us.is_empty() {
@@ -171,9 +176,10 @@ async fn main() {
         latencies_us[rank.clamp(1, latencies_us.len()) - 1] as f64 / 1_000.0
     };
     eprintln!(
-        "offer latency (POST /api/rides -> offer on the driver's socket), {drivers} online drivers, 2 origins + Redis:\n  \
+        "offer latency (POST /api/rides -> offer on the driver's socket), {drivers} online drivers, 2 origins + {}:\n  \
          rides {rides}  offered {}  missed {missed}  concurrency {concurrency}  in {:.1} s\n  \
          p50 {:.3} ms  p90 {:.3} ms  p99 {:.3} ms  max {:.3} ms",
+        redis.describe(),
         latencies_us.len(),
         elapsed.as_secs_f64(),
         pct(50.0),
