@@ -1,18 +1,17 @@
 //! `--redis-url`: one Redis, or a Redis Cluster.
 //!
-//! `redis://host:port` is one Redis. `redis-cluster://host:port,host:port,...` (or
-//! `rediss-cluster://` with TLS) is a cluster, given by any of its nodes: the client asks one of
-//! them for the slot map and connects to every primary. The comma list is how operators write
-//! seed nodes elsewhere (`redis-cli -c`, most client libraries); fred spells it as
-//! `?node=host:port` query parameters, which are accepted as well.
+//! `redis://host:port` is one Redis. `redis-cluster://host:port,host:port,...` is a cluster,
+//! given by any of its nodes: the client asks one of them for the slot map and connects to
+//! every primary. The comma list is how operators write seed nodes elsewhere (`redis-cli -c`,
+//! most client libraries); fred spells it as `?node=host:port` query parameters, which are
+//! accepted as well. TLS (`rediss://`) is refused: this build has no TLS connector.
 
 use fred::prelude::Config as RedisConfig;
 
 use super::BackendError;
 
-/// What `--redis-url` may start with: one Redis, a cluster, a Sentinel-managed Redis; each
-/// with TLS (`rediss`).
-const SCHEMES: [&str; 6] = ["redis", "rediss", "redis-cluster", "rediss-cluster", "redis-sentinel", "rediss-sentinel"];
+/// What `--redis-url` may start with: one Redis, a cluster, a Sentinel-managed Redis.
+const SCHEMES: [&str; 3] = ["redis", "redis-cluster", "redis-sentinel"];
 
 /// The client configuration `url` names.
 ///
@@ -29,6 +28,14 @@ fn with_seed_nodes_as_query(url: &str) -> Result<String, BackendError> {
     let Some((scheme, rest)) = url.split_once("://") else {
         return Err(BackendError::InvalidUrl(format!("{url:?} has no scheme (redis://, redis-cluster://)")));
     };
+    // Without a TLS connector built in, the client library would connect in plain text and
+    // only log a warning: refuse instead of downgrading quietly.
+    if scheme.starts_with("rediss") {
+        return Err(BackendError::InvalidUrl(format!(
+            "{scheme}:// asks for TLS, which this build does not include; use redis:// on a private network \
+             or a TLS tunnel (stunnel, a service mesh) to Redis"
+        )));
+    }
     if !SCHEMES.contains(&scheme) {
         return Err(BackendError::InvalidUrl(format!("{url:?}: the scheme must be one of {SCHEMES:?}")));
     }
@@ -112,7 +119,7 @@ mod tests {
 
     #[test]
     fn bad_urls_say_what_is_wrong() {
-        for url in ["127.0.0.1:6379", "redis-cluster://a:1,,b:2", "redis-cluster://", "http://x"] {
+        for url in ["127.0.0.1:6379", "redis-cluster://a:1,,b:2", "redis-cluster://", "http://x", "rediss://x:6380"] {
             match parse(url) {
                 Err(BackendError::InvalidUrl(why)) => assert!(!why.is_empty(), "{url}"),
                 other => panic!("{url} gave {other:?}"),
