@@ -10,15 +10,11 @@
 //! Keeping shard subscriptions alive is the [`Subscriber`]'s job. Redis drops a shard channel's
 //! subscribers when its slot moves to another node (a failover, a resharding) and tells them
 //! with an unsolicited `SUNSUBSCRIBE`, which the client library drops. So the subscriber polls
-//! the slot map itself, and after a change or a reconnect subscribes every wanted channel again
+//! the slot map itself, and after a change or a reconnect subscribes every kept channel again
 //! (on the slots' new owners), retrying until that succeeds; then it tells its owner, which
 //! recovers from the store what was published meanwhile.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    sync::{Arc, Mutex, MutexGuard},
-    time::Duration,
-};
+use std::{collections::BTreeMap, time::Duration};
 
 use fred::{
     clients::SubscriberClient,
@@ -85,13 +81,14 @@ impl PubSub {
 
 /// A subscriber connection (one per primary on a cluster) that keeps its channels subscribed
 /// across reconnects and slot moves. Cheap to clone.
+///
+/// What it restores is what the client library tracks: every channel whose subscribe
+/// succeeded and that was not unsubscribed since. A subscribe that failed is the caller's to
+/// retry ([`Subscriber::subscribe_until_done`]).
 #[derive(Clone)]
 pub struct Subscriber {
     client: SubscriberClient,
     pubsub: PubSub,
-    /// What should be subscribed, whether or not the last attempt succeeded: the set a
-    /// resubscription restores.
-    wanted: Arc<Mutex<BTreeSet<String>>>,
 }
 
 impl std::fmt::Debug for Subscriber {
@@ -106,8 +103,8 @@ impl Subscriber {
     /// # Errors
     /// [`BackendError::Redis`] if the configuration is invalid.
     pub fn build(builder: &Builder) -> Result<Self, BackendError> {
-        let pubsub = PubSub::of(builder.get_config().ok_or_else(|| BackendError::InvalidUrl("no config".into()))?);
-        Ok(Self { client: builder.build_subscriber_client()?, pubsub, wanted: Arc::default() })
+        let config = builder.get_config().ok_or_else(|| BackendError::InvalidUrl("a client without a URL".into()))?;
+        Ok(Self { client: builder.build_subscriber_client()?, pubsub: PubSub::of(config) })
     }
 
     /// Starts connecting (and reconnecting, until it quits or `shutdown`).
@@ -130,33 +127,11 @@ impl Subscriber {
         self.client.message_rx()
     }
 
-    fn wanted(&self) -> MutexGuard<'_, BTreeSet<String>> {
-        // Single set operations; see `Hubs::lock` on poisoning.
-        self.wanted.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Subscribes `channels`. They are wanted from now on, even if this attempt fails: the next
-    /// reconnect or slot move subscribes them again.
-    ///
-    /// # Errors
-    /// [`BackendError::Redis`] if Redis refused or is unreachable.
-    pub async fn subscribe(&self, channels: Vec<String>) -> Result<(), BackendError> {
-        self.wanted().extend(channels.iter().cloned());
-        self.send_subscribe(channels).await
-    }
-
     /// Unsubscribes `channels`.
     ///
     /// # Errors
-    /// [`BackendError::Redis`] if Redis refused or is unreachable (the channels are no longer
-    /// wanted either way, and go at the next resubscription at the latest).
+    /// [`BackendError::Redis`] if Redis refused or is unreachable.
     pub async fn unsubscribe(&self, channels: Vec<String>) -> Result<(), BackendError> {
-        {
-            let mut wanted = self.wanted();
-            for channel in &channels {
-                wanted.remove(channel);
-            }
-        }
         match self.pubsub {
             PubSub::Classic => Ok(self.client.unsubscribe(channels).await?),
             PubSub::Sharded => {
@@ -168,7 +143,12 @@ impl Subscriber {
         }
     }
 
-    async fn send_subscribe(&self, channels: Vec<String>) -> Result<(), BackendError> {
+    /// Subscribes `channels`; kept subscribed from then on (see [`Subscriber::keep_subscribed`]).
+    ///
+    /// # Errors
+    /// [`BackendError::Redis`] if Redis refused or is unreachable: those not subscribed are not
+    /// kept either.
+    pub async fn subscribe(&self, channels: Vec<String>) -> Result<(), BackendError> {
         if channels.is_empty() {
             return Ok(());
         }
@@ -184,14 +164,13 @@ impl Subscriber {
         }
     }
 
-    /// Subscribes every wanted channel again, until that succeeds (or `shutdown`).
-    async fn resubscribe(&self, shutdown: &CancellationToken) {
+    /// Subscribes `channels`, trying again with backoff until that succeeds (or `shutdown`).
+    pub async fn subscribe_until_done(&self, channels: Vec<String>, shutdown: &CancellationToken) {
         let (mut backoff, longest) = RESUBSCRIBE_BACKOFF;
         loop {
-            let wanted: Vec<String> = self.wanted().iter().cloned().collect();
-            match self.send_subscribe(wanted).await {
+            match self.subscribe(channels.clone()).await {
                 Ok(()) => return,
-                Err(error) => tracing::warn!(%error, ?backoff, "resubscribing failed; retrying"),
+                Err(error) => tracing::warn!(%error, ?backoff, "subscribing failed; retrying"),
             }
             tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -205,8 +184,17 @@ impl Subscriber {
         }
     }
 
+    /// The channels the client library keeps: every one subscribed and not unsubscribed since.
+    fn kept(&self) -> Vec<String> {
+        let kept = match self.pubsub {
+            PubSub::Classic => self.client.tracked_channels(),
+            PubSub::Sharded => self.client.tracked_shard_channels(),
+        };
+        kept.iter().map(|channel| channel.to_string()).collect()
+    }
+
     /// Spawns the task that, after every reconnect and (sharded) every change of the slot map,
-    /// subscribes every wanted channel again and then calls `resynced`: messages published in
+    /// subscribes every kept channel again and then calls `resynced`: messages published in
     /// between were lost, and the caller recovers them from the store.
     pub fn keep_subscribed(&self, shutdown: CancellationToken, resynced: impl Fn() + Send + 'static) {
         let subscriber = self.clone();
@@ -234,7 +222,7 @@ impl Subscriber {
                         tracing::info!("redis cluster slots moved; resubscribing on their new owners");
                     }
                 }
-                subscriber.resubscribe(&shutdown).await;
+                subscriber.subscribe_until_done(subscriber.kept(), &shutdown).await;
                 subscribed_on = subscriber.slot_map();
                 resynced();
             }

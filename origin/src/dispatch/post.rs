@@ -181,7 +181,9 @@ impl DriverPost {
         let channel = inbox_channel(&instance);
         let mut messages = subscriber.messages();
         if let Err(error) = subscriber.subscribe(vec![channel.clone()]).await {
-            tracing::warn!(%error, "driver inbox not subscribed yet; retried on reconnect");
+            tracing::warn!(%error, "driver inbox not subscribed yet; retrying");
+            let (retrying, inbox, stop) = (subscriber.clone(), channel.clone(), shutdown.clone());
+            tokio::spawn(async move { retrying.subscribe_until_done(vec![inbox], &stop).await });
         }
         // Frames published while the inbox was not subscribed are gone; offers are stored, so
         // every local session looks its own up.
