@@ -398,8 +398,10 @@ compare_polling_and_push() {
 ' "$RESULT_JSON" | tee -a "$RESULT_TXT" >&2
 }
 
-row_cross_instance() {
-  local origins=${ORIGINS:-3} urls=() port i
+# fanout_over_origins LABEL DRIVERS RIDERS_PER_DRIVER: Redis and ORIGINS (3) origins sharing it,
+# riders round-robin over them, so most deliveries cross Redis.
+fanout_over_origins() {
+  local label=$1 drivers=$2 riders=$3 origins=${ORIGINS:-3} urls=() port i
   start_redis
   for i in $(seq "$origins"); do
     port=$(free_port)
@@ -408,23 +410,17 @@ row_cross_instance() {
     urls+=(--url "http://127.0.0.1:$port")
   done
   pid_flags "${ORIGIN_PIDS[@]}" "${REDIS_PIDS[@]}"
-  loadgen cross-instance fanout "${urls[@]}" --secret "$SECRET" --drivers "${DRIVERS:-200}" \
-    --riders-per-driver "${RIDERS_PER_DRIVER:-25}" --duration-secs "${DURATION:-30}" --interval-ms 1000 "${PID_FLAGS[@]}"
+  loadgen "$label" fanout "${urls[@]}" --secret "$SECRET" --drivers "$drivers" --riders-per-driver "$riders" \
+    --duration-secs "${DURATION:-30}" --interval-ms 1000 "${PID_FLAGS[@]}"
 }
 
+row_cross_instance() {
+  fanout_over_origins cross-instance "${DRIVERS:-200}" "${RIDERS_PER_DRIVER:-25}"
+}
+
+# The driver goes to the first origin.
 row_one_to_500() {
-  local origins=${ORIGINS:-3} urls=() port i
-  start_redis
-  for i in $(seq "$origins"); do
-    port=$(free_port)
-    start_origin "origin$i" "$port" --redis-url "$REDIS_URL"
-    wait_ready "$port"
-    urls+=(--url "http://127.0.0.1:$port")
-  done
-  # Riders round-robin over the origins; the driver goes to the first one.
-  pid_flags "${ORIGIN_PIDS[@]}" "${REDIS_PIDS[@]}"
-  loadgen one-to-500 fanout "${urls[@]}" --secret "$SECRET" --drivers 1 --riders-per-driver "${RIDERS:-500}" \
-    --duration-secs "${DURATION:-30}" --interval-ms 1000 "${PID_FLAGS[@]}"
+  fanout_over_origins one-to-500 1 "${RIDERS:-500}"
 }
 
 row_scale_100k() {

@@ -46,7 +46,7 @@ impl Node {
 #[derive(Debug)]
 pub struct RedisCluster {
     nodes: Vec<Node>,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 /// One line of `CLUSTER NODES`, as much of it as the tests need.
@@ -78,9 +78,9 @@ impl RedisCluster {
     /// If a node does not start.
     pub async fn start_unformed() -> Self {
         let dir = tempfile::Builder::new().prefix("ridecast-redis-cluster-").tempdir().expect("a temp dir");
-        let mut cluster = Self { nodes: Vec::new(), _dir: dir };
+        let mut cluster = Self { nodes: Vec::new(), dir };
         for k in 0..PRIMARIES * 2 {
-            let node_dir = cluster._dir.path().join(format!("node-{k}"));
+            let node_dir = cluster.dir.path().join(format!("node-{k}"));
             std::fs::create_dir_all(&node_dir).expect("a node dir");
             let mut node = Node { port: 0, dir: node_dir, child: None };
             spawn_on_free_ports(&mut node).await;
