@@ -8,8 +8,8 @@ use ridecast_protocol::{Id, TokenError, TokenKeys};
 use serde_json::json;
 
 use crate::http::{Target, UrlError};
+use crate::job::{Job, Mode, MotionKind, ServerKind};
 use crate::plan::{Layout, MAX_SOURCE_ADDRS, Names};
-use crate::worker::{Job, Mode, MotionKind, ServerKind};
 
 /// The origin's dev-mode secret, used when neither `--secret` nor the env var is set.
 pub const DEV_SECRET: &str = "ridecast-dev-secret";

@@ -15,9 +15,11 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::cli::{CliError, ModeArgs};
+use crate::clock::epoch_us;
+use crate::job::{Job, Mode};
 use crate::procfs::ServerSample;
 use crate::report::{RunFacts, RunReport, ServerReadings, WorkerReport};
-use crate::worker::{Command, Job, Mode, WorkerEvent, epoch_us, run_worker};
+use crate::worker::{Command, WorkerEvent, run_worker};
 
 /// Sockets kept free in each process for stdio, the runtime and the unexpected.
 const FD_RESERVE: u64 = 100;

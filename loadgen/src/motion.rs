@@ -8,50 +8,10 @@
 //! Both are pure and seeded, so a run can be repeated and the paths can be tested.
 
 use ridecast_protocol::grid::CELL_DEGREES;
+use ridecast_rng::Rng;
 
 /// Metres per degree of latitude (and of longitude at the equator).
 const METRES_PER_DEGREE: f64 = 111_320.0;
-
-/// A small, fast, seedable random generator (SplitMix64). Quality is ample for paths and
-/// jitter; it is not for anything secret.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, 1)`.
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Uniform in `[low, high)`.
-    pub fn range(&mut self, low: f64, high: f64) -> f64 {
-        low + (high - low) * self.unit()
-    }
-
-    /// Uniform integer in `0..n` (n > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
-    }
-
-    /// Standard normal, by Box–Muller.
-    pub fn normal(&mut self) -> f64 {
-        let u1 = self.unit().max(f64::MIN_POSITIVE);
-        let u2 = self.unit();
-        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-    }
-}
 
 /// One position report to send.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -140,11 +100,11 @@ pub struct StreetWalker {
 impl StreetWalker {
     pub fn new(city: City, seed: u64) -> Self {
         let mut rng = Rng::new(seed);
-        let span = (2 * city.radius_blocks + 1) as u64;
+        let span = (2 * city.radius_blocks + 1) as usize;
         let from = (rng.below(span) as i64 - city.radius_blocks, rng.below(span) as i64 - city.radius_blocks);
-        let dir = rng.below(4) as usize;
-        let along = rng.range(0.0, city.block_m);
-        let speed = rng.range(city.min_speed, city.max_speed);
+        let dir = rng.below(DIRECTIONS.len());
+        let along = rng.between(0.0, city.block_m);
+        let speed = rng.between(city.min_speed, city.max_speed);
         let mut walker = Self { city, rng, from, dir, along, speed };
         walker.keep_inside();
         walker
@@ -221,16 +181,6 @@ mod tests {
     use ridecast_protocol::GridCell;
 
     use super::*;
-
-    #[test]
-    fn the_rng_is_deterministic_and_roughly_uniform() {
-        let (mut a, mut b) = (Rng::new(7), Rng::new(7));
-        assert_eq!(a.next_u64(), b.next_u64());
-        let mean: f64 = (0..10_000).map(|_| a.unit()).sum::<f64>() / 10_000.0;
-        assert!((mean - 0.5).abs() < 0.02, "{mean}");
-        let sd = ((0..10_000).map(|_| a.normal().powi(2)).sum::<f64>() / 10_000.0).sqrt();
-        assert!((sd - 1.0).abs() < 0.05, "{sd}");
-    }
 
     #[test]
     fn a_hopper_changes_cell_on_every_fix() {

@@ -19,10 +19,12 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 
-use crate::driver::Trip;
+use crate::clock::epoch_us;
 use crate::http::{self, Exchange, HttpError, post_json_request};
+use crate::job::Job;
 use crate::net;
-use crate::worker::{Job, Outcome, Shared, epoch_us};
+use crate::shared::{Outcome, Shared};
+use crate::trip::Trip;
 
 /// What one publisher task needs.
 #[derive(Debug)]

@@ -6,9 +6,9 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use crate::job::Mode;
 use crate::procfs::ServerSample;
 use crate::stats::{Histogram, Summary};
-use crate::worker::Mode;
 
 /// Rider connections of one worker.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -19,10 +19,12 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 
+use crate::clock::epoch_us;
 use crate::http::{self, BodyFraming, Exchange, HttpError, get_request};
+use crate::job::{Job, Mode, ServerKind};
 use crate::net::{self, SourcePorts};
+use crate::shared::{Outcome, Shared};
 use crate::sse::{SseEvent, SseReader, find_ts, parse_decimal};
-use crate::worker::{Job, Mode, Outcome, ServerKind, Shared, epoch_us};
 
 /// Bytes read per `read` call on a stream; a location event is ~200 bytes with framing.
 const READ_BUF: usize = 1024;
