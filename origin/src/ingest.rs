@@ -8,8 +8,8 @@ use bytes::Bytes;
 use ridecast_protocol::{GridCell, Id, LocationReport};
 
 use crate::{
+    base::metrics::Metrics,
     bus::{Backend, BackendError, IngestOutcome, LocationUpdate},
-    metrics::Metrics,
 };
 
 /// Stores and publishes validated location reports. Cheap to clone.

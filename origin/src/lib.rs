@@ -39,32 +39,17 @@
 //! origin) in a small city, and web pages to ride, drive and watch the fleet (`/demo/`).
 #![forbid(unsafe_code)]
 
+pub mod api;
+pub mod app;
 pub mod auth;
+pub mod base;
 pub mod bus;
 pub mod chat;
-pub mod clock;
-pub mod config;
 pub mod demo;
-pub mod dev;
 pub mod dispatch;
-pub mod driver_ws;
-pub mod edge_link;
 pub mod fanout;
-pub mod http;
 pub mod ingest;
 pub mod limits;
-pub mod metrics;
-pub mod ops;
-pub mod polling;
-pub mod random;
-pub mod rider_sse;
 pub mod rides;
-pub mod server;
-pub mod shutdown;
-pub mod state;
-pub mod subscriptions;
-pub mod surge;
-pub mod websocket;
 
-pub use config::Config;
-pub use server::run;
+pub use app::{config::Config, server::run};

@@ -6,8 +6,10 @@ use anyhow::Context;
 use clap::Parser;
 use ridecast_origin::{
     Config,
-    config::{Cli, Command, LogFormat, Secrets, ServeArgs},
-    dev, server,
+    app::{
+        config::{Cli, Command, LogFormat, Secrets, ServeArgs},
+        dev, server,
+    },
 };
 use tokio::net::{TcpListener, TcpSocket};
 

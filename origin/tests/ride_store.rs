@@ -8,11 +8,13 @@ use std::{sync::Arc, time::Duration};
 use bytes::Bytes;
 use fred::prelude::{Builder, ClientLike, Config, EventInterface, PubsubInterface};
 use ridecast_origin::{
+    base::metrics::Metrics,
     bus::{Backend, Retention, Topic, embedded::EmbeddedBackend, redis::RedisBackend},
-    fanout::{Hubs, Subscription},
-    metrics::Metrics,
+    fanout::{
+        hubs::{Hubs, Subscription},
+        subscriptions::Inbound,
+    },
     rides::{NewRide, Ride, RideChange, RideChangeOutcome},
-    subscriptions::Inbound,
 };
 use ridecast_protocol::{Id, LatLng, RideState, RideStatus};
 use ridecast_tests::RedisServer;

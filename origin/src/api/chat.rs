@@ -26,14 +26,18 @@ use ridecast_protocol::{
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::rooms::{RoomEvent, Seat};
+use crate::fanout::chat_rooms::{RoomEvent, Seat};
 use crate::{
-    auth::{AuthError, Principal, RidePath},
-    http::{error::ApiError, front::ConnectionSlot},
+    api::{
+        error::ApiError,
+        extract::RidePath,
+        front::ConnectionSlot,
+        state::AppState,
+        websocket::{FLOODING, Incoming, Next, TRANSPORT_FRAME_LIMIT, incoming, transport_close},
+    },
+    auth::{AuthError, Principal},
+    base::metrics::GaugeGuard,
     limits::{RefusedRun, token_streams::StreamKey},
-    metrics::GaugeGuard,
-    state::AppState,
-    websocket::{FLOODING, Incoming, Next, TRANSPORT_FRAME_LIMIT, incoming, transport_close},
 };
 
 /// Messages read from the store at once (history on connect is sent page by page).

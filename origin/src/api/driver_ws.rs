@@ -29,15 +29,20 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::{
+    api::{
+        error::ApiError,
+        front::ConnectionSlot,
+        state::AppState,
+        websocket::{FLOODING, Incoming, Next, TRANSPORT_FRAME_LIMIT, incoming, transport_close},
+    },
     auth::Principal,
+    base::{
+        clock,
+        metrics::{GaugeGuard, Metrics},
+    },
     bus::BackendError,
-    clock,
     dispatch::post::{Mailbox, Posted},
-    http::{error::ApiError, front::ConnectionSlot},
     limits::{RefusedRun, allowance::Allowance, token_streams::StreamKey},
-    metrics::{GaugeGuard, Metrics},
-    state::AppState,
-    websocket::{FLOODING, Incoming, Next, TRANSPORT_FRAME_LIMIT, incoming, transport_close},
 };
 
 /// Initial read buffer of a driver socket.

@@ -17,12 +17,11 @@ use axum::{
 use ridecast_protocol::{Id, Role};
 
 use crate::{
-    auth::{Principal, ZonePath},
+    api::{error::ApiError, extract::ZonePath, front::ConnectionSlot, state::AppState},
+    auth::Principal,
+    base::metrics::GaugeGuard,
     bus::Topic,
-    fanout::HubValue,
-    http::{error::ApiError, front::ConnectionSlot},
-    metrics::GaugeGuard,
-    state::AppState,
+    fanout::hubs::HubValue,
 };
 
 /// Links only send; what the edge sends back is pings, pongs and a close.

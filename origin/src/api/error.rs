@@ -10,7 +10,7 @@ use ridecast_protocol::{
     ErrorBody, ErrorCode, InvalidId, TokenError, ride::RideRequestError, surge::SurgeRequestError,
 };
 
-use crate::{auth::AuthError, bus::BackendError, rides::RideError};
+use crate::{auth::AuthError, bus::BackendError, limits::token_streams::TooManyStreams, rides::RideError};
 
 /// Seconds a client is asked to wait before retrying a 503.
 pub const RETRY_AFTER_SECS: u64 = 2;
@@ -51,8 +51,8 @@ pub enum ApiError {
     Ride(RideError),
     #[error("{0}")]
     Conflict(String),
-    #[error("this token already has {0} streams open here (--max-streams-per-token); close one first")]
-    TooManyStreams(u32),
+    #[error(transparent)]
+    TooManyStreams(#[from] TooManyStreams),
     /// A token this instance hands out could not be signed (500).
     #[error("could not sign a token")]
     Signing(#[source] TokenError),

@@ -29,8 +29,8 @@ use tokio::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower::ServiceExt;
 
-use crate::{
-    http::error::ApiError,
+use crate::api::{
+    error::ApiError,
     rider_sse::{SseHandoff, SseStream},
 };
 
@@ -354,7 +354,7 @@ pub async fn refuse_connection(mut tcp: TcpStream, retry_ms: u64) {
         _ => return,
     };
     let response = if head.path.starts_with(SSE_PREFIX) {
-        crate::rider_sse::refusal(retry_ms, "this instance is full; reconnect")
+        crate::api::rider_sse::refusal(retry_ms, "this instance is full; reconnect")
     } else {
         axum::response::IntoResponse::into_response(ApiError::Unavailable("the instance is full"))
     };

@@ -9,7 +9,7 @@ use axum::{
 use http::header::CONTENT_TYPE;
 use serde_json::json;
 
-use crate::{http::error::ApiError, state::AppState};
+use crate::api::{error::ApiError, state::AppState};
 
 /// Alive: the process answers.
 pub async fn healthz() -> Json<serde_json::Value> {

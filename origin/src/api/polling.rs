@@ -9,7 +9,10 @@ use axum::{
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Deserialize;
 
-use crate::{auth::TrackedDriver, bus::Topic, http::error::ApiError, state::AppState};
+use crate::{
+    api::{error::ApiError, extract::TrackedDriver, state::AppState},
+    bus::Topic,
+};
 
 pub async fn driver_location(
     State(state): State<AppState>,

@@ -2,7 +2,7 @@
 //! mechanism for every [`Topic`]: a driver's location, a zone's surge and a ride's status.
 //!
 //! An [`SseStream`] is built by the handler (auth, ids, the current value) and then served in
-//! one of two ways: straight on the TCP socket by the [`front`](crate::http::front) (the normal
+//! one of two ways: straight on the TCP socket by the [`front`](crate::api::front) (the normal
 //! case: nothing buffered but the frame being written), or as a hyper response body when the
 //! request arrived on a connection hyper already serves. Both pull frames from
 //! [`SseStream::next_frame`], so the stream's behaviour is defined once.
@@ -20,13 +20,15 @@ use tokio::{net::TcpStream, sync::watch, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    auth::{AuthorizedRide, FollowedZone, TrackedDriver},
+    api::{
+        error::ApiError,
+        extract::{AuthorizedRide, FollowedZone, TrackedDriver},
+        state::AppState,
+    },
+    base::metrics::{GaugeGuard, Metrics},
     bus::Topic,
-    fanout::{HubValue, Subscription},
-    http::error::ApiError,
+    fanout::hubs::{HubValue, Subscription},
     limits::token_streams::{StreamKey, StreamPermit},
-    metrics::{GaugeGuard, Metrics},
-    state::AppState,
 };
 
 /// The heartbeat comment: short, since every open stream writes it every interval.

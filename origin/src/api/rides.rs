@@ -9,11 +9,10 @@ use bytes::Bytes;
 use http::{StatusCode, header};
 use ridecast_protocol::{RideCreated, RideRequest, RideStatus, Role};
 
-use super::RideChangeOutcome;
+use crate::rides::RideChangeOutcome;
 use crate::{
-    auth::{AuthorizedRide, Principal},
-    http::error::ApiError,
-    state::AppState,
+    api::{error::ApiError, extract::AuthorizedRide, state::AppState},
+    auth::Principal,
 };
 
 /// A rider asks for a ride. Checks, in the contract's order: the token (401), the body (400:

@@ -3,9 +3,18 @@
 use std::sync::Arc;
 
 use crate::{
-    auth::Authenticator, bus::Backend, chat::Chat, config::Config, demo::Demo, dispatch::dispatcher::Dispatcher,
-    fanout::Hubs, ingest::Ingestor, limits::token_streams::TokenStreams, metrics::Metrics, rider_sse::StreamSignals,
-    rides::Rides, shutdown::Drain,
+    api::rider_sse::StreamSignals,
+    app::config::Config,
+    auth::Authenticator,
+    base::{metrics::Metrics, shutdown::Drain},
+    bus::Backend,
+    chat::Chat,
+    demo::Demo,
+    dispatch::dispatcher::Dispatcher,
+    fanout::hubs::Hubs,
+    ingest::Ingestor,
+    limits::token_streams::TokenStreams,
+    rides::Rides,
 };
 
 #[derive(Debug, Clone)]

@@ -2,8 +2,8 @@
 //!
 //! The value is stored as the zone's current one and published through the [`bus`](crate::bus);
 //! from there it travels exactly like a driver's location, through the same hubs, to rider
-//! streams (`GET /api/sse/surge/{zoneId}`, [`rider_sse`](crate::rider_sse)) and edge links
-//! (`GET /edge/v1/surge/{zoneId}`, [`edge_link`](crate::edge_link)) on every instance.
+//! streams (`GET /api/sse/surge/{zoneId}`, [`rider_sse`](crate::api::rider_sse)) and edge links
+//! (`GET /edge/v1/surge/{zoneId}`, [`edge_link`](crate::api::edge_link)) on every instance.
 
 use axum::{
     extract::{State, rejection::BytesRejection},
@@ -14,11 +14,9 @@ use http::{StatusCode, header};
 use ridecast_protocol::{Role, SurgeRequest};
 
 use crate::{
-    auth::{Principal, ZonePath},
-    clock,
-    http::error::ApiError,
-    metrics::Metrics,
-    state::AppState,
+    api::{error::ApiError, extract::ZonePath, state::AppState},
+    auth::Principal,
+    base::{clock, metrics::Metrics},
 };
 
 /// Checks, in the contract's order: the token (401), the zone id and the body (400), the `ops`

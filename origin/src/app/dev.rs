@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use ridecast_protocol::{Claims, Id, Role, TokenError, TokenKeys};
 
-use crate::{clock, config::TokenArgs};
+use crate::{app::config::TokenArgs, base::clock};
 
 /// Why a token could not be printed.
 #[derive(Debug, thiserror::Error)]

@@ -10,11 +10,16 @@ use axum::{
 use http::{HeaderName, HeaderValue, Method, header};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use super::{
-    error::{ApiError, ServerFailure},
-    front,
+use crate::{
+    api::{
+        chat, driver_ws, edge_link,
+        error::{ApiError, ServerFailure},
+        front, ops, polling, rider_sse, rides,
+        state::AppState,
+        surge,
+    },
+    demo,
 };
-use crate::{chat, demo, driver_ws, edge_link, ops, polling, rider_sse, rides, state::AppState, surge};
 
 /// The whole API. Tests can drive it with `tower::ServiceExt::oneshot`.
 pub fn router(state: AppState) -> Router {
@@ -22,14 +27,14 @@ pub fn router(state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
     let mut routes = Router::new()
         .route("/ws/rides", get(driver_ws::upgrade))
-        .route("/ws/chat/{ride_id}", get(chat::session::upgrade))
+        .route("/ws/chat/{ride_id}", get(chat::upgrade))
         .route("/api/sse/drivers/{driver_id}/location", get(rider_sse::driver_location))
         .route("/api/sse/surge/{zone_id}", get(rider_sse::surge_zone))
         .route("/api/sse/rides/{ride_id}", get(rider_sse::ride_status))
         .route("/api/drivers/{driver_id}/location", get(polling::driver_location))
         .route("/api/surge/{zone_id}", post(surge::set))
-        .route("/api/rides", post(rides::http::create))
-        .route("/api/rides/{ride_id}", delete(rides::http::cancel))
+        .route("/api/rides", post(rides::create))
+        .route("/api/rides/{ride_id}", delete(rides::cancel))
         .route("/edge/v1/drivers/{driver_id}", get(edge_link::driver_link))
         .route("/edge/v1/surge/{zone_id}", get(edge_link::surge_link))
         .route("/healthz", get(ops::healthz))

@@ -5,28 +5,28 @@ use std::{future::Future, sync::Arc, time::Duration};
 use tokio::{net::TcpListener, sync::Semaphore};
 
 use crate::{
+    api::{front, rider_sse, state::AppState},
+    app::{config::Config, router::router},
     auth::Authenticator,
+    base::{
+        metrics::{GaugeGuard, Metrics},
+        shutdown::Drain,
+    },
     bus::{Backend, BackendError, Retention, embedded::EmbeddedBackend, redis::RedisBackend},
     chat::{
         Chat,
         store::{ChatStore, EmbeddedChat, RedisChat},
     },
-    config::Config,
     demo::{self, Demo},
     dispatch::{
         dispatcher::Dispatcher,
         post::DriverPost,
         store::{DispatchStore, EmbeddedDispatch, RedisDispatch},
     },
-    http::{front, router::router},
+    fanout::subscriptions::{Inbound, SubscriptionManager},
     ingest::Ingestor,
     limits::token_streams::TokenStreams,
-    metrics::{GaugeGuard, Metrics},
-    rider_sse,
     rides::Rides,
-    shutdown::Drain,
-    state::AppState,
-    subscriptions::{Inbound, SubscriptionManager},
 };
 
 /// File descriptors kept back from the connection limit for Redis, logs and the listener.

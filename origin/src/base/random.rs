@@ -18,7 +18,7 @@ pub fn hex<const N: usize>() -> Result<String, getrandom::Error> {
 /// Like [`hex`], but on a host without entropy falls back to the clock: still unique, no
 /// longer unguessable. For names whose secrecy is a defence in depth, not their purpose.
 pub fn hex_or_clock<const N: usize>() -> String {
-    hex::<N>().unwrap_or_else(|_| format!("{:x}", crate::clock::now_nanos()))
+    hex::<N>().unwrap_or_else(|_| format!("{:x}", crate::base::clock::now_nanos()))
 }
 
 #[cfg(test)]

@@ -19,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Backend, BackendError, IngestOutcome, LocationUpdate, Retention, Topic};
 use crate::{
+    fanout::subscriptions::Inbound,
     rides::{NewRide, Ride, RideChange, RideChangeOutcome},
-    subscriptions::Inbound,
 };
 
 #[derive(Debug)]
@@ -236,7 +236,7 @@ impl Backend for EmbeddedBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{fanout::Hubs, metrics::Metrics};
+    use crate::{base::metrics::Metrics, fanout::hubs::Hubs};
 
     fn backend() -> (EmbeddedBackend, Hubs) {
         let (inbound, _commands) = Inbound::new(Metrics::default());

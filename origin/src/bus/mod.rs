@@ -6,7 +6,7 @@
 //! (see [`crate::rides`]). Two implementations:
 //! [`redis::RedisBackend`] (many instances, through Redis) and [`embedded::EmbeddedBackend`] (one
 //! process, no Redis). Messages that arrive on a subscribed channel are handed to the local
-//! hubs or chat rooms ([`Inbound`](crate::subscriptions::Inbound)).
+//! hubs or chat rooms ([`Inbound`](crate::fanout::subscriptions::Inbound)).
 
 pub mod connection;
 pub mod embedded;

@@ -39,9 +39,9 @@ use super::{
     pubsub::{PubSub, Subscriber},
 };
 use crate::{
-    metrics::Metrics,
+    base::metrics::Metrics,
+    fanout::subscriptions::Inbound,
     rides::{NewRide, Ride, RideChange, RideChangeOutcome},
-    subscriptions::Inbound,
 };
 
 /// Stores an update if it is newer than the stored one and publishes it if its cell changed,
@@ -241,8 +241,8 @@ impl RedisBackend {
             set_surge: Arc::new(pubsub.script(SET_SURGE_LUA)),
             create_ride: Arc::new(pubsub.script(CREATE_RIDE_LUA)),
             change_ride: Arc::new(pubsub.script(CHANGE_RIDE_LUA)),
-            location_ttl_ms: crate::clock::millis(retention.location),
-            ride_ttl_ms: crate::clock::millis(retention.ride),
+            location_ttl_ms: crate::base::clock::millis(retention.location),
+            ride_ttl_ms: crate::base::clock::millis(retention.ride),
         };
         if pubsub == PubSub::Sharded {
             super::connection::keep_whole(&backend.commands, shutdown.clone());

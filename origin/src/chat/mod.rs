@@ -15,8 +15,6 @@
 //! before it is stored, and a lost notice, a reconnect (`?since=<id>`) or an instance dying
 //! loses nothing and repeats nothing.
 
-pub mod rooms;
-pub mod session;
 pub mod store;
 
 use std::sync::Arc;
@@ -27,15 +25,12 @@ use ridecast_protocol::{
 };
 use tokio::time::Instant;
 
-use self::{
-    rooms::{ChatRooms, Notice, Seat},
-    store::{Appended, ChatStore},
-};
+use self::store::{Appended, ChatStore};
 use crate::{
+    app::config::ChatConfig,
+    base::{clock, metrics::Metrics},
     bus::{Backend, BackendError},
-    clock,
-    config::ChatConfig,
-    metrics::Metrics,
+    fanout::chat_rooms::{ChatRooms, Notice, Seat},
 };
 
 /// The chat of every ride, as this instance serves it.

@@ -177,7 +177,7 @@ impl RedisChat {
             client,
             append: Arc::new(Script::from_lua(APPEND_LUA)),
             max_len: max_len.max(1),
-            ttl_ms: crate::clock::millis(ttl),
+            ttl_ms: crate::base::clock::millis(ttl),
         }
     }
 }

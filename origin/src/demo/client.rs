@@ -13,7 +13,7 @@ use tokio_tungstenite::{
     tungstenite::{self, Message, client::IntoClientRequest},
 };
 
-use crate::clock;
+use crate::base::clock;
 
 /// An open socket to the origin.
 pub type Socket = WebSocketStream<TcpStream>;

@@ -60,7 +60,7 @@ pub struct Tick {
 
 impl Tick {
     pub fn now() -> Self {
-        Self { now: Instant::now(), epoch_ms: crate::clock::now_ms() }
+        Self { now: Instant::now(), epoch_ms: crate::base::clock::now_ms() }
     }
 }
 

@@ -20,9 +20,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::fleet::{DriverState, Fleet};
 use crate::{
+    base::{
+        clock,
+        metrics::{MetricValues, Metrics},
+    },
     bus::{Backend, Topic},
-    clock,
-    metrics::{MetricValues, Metrics},
 };
 
 /// One `fleet` event this often.

@@ -28,7 +28,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::Demo;
-use crate::{clock, http::error::ApiError, rider_sse, state::AppState};
+use crate::{
+    api::{error::ApiError, rider_sse, state::AppState},
+    base::clock,
+};
 
 /// Lifetime of a token from `POST /demo/token`: a day of playing with the demo.
 const TOKEN_TTL_SECS: u64 = 86_400;
@@ -116,7 +119,7 @@ async fn token(State(demo): State<Arc<Demo>>, body: Result<Bytes, BytesRejection
         "driver" => Role::Driver,
         other => return Err(ApiError::BadRequest(format!("role {other:?} is not offered here; {EXPECTED}"))),
     };
-    let sub = request.sub.unwrap_or_else(|| format!("web-{}", crate::random::hex_or_clock::<6>()));
+    let sub = request.sub.unwrap_or_else(|| format!("web-{}", crate::base::random::hex_or_clock::<6>()));
     let sub = Id::parse(&sub).map_err(ApiError::invalid_id("sub"))?;
     let claims = Claims { sub: sub.clone(), role, exp: clock::now_secs() + TOKEN_TTL_SECS, drv: None, ride: None };
     let token = demo.keys.mint(&claims).map_err(ApiError::Signing)?;

@@ -37,7 +37,11 @@ use bytes::Bytes;
 use ridecast_protocol::{Id, TokenKeys};
 
 use self::{city::City, client::Connector, feed::FleetFeed, fleet::Fleet, simulator::Simulation};
-use crate::{bus::Backend, metrics::Metrics, shutdown::Drain, state::AppState};
+use crate::{
+    api::state::AppState,
+    base::{metrics::Metrics, shutdown::Drain},
+    bus::Backend,
+};
 
 /// What the demo's routes use. Shared behind an `Arc` in the app state.
 #[derive(Debug)]
@@ -79,7 +83,7 @@ pub fn simulate(state: &AppState, drivers: u32, listening: SocketAddr) {
         None => (Arc::new(City::demo()), Fleet::new()),
     };
     // Different traffic every run; the seed goes in the log, for the record.
-    let seed = crate::clock::now_nanos() as u64;
+    let seed = crate::base::clock::now_nanos() as u64;
     tracing::info!(drivers, seed, "simulating drivers in the demo city");
     Simulation {
         drivers,

@@ -1,7 +1,7 @@
 //! A small seeded pseudo-random generator for the simulation.
 //!
 //! The simulation needs cheap, reproducible dice (which street to turn into, whether to accept
-//! an offer), not secrets: ids that must be unguessable come from [`crate::random`]. SplitMix64
+//! an offer), not secrets: ids that must be unguessable come from [`crate::base::random`]. SplitMix64
 //! is a dozen lines, passes BigCrush, and a seed fixes a whole run for debugging.
 
 /// SplitMix64 (Steele, Lea and Flood, 2014). Each simulated driver owns one.

@@ -23,7 +23,11 @@ use super::{
     fleet::Fleet,
     rng::Rng,
 };
-use crate::{bus::Backend, clock, metrics::Metrics, rides::Rides, shutdown::Drain};
+use crate::{
+    base::{clock, metrics::Metrics, shutdown::Drain},
+    bus::Backend,
+    rides::Rides,
+};
 
 /// Drivers connect this far apart at start, rather than all at once.
 const STAGGER: Duration = Duration::from_millis(50);

@@ -16,9 +16,11 @@ use super::{
     store::DispatchStore,
 };
 use crate::{
+    base::{
+        clock::{self, millis},
+        metrics::{MetricValues, Metrics},
+    },
     bus::BackendError,
-    clock::{self, millis},
-    metrics::{MetricValues, Metrics},
     rides::{Ride, RideChangeOutcome, RideError, Rides},
 };
 
@@ -305,7 +307,7 @@ impl Dispatcher {
 
 /// A new offer id: unguessable, so one driver cannot answer another's offer by guessing.
 fn new_offer_id() -> String {
-    format!("of-{}", crate::random::hex_or_clock::<12>())
+    format!("of-{}", crate::base::random::hex_or_clock::<12>())
 }
 
 fn result_frame(offer_id: &str, result: OfferResult) -> ServerMessage {

@@ -146,7 +146,7 @@ pub struct Registration {
 /// A name for this instance's inbox: random, so a restarted instance never gets a dead one's
 /// frames.
 fn instance_id() -> String {
-    crate::random::hex_or_clock::<12>()
+    crate::base::random::hex_or_clock::<12>()
 }
 
 fn conn_key(driver: &Id) -> String {

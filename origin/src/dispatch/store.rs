@@ -14,7 +14,7 @@ use ridecast_protocol::{Id, messages::LatLng};
 use super::{
     AcceptOutcome, AckOutcome, Offer, OfferAttempt, OfferLimits, OfferState, RejectOutcome, book::Book, redis_scripts,
 };
-use crate::{bus::BackendError, clock::millis};
+use crate::{base::clock::millis, bus::BackendError};
 
 /// The dispatch transitions, atomic each.
 #[async_trait]

@@ -20,8 +20,8 @@ use ridecast_protocol::{
 use serde::{Deserialize, Serialize};
 use tokio::{sync::broadcast, time::Instant};
 
+use crate::fanout::subscriptions::SubscriptionRequests;
 use crate::limits::allowance::{Allowance, RateLimit};
-use crate::subscriptions::SubscriptionRequests;
 
 /// What travels on a ride's chat channel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -192,7 +192,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::subscriptions::{self, Command, SubscriptionCommands};
+    use crate::fanout::subscriptions::{self, Command, SubscriptionCommands};
 
     fn ride(raw: &str) -> Id {
         Id::parse(raw).expect("id")

@@ -10,7 +10,7 @@
 //! when it arrives, and the same bytes are shared by every subscriber.
 //!
 //! The instance's bus subscriptions follow the hubs: the first local subscriber of a channel
-//! asks the [`SubscriptionManager`](crate::subscriptions::SubscriptionManager) to subscribe, the
+//! asks the [`SubscriptionManager`](crate::fanout::subscriptions::SubscriptionManager) to subscribe, the
 //! last one leaving (its [`Subscription`] is dropped) lets it unsubscribe.
 
 use std::{
@@ -23,9 +23,9 @@ use serde::Deserialize;
 use tokio::sync::Notify;
 
 use crate::{
+    base::metrics::Metrics,
     bus::{Backend, Topic},
-    metrics::Metrics,
-    subscriptions::SubscriptionRequests,
+    fanout::subscriptions::SubscriptionRequests,
 };
 
 /// One value of a topic, ready to write.
@@ -155,7 +155,7 @@ impl Hubs {
         // skewed by the phone's clock error in production, where the trend is what matters.
         // Only locations: a surge's ts is set by the server, and the histogram is about drivers.
         if let Topic::DriverLocation(_) = cell.topic {
-            let age_ms = crate::clock::now_ms().saturating_sub(value.id);
+            let age_ms = crate::base::clock::now_ms().saturating_sub(value.id);
             self.inner.metrics.delivery_age().observe_micros(age_ms.saturating_mul(1000));
         }
         cell.offer(value);
@@ -269,7 +269,7 @@ mod tests {
     use ridecast_protocol::Id;
 
     use super::*;
-    use crate::subscriptions::{self, Command, SubscriptionCommands};
+    use crate::fanout::subscriptions::{self, Command, SubscriptionCommands};
 
     fn topic(driver: &str) -> Topic {
         Topic::DriverLocation(Id::parse(driver).expect("id"))

@@ -20,10 +20,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    base::metrics::Metrics,
     bus::{Backend, Topic},
-    chat::rooms::ChatRooms,
-    fanout::Hubs,
-    metrics::Metrics,
+    fanout::{chat_rooms::ChatRooms, hubs::Hubs},
 };
 
 #[derive(Debug)]

@@ -3,16 +3,16 @@
 //!
 //! | limit | flag (default) | enforced in |
 //! |---|---|---|
-//! | connections per instance | `--max-connections` (fd limit − 128) | the accept loop ([`crate::server`]) |
-//! | time to send a request head (slowloris) | `--header-timeout-secs` (10) | [`crate::http::front`] |
+//! | connections per instance | `--max-connections` (fd limit − 128) | the accept loop ([`crate::app::server`]) |
+//! | time to send a request head (slowloris) | `--header-timeout-secs` (10) | [`crate::api::front`] |
 //! | request body | `--max-body-bytes` (16 KiB) | the router |
-//! | request head, WebSocket frame | 8 KiB, 4 KiB (contract) | [`crate::http::front`], sockets |
+//! | request head, WebSocket frame | 8 KiB, 4 KiB (contract) | [`crate::api::front`], sockets |
 //! | concurrent streams and sockets per token | `--max-streams-per-token` (8) | [`token_streams`] |
-//! | driver frames other than locations | `--driver-rate` (10/s), `--driver-burst` (20) | [`crate::driver_ws`] |
-//! | driver locations | `--ingest-interval-ms` (200): one stored per interval, newest wins | [`crate::driver_ws`] |
+//! | driver frames other than locations | `--driver-rate` (10/s), `--driver-burst` (20) | [`crate::api::driver_ws`] |
+//! | driver locations | `--ingest-interval-ms` (200): one stored per interval, newest wins | [`crate::api::driver_ws`] |
 //! | chat messages per participant | `--chat-rate` (5/s), `--chat-burst` (10) | [`crate::chat`] |
 //! | silent sockets | `--ws-ping-secs` (20), `--ws-idle-secs` (60) | the driver and chat sockets |
-//! | riders that stop reading | latest value only; dropped after 120 s blocked | [`crate::rider_sse`] |
+//! | riders that stop reading | latest value only; dropped after 120 s blocked | [`crate::api::rider_sse`] |
 //! | ids in paths and messages | the contract's id rule | [`crate::auth`], [`ridecast_protocol`] |
 
 pub mod allowance;

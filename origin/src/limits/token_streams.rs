@@ -10,14 +10,12 @@ use std::{
     sync::{Arc, Mutex, MutexGuard},
 };
 
-use axum::extract::FromRequestParts;
-use http::request::Parts;
-
-use crate::{
-    auth::{AuthError, bearer_token},
-    http::error::ApiError,
-    state::AppState,
-};
+/// A token already holds as many streams here as it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("this token already has {max} streams open here (--max-streams-per-token); close one first")]
+pub struct TooManyStreams {
+    pub max: u32,
+}
 
 /// Open streams per token on this instance. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -41,12 +39,12 @@ impl TokenStreams {
     /// A place for one more stream of the token `key` names, held until the permit is dropped.
     ///
     /// # Errors
-    /// [`ApiError::TooManyStreams`] when the token already has the maximum open here.
-    pub fn acquire(&self, key: StreamKey) -> Result<StreamPermit, ApiError> {
+    /// [`TooManyStreams`] when the token already has the maximum open here.
+    pub fn acquire(&self, key: StreamKey) -> Result<StreamPermit, TooManyStreams> {
         let mut open = self.inner.lock();
         let count = open.entry(key.0).or_default();
         if *count >= self.inner.max {
-            return Err(ApiError::TooManyStreams(self.inner.max));
+            return Err(TooManyStreams { max: self.inner.max });
         }
         *count += 1;
         Ok(StreamPermit { streams: self.inner.clone(), key: key.0 })
@@ -70,12 +68,10 @@ impl Inner {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamKey(u64);
 
-impl FromRequestParts<AppState> for StreamKey {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let token = bearer_token(parts).ok_or(AuthError::Missing)?;
-        Ok(Self(state.token_streams.inner.hasher.hash_one(token)))
+impl TokenStreams {
+    /// The key `token` is counted under: a keyed hash, so the map holds no credentials.
+    pub fn key(&self, token: &str) -> StreamKey {
+        StreamKey(self.inner.hasher.hash_one(token))
     }
 }
 
@@ -108,7 +104,7 @@ mod tests {
         let (a, b) = (StreamKey(1), StreamKey(2));
         let first = streams.acquire(a).expect("first");
         let _second = streams.acquire(a).expect("second");
-        assert!(matches!(streams.acquire(a), Err(ApiError::TooManyStreams(2))));
+        assert!(matches!(streams.acquire(a), Err(TooManyStreams { max: 2 })));
         let _other = streams.acquire(b).expect("another token has its own places");
         drop(first);
         let _again = streams.acquire(a).expect("a closed stream's place is free again");

@@ -3,7 +3,7 @@
 //!
 //! `POST /api/rides` creates a ride in `searching` ([`http::create`]); `DELETE
 //! /api/rides/{rideId}` cancels it ([`http::cancel`]); `GET /api/sse/rides/{rideId}`
-//! ([`rider_sse::ride_status`](crate::rider_sse::ride_status)) follows its status through the
+//! ([`rider_sse::ride_status`](crate::api::rider_sse::ride_status)) follows its status through the
 //! same hubs and SSE front as locations and surge ([`Topic::RideStatus`](crate::bus::Topic)).
 //!
 //! Every change of a ride goes through [`Rides`], the one handle the handlers and the matcher
@@ -15,8 +15,6 @@
 //! Who may follow and cancel a ride ([`Ride::allows`]): a rider token whose `sub` created it, or
 //! whose `ride` claim is it (PROTOCOL, "Who is who").
 
-pub mod http;
-
 use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
@@ -25,9 +23,8 @@ use ridecast_protocol::{
 };
 
 use crate::{
+    base::{clock, metrics::Metrics},
     bus::{Backend, BackendError},
-    clock,
-    metrics::Metrics,
 };
 
 /// Random bytes in a ride id: 128 bits, so that ids cannot be guessed (a ride's id is not a
@@ -290,7 +287,7 @@ impl Rides {
 /// # Errors
 /// When the OS has no randomness to give.
 pub fn new_ride_id() -> Result<Id, getrandom::Error> {
-    let hex = crate::random::hex::<RIDE_ID_BYTES>()?;
+    let hex = crate::base::random::hex::<RIDE_ID_BYTES>()?;
     Ok(Id::parse(&hex).expect("32 hex digits are a valid id"))
 }
 
@@ -303,7 +300,7 @@ mod tests {
     use super::*;
     use crate::{
         bus::{Retention, embedded::EmbeddedBackend},
-        subscriptions::Inbound,
+        fanout::subscriptions::Inbound,
     };
 
     const SECRET: &[u8] = b"rides-test-secret";
