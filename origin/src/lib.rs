@@ -33,7 +33,8 @@
 //! [`websocket`] (what the driver and chat sockets share),
 //! [`polling`] (the legacy polling endpoint), [`ops`] (health, readiness, metrics), [`metrics`],
 //! [`shutdown`] (drain), [`server`] (wiring it all together), [`dev`] (the dev-mode banner and
-//! token subcommand).
+//! token subcommand), [`launch`] (what a binary does after parsing its flags), [`extension`]
+//! (how a program built on the origin adds routes and work to it).
 //!
 //! In dev mode, [`demo`] adds a live demo: simulated drivers (real WebSocket clients of this
 //! origin) in a small city, and web pages to ride, drive and watch the fleet (`/demo/`).
@@ -49,9 +50,11 @@ pub mod dev;
 pub mod dispatch;
 pub mod driver_ws;
 pub mod edge_link;
+pub mod extension;
 pub mod fanout;
 pub mod http;
 pub mod ingest;
+pub mod launch;
 pub mod limits;
 pub mod metrics;
 pub mod ops;
@@ -67,4 +70,5 @@ pub mod surge;
 pub mod websocket;
 
 pub use config::Config;
-pub use server::run;
+pub use extension::{Extension, Listening};
+pub use server::{run, run_with};

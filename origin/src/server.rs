@@ -18,7 +18,8 @@ use crate::{
         post::DriverPost,
         store::{DispatchStore, EmbeddedDispatch, RedisDispatch},
     },
-    http::{front, router::router},
+    extension::{Extension, Listening},
+    http::{front, router::router_with},
     ingest::Ingestor,
     limits::token_streams::TokenStreams,
     metrics::{GaugeGuard, Metrics},
@@ -43,9 +44,22 @@ pub enum ServerError {
 /// Serves `listener` until `shutdown` completes, then drains within `config.drain`.
 ///
 /// # Errors
-/// [`ServerError::Backend`] if the Redis URL is invalid, [`ServerError::ListenAddr`] if the
-/// listener has no address for simulated drivers to connect to.
+/// As [`run_with`].
 pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+    run_with(listener, config, Extension::default(), shutdown).await
+}
+
+/// [`run`], serving `extension`'s routes beside the API's and calling its hook once listening.
+///
+/// # Errors
+/// [`ServerError::Backend`] if the Redis URL is invalid, [`ServerError::ListenAddr`] if the
+/// listener has no address to hand to simulated drivers or the extension's hook.
+pub async fn run_with(
+    listener: TcpListener,
+    config: Config,
+    extension: Extension,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
     let metrics = Metrics::default();
     let drain = Drain::new();
     let (inbound, commands) = Inbound::new(metrics.clone());
@@ -103,8 +117,12 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         let listening = listener.local_addr().map_err(ServerError::ListenAddr)?;
         demo::simulate(&state, state.config.simulate, listening);
     }
+    if let Some(hook) = extension.on_listening {
+        let addr = listener.local_addr().map_err(ServerError::ListenAddr)?;
+        hook(Listening { addr, shutdown: drain.token().clone(), tracker: drain.tracker().clone() });
+    }
 
-    accept_loop(&listener, &state, max_connections, shutdown).await;
+    accept_loop(&listener, &state, extension.routes, max_connections, shutdown).await;
     drop(listener);
     tracing::info!(grace = ?state.config.drain, "draining");
     drain.begin();
@@ -121,10 +139,11 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
 async fn accept_loop(
     listener: &TcpListener,
     state: &AppState,
+    extra_routes: axum::Router,
     max_connections: usize,
     shutdown: impl Future<Output = ()>,
 ) {
-    let router = router(state.clone());
+    let router = router_with(state.clone(), extra_routes);
     let permits = Arc::new(Semaphore::new(max_connections));
     let mut shutdown = std::pin::pin!(shutdown);
     let mut backoff = Duration::from_millis(5);

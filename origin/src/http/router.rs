@@ -18,6 +18,12 @@ use crate::{chat, demo, driver_ws, edge_link, ops, polling, rider_sse, rides, st
 
 /// The whole API. Tests can drive it with `tower::ServiceExt::oneshot`.
 pub fn router(state: AppState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// The API and `extra` routes (an [`Extension`](crate::extension::Extension)'s), inside the
+/// same layers and before the 404 fallback.
+pub fn router_with(state: AppState, extra: Router) -> Router {
     let cors = cors_layer(&state.config.cors_origins);
     let max_body = state.config.max_body_bytes;
     let mut routes = Router::new()
@@ -40,11 +46,12 @@ pub fn router(state: AppState) -> Router {
         routes = routes.merge(demo::http::routes(demo.clone()));
     }
     let routes = routes
+        .with_state(state)
+        .merge(extra)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(front::refuse_large_heads))
-        .layer(middleware::map_response(log_server_failures))
-        .with_state(state);
+        .layer(middleware::map_response(log_server_failures));
     match cors {
         Some(cors) => routes.layer(cors),
         None => routes,
