@@ -36,8 +36,8 @@
 //! token subcommand), [`launch`] (what a binary does after parsing its flags), [`extension`]
 //! (how a program built on the origin adds routes and work to it).
 //!
-//! In dev mode, [`demo`] adds a live demo: simulated drivers (real WebSocket clients of this
-//! origin) in a small city, and web pages to ride, drive and watch the fleet (`/demo/`).
+//! The live demo is not here: it is `ridecast-demo` (`demo/`), built on [`extension`] and the
+//! public API.
 #![forbid(unsafe_code)]
 
 pub mod auth;
@@ -45,7 +45,6 @@ pub mod bus;
 pub mod chat;
 pub mod clock;
 pub mod config;
-pub mod demo;
 pub mod dev;
 pub mod dispatch;
 pub mod driver_ws;

@@ -12,7 +12,6 @@ use crate::{
         store::{ChatStore, EmbeddedChat, RedisChat},
     },
     config::Config,
-    demo::{self, Demo},
     dispatch::{
         dispatcher::Dispatcher,
         post::DriverPost,
@@ -53,7 +52,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
 ///
 /// # Errors
 /// [`ServerError::Backend`] if the Redis URL is invalid, [`ServerError::ListenAddr`] if the
-/// listener has no address to hand to simulated drivers or the extension's hook.
+/// listener has no address to hand to the extension's hook.
 pub async fn run_with(
     listener: TcpListener,
     config: Config,
@@ -90,10 +89,6 @@ pub async fn run_with(
     let dispatcher = Dispatcher::new(dispatch_store, rides.clone(), post, config.dispatch, metrics.clone());
     tokio::spawn(dispatcher.clone().run_sweeper(drain.token().clone()));
 
-    let demo = config.secrets.dev_mode.then(|| {
-        let keys = config.secrets.keys.clone();
-        Arc::new(Demo::start(keys, config.sse_retry_ms, metrics.clone(), backend.clone(), drain.clone()))
-    });
     let state = AppState {
         auth: Authenticator::new(config.secrets.keys.clone()),
         ingestor: Ingestor::new(backend.clone(), metrics.clone()),
@@ -107,16 +102,9 @@ pub async fn run_with(
         hubs: inbound.hubs,
         metrics,
         drain: drain.clone(),
-        demo,
     };
     let max_connections = state.config.max_connections.unwrap_or_else(default_max_connections);
     tracing::info!(max_connections, backend = if redis.is_some() { "redis" } else { "embedded" }, "serving");
-    if state.config.simulate > 0 {
-        // The drivers connect to the listener's own address (port 0 is resolved by now); their
-        // connections wait in its backlog until the accept loop below starts.
-        let listening = listener.local_addr().map_err(ServerError::ListenAddr)?;
-        demo::simulate(&state, state.config.simulate, listening);
-    }
     if let Some(hook) = extension.on_listening {
         let addr = listener.local_addr().map_err(ServerError::ListenAddr)?;
         hook(Listening { addr, shutdown: drain.token().clone(), tracker: drain.tracker().clone() });

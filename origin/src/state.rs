@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use crate::{
-    auth::Authenticator, bus::Backend, chat::Chat, config::Config, demo::Demo, dispatch::dispatcher::Dispatcher,
-    fanout::Hubs, ingest::Ingestor, limits::token_streams::TokenStreams, metrics::Metrics, rider_sse::StreamSignals,
-    rides::Rides, shutdown::Drain,
+    auth::Authenticator, bus::Backend, chat::Chat, config::Config, dispatch::dispatcher::Dispatcher, fanout::Hubs,
+    ingest::Ingestor, limits::token_streams::TokenStreams, metrics::Metrics, rider_sse::StreamSignals, rides::Rides,
+    shutdown::Drain,
 };
 
 #[derive(Debug, Clone)]
@@ -29,6 +29,4 @@ pub struct AppState {
     pub drain: Drain,
     /// Heartbeat ticks and the drain signal for every SSE stream.
     pub stream_signals: StreamSignals,
-    /// The live demo's city, fleet and feed: only in dev mode (its routes hand out tokens).
-    pub demo: Option<Arc<Demo>>,
 }

@@ -1,7 +1,8 @@
-//! The live demo (dev mode only): simulated drivers are real WebSocket clients of the origin, so
-//! a ride requested through the public API is offered to them, driven, tracked and chatted
-//! about like any other; the fleet stream shows them move. With a real secret none of the demo's
-//! routes exist: they hand out tokens to anyone.
+//! The live demo (`ridecast-demo`, dev mode only): simulated drivers are real WebSocket clients
+//! of the origin, so a ride requested through the public API is offered to them, driven, tracked
+//! and chatted about like any other; the fleet stream shows them move. With a real secret none
+//! of the demo's routes exist: they hand out tokens to anyone. `ridecast-origin` has no demo at
+//! all, not even in dev mode.
 //!
 //! Spec: `docs/API.md`, "Demo mode".
 
@@ -30,6 +31,7 @@ const MOVES_WITHIN: Duration = Duration::from_secs(30);
 /// cannot leave a ride without a driver.
 async fn demo_origin() -> Origin {
     Origin::builder()
+        .demo()
         .dev_mode()
         .flag("--simulate", DRIVERS)
         .flag("--offer-expiry-ms", 3_000)
@@ -192,7 +194,7 @@ async fn a_ride_is_taken_driven_and_answered_by_a_simulated_driver() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_serves_its_pages_and_hands_out_tokens_that_work() {
-    let origin = Origin::builder().dev_mode().flag("--simulate", 0).start().await;
+    let origin = Origin::builder().demo().dev_mode().flag("--simulate", 0).start().await;
     let no_redirects = reqwest::Client::builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
@@ -240,13 +242,24 @@ async fn the_demo_serves_its_pages_and_hands_out_tokens_that_work() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_real_secret_there_is_no_demo_and_no_simulated_driver() {
-    let origin = Origin::builder().start().await;
-    for path in ["/", "/demo/", "/demo/rider", "/demo/city.json", "/demo/sse/fleet", "/demo/assets/app.js"] {
-        expect_error(get(&origin.url(path), Auth::None, &[]).await, 404, &format!("GET {path} with a secret")).await;
+    let origin = Origin::builder().demo().start().await;
+    expect_no_demo(&origin, "ridecast-demo with a secret").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_origin_has_no_demo_and_no_simulated_driver_even_in_dev_mode() {
+    let origin = Origin::builder().dev_mode().start().await;
+    expect_no_demo(&origin, "ridecast-origin in dev mode").await;
+}
+
+/// None of the demo's routes answer on `origin`, and no simulated driver connects to it.
+async fn expect_no_demo(origin: &Origin, what: &str) {
+    for path in ["/", "/demo", "/demo/", "/demo/rider", "/demo/city.json", "/demo/sse/fleet", "/demo/assets/app.js"] {
+        expect_error(get(&origin.url(path), Auth::None, &[]).await, 404, &format!("GET {path}, {what}")).await;
     }
     let response = post_json(&origin.url("/demo/token"), Auth::None, r#"{"role":"rider"}"#).await;
-    expect_error(response, 404, "POST /demo/token with a secret").await;
+    expect_error(response, 404, &format!("POST /demo/token, {what}")).await;
     // Proving an absence: simulated drivers, were any started, would have connected by now.
     tokio::time::sleep(QUIET).await;
-    assert_eq!(origin.metric("driver_connections").await, 0, "no simulated driver unless asked for");
+    assert_eq!(origin.metric("driver_connections").await, 0, "no simulated driver unless asked for, {what}");
 }

@@ -14,7 +14,7 @@ use super::{
     error::{ApiError, ServerFailure},
     front,
 };
-use crate::{chat, demo, driver_ws, edge_link, ops, polling, rider_sse, rides, state::AppState, surge};
+use crate::{chat, driver_ws, edge_link, ops, polling, rider_sse, rides, state::AppState, surge};
 
 /// The whole API. Tests can drive it with `tower::ServiceExt::oneshot`.
 pub fn router(state: AppState) -> Router {
@@ -26,7 +26,7 @@ pub fn router(state: AppState) -> Router {
 pub fn router_with(state: AppState, extra: Router) -> Router {
     let cors = cors_layer(&state.config.cors_origins);
     let max_body = state.config.max_body_bytes;
-    let mut routes = Router::new()
+    let routes = Router::new()
         .route("/ws/rides", get(driver_ws::upgrade))
         .route("/ws/chat/{ride_id}", get(chat::session::upgrade))
         .route("/api/sse/drivers/{driver_id}/location", get(rider_sse::driver_location))
@@ -40,12 +40,7 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
         .route("/edge/v1/surge/{zone_id}", get(edge_link::surge_link))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics));
-    // Only in dev mode: the demo hands out tokens to anyone. Otherwise `/` and `/demo/*` are 404.
-    if let Some(demo) = &state.demo {
-        routes = routes.merge(demo::http::routes(demo.clone()));
-    }
-    let routes = routes
+        .route("/metrics", get(ops::metrics))
         .with_state(state)
         .merge(extra)
         .fallback(not_found)

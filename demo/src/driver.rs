@@ -60,7 +60,7 @@ pub struct Tick {
 
 impl Tick {
     pub fn now() -> Self {
-        Self { now: Instant::now(), epoch_ms: crate::clock::now_ms() }
+        Self { now: Instant::now(), epoch_ms: ridecast_origin::clock::now_ms() }
     }
 }
 
@@ -438,7 +438,7 @@ mod tests {
             let speed = report.speed.expect("speed");
             assert!((SPEED_M_S.0 - 0.1..=SPEED_M_S.1 + 0.1).contains(&speed), "{speed} m/s");
         }
-        let projection = Projection::new(crate::demo::city::CENTRE);
+        let projection = Projection::new(crate::city::CENTRE);
         let (a, b) = (&reports[0], &reports[30]);
         let moved = projection
             .to_point(LatLng { lat: a.lat, lng: a.lng })
