@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use ridecast_protocol::chat::{ChatRole, ChatServerFrame};
 use ridecast_tests::driver::DriverSocket;
-use ridecast_tests::http::{Auth, expect_error, get, header, post_json};
+use ridecast_tests::http::{Auth, delete, expect_error, get, header, post_json};
 use ridecast_tests::wait::within;
 use ridecast_tests::{ChatSocket, Origin, QUIET, RiderStream};
 use serde_json::{Value, json};
@@ -117,9 +117,18 @@ async fn the_fleet_stream_shows_every_simulated_driver_moving() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_ride_is_taken_driven_and_answered_by_a_simulated_driver() {
-    let origin = demo_origin().await;
+/// A ride a demo rider requested and a simulated driver took.
+struct AssignedRide {
+    ride: String,
+    /// The rider's token scoped to the ride.
+    ride_token: String,
+    driver: String,
+    tracking: String,
+}
+
+/// Requests a ride across a few blocks as a fresh demo rider, and waits until a simulated driver
+/// has it.
+async fn assigned_ride(origin: &Origin) -> AssignedRide {
     let city = get(&origin.url("/demo/city.json"), Auth::None, &[]).await.text().await.expect("city.json");
     let city: Value = serde_json::from_str(&city).expect("city.json is JSON");
     let streets = city["streets"].as_array().expect("streets in city.json");
@@ -127,7 +136,7 @@ async fn a_ride_is_taken_driven_and_answered_by_a_simulated_driver() {
     let dropoff = streets[20]["points"][9].clone();
     assert!(metres(lat_lng(&pickup), lat_lng(&dropoff)) > 300.0, "a ride worth driving");
 
-    let (rider_token, rider) = demo_token(&origin, json!({ "role": "rider" })).await;
+    let (rider_token, rider) = demo_token(origin, json!({ "role": "rider" })).await;
     assert!(rider.starts_with("web-"), "a random rider id: {rider}");
     let body = json!({ "pickup": pickup, "dropoff": dropoff }).to_string();
     let response = post_json(&origin.url("/api/rides"), Auth::Bearer(&rider_token), body).await;
@@ -137,7 +146,7 @@ async fn a_ride_is_taken_driven_and_answered_by_a_simulated_driver() {
     let ride_token = created["token"].as_str().expect("token").to_owned();
 
     let path = format!("/api/sse/rides/{ride}");
-    let mut status = RiderStream::open_with(&origin, &path, Auth::Bearer(&ride_token), None).await;
+    let mut status = RiderStream::open_with(origin, &path, Auth::Bearer(&ride_token), None).await;
     let assigned = within(ASSIGNED_WITHIN, "the ride assigned to a simulated driver", async {
         loop {
             let event = status.next_event(ASSIGNED_WITHIN, "the ride's status").await;
@@ -153,6 +162,13 @@ async fn a_ride_is_taken_driven_and_answered_by_a_simulated_driver() {
     let driver = assigned["driverId"].as_str().expect("driverId").to_owned();
     let tracking = assigned["trackingToken"].as_str().expect("trackingToken").to_owned();
     assert!(driver.starts_with("sim-"), "a simulated driver took it: {driver}");
+    AssignedRide { ride, ride_token, driver, tracking }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ride_is_taken_driven_and_answered_by_a_simulated_driver() {
+    let origin = demo_origin().await;
+    let AssignedRide { ride, ride_token, driver, tracking } = assigned_ride(&origin).await;
 
     // The rider follows the driver with the tracking token, as the rider page does.
     let mut location = RiderStream::open(&origin, &driver, &tracking).await;
@@ -186,6 +202,27 @@ async fn a_ride_is_taken_driven_and_answered_by_a_simulated_driver() {
                 }
                 ChatServerFrame::Message(_) | ChatServerFrame::Typing { .. } => {}
                 ChatServerFrame::Error { code, message } => panic!("chat error {code:?}: {message}"),
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simulated_driver_whose_rider_cancels_is_free_again_within_seconds() {
+    let origin = demo_origin().await;
+    let AssignedRide { ride, ride_token, driver, .. } = assigned_ride(&origin).await;
+    let mut fleet = RiderStream::open_with(&origin, "/demo/sse/fleet", Auth::None, None).await;
+    let response = delete(&origin.url(&format!("/api/rides/{ride}")), Auth::Bearer(&ride_token)).await;
+    assert_eq!(response.status().as_u16(), 200, "the rider cancels");
+    // The driver follows its ride's status stream: it hears of the cancel as it is pushed.
+    within(Duration::from_secs(10), format!("{driver} free on the fleet stream after the cancel"), async {
+        loop {
+            let frame = next_fleet(&mut fleet, "a fleet frame").await;
+            let drivers = frame["drivers"].as_array().expect("drivers");
+            let state = drivers.iter().find(|d| d["id"] == driver.as_str()).map(|d| d["state"].clone());
+            if state.as_ref().and_then(Value::as_str) == Some("free") {
+                return;
             }
         }
     })
