@@ -33,10 +33,11 @@
 //! [`websocket`] (what the driver and chat sockets share),
 //! [`polling`] (the legacy polling endpoint), [`ops`] (health, readiness, metrics), [`metrics`],
 //! [`shutdown`] (drain), [`server`] (wiring it all together), [`dev`] (the dev-mode banner and
-//! token subcommand).
+//! token subcommand), [`launch`] (what a binary does after parsing its flags), [`extension`]
+//! (how a program built on the origin adds routes and work to it).
 //!
-//! In dev mode, [`demo`] adds a live demo: simulated drivers (real WebSocket clients of this
-//! origin) in a small city, and web pages to ride, drive and watch the fleet (`/demo/`).
+//! The live demo is not here: it is `ridecast-demo` (`demo/`), built on [`extension`] and the
+//! public API.
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -45,11 +46,14 @@ pub mod auth;
 pub mod base;
 pub mod bus;
 pub mod chat;
-pub mod demo;
 pub mod dispatch;
 pub mod fanout;
 pub mod ingest;
 pub mod limits;
 pub mod rides;
 
-pub use app::{config::Config, server::run};
+pub use app::{
+    config::Config,
+    extension::{Extension, Listening},
+    server::{run, run_with},
+};

@@ -1,4 +1,5 @@
-//! `ridecast-origin` as a child process: built once, started on a free port, stopped for sure.
+//! `ridecast-origin` (or `ridecast-demo`, the origin with the live demo) as a child process:
+//! built once, started on a free port, stopped for sure.
 //!
 //! ```no_run
 //! # async fn demo(redis: &ridecast_tests::RedisServer) {
@@ -27,6 +28,8 @@ const STARTUP_LIMIT: Duration = Duration::from_secs(20);
 
 /// Environment variable naming an already built `ridecast-origin` to use instead of building.
 pub const ORIGIN_BIN_ENV: &str = "RIDECAST_TESTS_ORIGIN_BIN";
+/// Environment variable naming an already built `ridecast-demo` to use instead of building.
+pub const DEMO_BIN_ENV: &str = "RIDECAST_TESTS_DEMO_BIN";
 
 /// The `ridecast-origin` executable, built on first use (once per test binary).
 ///
@@ -34,21 +37,33 @@ pub const ORIGIN_BIN_ENV: &str = "RIDECAST_TESTS_ORIGIN_BIN";
 /// If the build fails; the panic carries cargo's error.
 pub fn origin_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        if let Some(path) = std::env::var_os(ORIGIN_BIN_ENV) {
-            return PathBuf::from(path);
-        }
-        let workspace_manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-        // No `current_target()`: passing `--target` would build into a second target directory.
-        let built = escargot::CargoBuild::new()
-            .package("ridecast-origin")
-            .bin("ridecast-origin")
-            .manifest_path(workspace_manifest)
-            .current_release()
-            .run()
-            .unwrap_or_else(|e| panic!("building ridecast-origin failed: {e}"));
-        built.path().to_owned()
-    })
+    BINARY.get_or_init(|| built("ridecast-origin", ORIGIN_BIN_ENV))
+}
+
+/// The `ridecast-demo` executable (the origin with the live demo), built on first use.
+///
+/// # Panics
+/// If the build fails; the panic carries cargo's error.
+pub fn demo_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| built("ridecast-demo", DEMO_BIN_ENV))
+}
+
+/// The binary `package` builds (named like it), or the one the variable `env` names.
+fn built(package: &str, env: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env) {
+        return PathBuf::from(path);
+    }
+    let workspace_manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    // No `current_target()`: passing `--target` would build into a second target directory.
+    let built = escargot::CargoBuild::new()
+        .package(package)
+        .bin(package)
+        .manifest_path(workspace_manifest)
+        .current_release()
+        .run()
+        .unwrap_or_else(|e| panic!("building {package} failed: {e}"));
+    built.path().to_owned()
 }
 
 /// Configures an [`Origin`] before starting it.
@@ -59,11 +74,26 @@ pub struct OriginBuilder {
     secret: Option<String>,
     wait_ready: bool,
     addr: Option<SocketAddr>,
+    demo: bool,
 }
 
 impl OriginBuilder {
     fn new() -> Self {
-        Self { args: Vec::new(), envs: Vec::new(), secret: Some(TEST_SECRET.to_owned()), wait_ready: true, addr: None }
+        Self {
+            args: Vec::new(),
+            envs: Vec::new(),
+            secret: Some(TEST_SECRET.to_owned()),
+            wait_ready: true,
+            addr: None,
+            demo: false,
+        }
+    }
+
+    /// Runs `ridecast-demo` (the origin with the live demo, which also takes `--simulate`)
+    /// instead of `ridecast-origin`.
+    pub fn demo(mut self) -> Self {
+        self.demo = true;
+        self
     }
 
     /// Uses `redis` for the bus and store (`--redis-url`); without it the origin is embedded.
@@ -115,8 +145,8 @@ impl OriginBuilder {
     }
 
     /// Dev mode: no `RIDECAST_TOKEN_SECRET` at all, so the origin signs with its public dev secret
-    /// and serves the live demo (`/demo/...`). Tokens minted by [`crate::tokens`] do not verify
-    /// there; get them from `POST /demo/token`.
+    /// (and, with [`OriginBuilder::demo`], serves the live demo, `/demo/...`). Tokens minted by
+    /// [`crate::tokens`] do not verify there; get them from `POST /demo/token`.
     pub fn dev_mode(mut self) -> Self {
         self.secret = None;
         self
@@ -140,7 +170,7 @@ impl OriginBuilder {
     /// # Panics
     /// If the process dies or never becomes healthy; the panic carries its log.
     pub async fn start(self) -> Origin {
-        let binary = origin_binary();
+        let binary = if self.demo { demo_binary() } else { origin_binary() };
         let mut last_failure = String::new();
         // A port found free can be taken before the origin binds it; try a few.
         for _ in 0..3 {

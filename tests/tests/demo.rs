@@ -1,7 +1,8 @@
-//! The live demo (dev mode only): simulated drivers are real WebSocket clients of the origin, so
-//! a ride requested through the public API is offered to them, driven, tracked and chatted
-//! about like any other; the fleet stream shows them move. With a real secret none of the demo's
-//! routes exist: they hand out tokens to anyone.
+//! The live demo (`ridecast-demo`, dev mode only): simulated drivers are real WebSocket clients
+//! of the origin, so a ride requested through the public API is offered to them, driven, tracked
+//! and chatted about like any other; the fleet stream shows them move. With a real secret none
+//! of the demo's routes exist: they hand out tokens to anyone. `ridecast-origin` has no demo at
+//! all, not even in dev mode.
 //!
 //! Spec: `docs/API.md`, "Demo mode".
 
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use ridecast_protocol::chat::{ChatRole, ChatServerFrame};
 use ridecast_tests::driver::DriverSocket;
-use ridecast_tests::http::{Auth, expect_error, get, header, post_json};
+use ridecast_tests::http::{Auth, delete, expect_error, get, header, post_json};
 use ridecast_tests::wait::within;
 use ridecast_tests::{ChatSocket, Origin, QUIET, RiderStream};
 use serde_json::{Value, json};
@@ -30,6 +31,7 @@ const MOVES_WITHIN: Duration = Duration::from_secs(30);
 /// cannot leave a ride without a driver.
 async fn demo_origin() -> Origin {
     Origin::builder()
+        .demo()
         .dev_mode()
         .flag("--simulate", DRIVERS)
         .flag("--offer-expiry-ms", 3_000)
@@ -115,9 +117,18 @@ async fn the_fleet_stream_shows_every_simulated_driver_moving() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_ride_is_taken_driven_and_answered_by_a_simulated_driver() {
-    let origin = demo_origin().await;
+/// A ride a demo rider requested and a simulated driver took.
+struct AssignedRide {
+    ride: String,
+    /// The rider's token scoped to the ride.
+    ride_token: String,
+    driver: String,
+    tracking: String,
+}
+
+/// Requests a ride across a few blocks as a fresh demo rider, and waits until a simulated driver
+/// has it.
+async fn assigned_ride(origin: &Origin) -> AssignedRide {
     let city = get(&origin.url("/demo/city.json"), Auth::None, &[]).await.text().await.expect("city.json");
     let city: Value = serde_json::from_str(&city).expect("city.json is JSON");
     let streets = city["streets"].as_array().expect("streets in city.json");
@@ -125,7 +136,7 @@ async fn a_ride_is_taken_driven_and_answered_by_a_simulated_driver() {
     let dropoff = streets[20]["points"][9].clone();
     assert!(metres(lat_lng(&pickup), lat_lng(&dropoff)) > 300.0, "a ride worth driving");
 
-    let (rider_token, rider) = demo_token(&origin, json!({ "role": "rider" })).await;
+    let (rider_token, rider) = demo_token(origin, json!({ "role": "rider" })).await;
     assert!(rider.starts_with("web-"), "a random rider id: {rider}");
     let body = json!({ "pickup": pickup, "dropoff": dropoff }).to_string();
     let response = post_json(&origin.url("/api/rides"), Auth::Bearer(&rider_token), body).await;
@@ -135,7 +146,7 @@ async fn a_ride_is_taken_driven_and_answered_by_a_simulated_driver() {
     let ride_token = created["token"].as_str().expect("token").to_owned();
 
     let path = format!("/api/sse/rides/{ride}");
-    let mut status = RiderStream::open_with(&origin, &path, Auth::Bearer(&ride_token), None).await;
+    let mut status = RiderStream::open_with(origin, &path, Auth::Bearer(&ride_token), None).await;
     let assigned = within(ASSIGNED_WITHIN, "the ride assigned to a simulated driver", async {
         loop {
             let event = status.next_event(ASSIGNED_WITHIN, "the ride's status").await;
@@ -151,6 +162,13 @@ async fn a_ride_is_taken_driven_and_answered_by_a_simulated_driver() {
     let driver = assigned["driverId"].as_str().expect("driverId").to_owned();
     let tracking = assigned["trackingToken"].as_str().expect("trackingToken").to_owned();
     assert!(driver.starts_with("sim-"), "a simulated driver took it: {driver}");
+    AssignedRide { ride, ride_token, driver, tracking }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ride_is_taken_driven_and_answered_by_a_simulated_driver() {
+    let origin = demo_origin().await;
+    let AssignedRide { ride, ride_token, driver, tracking } = assigned_ride(&origin).await;
 
     // The rider follows the driver with the tracking token, as the rider page does.
     let mut location = RiderStream::open(&origin, &driver, &tracking).await;
@@ -191,8 +209,29 @@ async fn a_ride_is_taken_driven_and_answered_by_a_simulated_driver() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simulated_driver_whose_rider_cancels_is_free_again_within_seconds() {
+    let origin = demo_origin().await;
+    let AssignedRide { ride, ride_token, driver, .. } = assigned_ride(&origin).await;
+    let mut fleet = RiderStream::open_with(&origin, "/demo/sse/fleet", Auth::None, None).await;
+    let response = delete(&origin.url(&format!("/api/rides/{ride}")), Auth::Bearer(&ride_token)).await;
+    assert_eq!(response.status().as_u16(), 200, "the rider cancels");
+    // The driver follows its ride's status stream: it hears of the cancel as it is pushed.
+    within(Duration::from_secs(10), format!("{driver} free on the fleet stream after the cancel"), async {
+        loop {
+            let frame = next_fleet(&mut fleet, "a fleet frame").await;
+            let drivers = frame["drivers"].as_array().expect("drivers");
+            let state = drivers.iter().find(|d| d["id"] == driver.as_str()).map(|d| d["state"].clone());
+            if state.as_ref().and_then(Value::as_str) == Some("free") {
+                return;
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_serves_its_pages_and_hands_out_tokens_that_work() {
-    let origin = Origin::builder().dev_mode().flag("--simulate", 0).start().await;
+    let origin = Origin::builder().demo().dev_mode().flag("--simulate", 0).start().await;
     let no_redirects = reqwest::Client::builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
@@ -240,13 +279,24 @@ async fn the_demo_serves_its_pages_and_hands_out_tokens_that_work() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_real_secret_there_is_no_demo_and_no_simulated_driver() {
-    let origin = Origin::builder().start().await;
-    for path in ["/", "/demo/", "/demo/rider", "/demo/city.json", "/demo/sse/fleet", "/demo/assets/app.js"] {
-        expect_error(get(&origin.url(path), Auth::None, &[]).await, 404, &format!("GET {path} with a secret")).await;
+    let origin = Origin::builder().demo().start().await;
+    expect_no_demo(&origin, "ridecast-demo with a secret").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_origin_has_no_demo_and_no_simulated_driver_even_in_dev_mode() {
+    let origin = Origin::builder().dev_mode().start().await;
+    expect_no_demo(&origin, "ridecast-origin in dev mode").await;
+}
+
+/// None of the demo's routes answer on `origin`, and no simulated driver connects to it.
+async fn expect_no_demo(origin: &Origin, what: &str) {
+    for path in ["/", "/demo", "/demo/", "/demo/rider", "/demo/city.json", "/demo/sse/fleet", "/demo/assets/app.js"] {
+        expect_error(get(&origin.url(path), Auth::None, &[]).await, 404, &format!("GET {path}, {what}")).await;
     }
     let response = post_json(&origin.url("/demo/token"), Auth::None, r#"{"role":"rider"}"#).await;
-    expect_error(response, 404, "POST /demo/token with a secret").await;
+    expect_error(response, 404, &format!("POST /demo/token, {what}")).await;
     // Proving an absence: simulated drivers, were any started, would have connected by now.
     tokio::time::sleep(QUIET).await;
-    assert_eq!(origin.metric("driver_connections").await, 0, "no simulated driver unless asked for");
+    assert_eq!(origin.metric("driver_connections").await, 0, "no simulated driver unless asked for, {what}");
 }

@@ -1,5 +1,5 @@
 //! The live demo in a real browser: Debian's headless Chromium, driven by playwright-core
-//! (`tests/browser/demo.mjs`), against an origin in dev mode with simulated drivers. The rider
+//! (`tests/browser/demo.mjs`), against `ridecast-demo` in dev mode with simulated drivers. The rider
 //! page gets a driver, sees its car move and chats with it; the fleet page shows the drivers
 //! moving; a human driver on the driver page takes an offer and chats with the rider.
 //! Screenshots land in `target/demo-screenshots/` (the README's pictures come from there).
@@ -58,7 +58,8 @@ async fn in_chromium_a_rider_gets_a_driver_watches_it_come_and_chats_and_a_human
     };
     // Dev mode (no secret) is what serves /demo; offers expire after 3 s so that a simulated
     // driver ignoring one costs the test little.
-    let origin = Origin::builder().dev_mode().flag("--simulate", 12).flag("--offer-expiry-ms", 3000).start().await;
+    let origin =
+        Origin::builder().demo().dev_mode().flag("--simulate", 12).flag("--offer-expiry-ms", 3000).start().await;
     let screenshots = repository().join("target/demo-screenshots");
     for name in SCREENSHOTS {
         let _ = std::fs::remove_file(screenshots.join(name));

@@ -9,7 +9,6 @@ use crate::{
     base::{metrics::Metrics, shutdown::Drain},
     bus::Backend,
     chat::Chat,
-    demo::Demo,
     dispatch::dispatcher::Dispatcher,
     fanout::hubs::Hubs,
     ingest::Ingestor,
@@ -38,6 +37,4 @@ pub struct AppState {
     pub drain: Drain,
     /// Heartbeat ticks and the drain signal for every SSE stream.
     pub stream_signals: StreamSignals,
-    /// The live demo's city, fleet and feed: only in dev mode (its routes hand out tokens).
-    pub demo: Option<Arc<Demo>>,
 }

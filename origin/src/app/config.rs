@@ -19,9 +19,6 @@ pub mod env {
     pub const TOKEN_SECRET_PREVIOUS: &str = "RIDECAST_TOKEN_SECRET_PREVIOUS";
 }
 
-/// Simulated drivers in dev mode with the embedded backend, unless `--simulate` says otherwise.
-pub const DEFAULT_SIMULATED: u32 = 30;
-
 /// The secret used when none is configured. Public on purpose: dev mode is for one laptop.
 pub const DEV_SECRET: &str = "ridecast-dev-secret";
 
@@ -184,12 +181,6 @@ pub struct ServeArgs {
     #[arg(long, env = "RIDECAST_HEADER_TIMEOUT_SECS", default_value_t = 10)]
     pub header_timeout_secs: u64,
 
-    /// Simulated drivers (`sim-01`, ...) driving a demo city, as real WebSocket clients of this
-    /// instance: the live demo at `/demo/`. Default: 30 in dev mode with the embedded backend,
-    /// 0 (off) otherwise. They take real rides: never on an instance that serves real riders.
-    #[arg(long, env = "RIDECAST_SIMULATE", value_parser = clap::value_parser!(u16).range(0..=500))]
-    pub simulate: Option<u16>,
-
     /// Log format: `text` or `json`.
     #[arg(long, env = "RIDECAST_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
@@ -294,8 +285,6 @@ pub struct Config {
     pub max_connections: Option<usize>,
     pub reuse_port: bool,
     pub header_timeout: Duration,
-    /// Simulated drivers to run (0: none).
-    pub simulate: u32,
     pub secrets: Secrets,
 }
 
@@ -307,11 +296,6 @@ impl Config {
             args.cors_origins.into_iter().map(|o| o.trim().to_owned()).filter(|o| !o.is_empty()).collect()
         };
         let redis_url = args.redis_url.filter(|u| !u.is_empty());
-        // A living city out of the box (`cargo run`), but never uninvited next to real traffic:
-        // with Redis, every instance would run the same `sim-NN` drivers.
-        let simulate = args
-            .simulate
-            .map_or(if secrets.dev_mode && redis_url.is_none() { DEFAULT_SIMULATED } else { 0 }, u32::from);
         Self {
             listen: args.listen,
             redis_url,
@@ -354,7 +338,6 @@ impl Config {
             max_connections: args.max_connections,
             reuse_port: args.reuse_port,
             header_timeout: Duration::from_secs(args.header_timeout_secs.max(1)),
-            simulate,
             secrets,
         }
     }
@@ -381,20 +364,9 @@ mod tests {
     }
 
     #[test]
-    fn dev_mode_simulates_drivers_unless_told_otherwise_or_given_redis_or_a_secret() {
-        let dev = || Secrets::load(|_| None).expect("dev secret");
-        let secret = || Secrets::load(|n| (n == env::TOKEN_SECRET).then(|| "s".to_owned())).expect("secret");
-        let simulate = |args: &[&str], secrets| {
-            let cli = Cli::parse_from(std::iter::once("ridecast-origin").chain(args.iter().copied()));
-            Config::new(cli.serve, secrets).simulate
-        };
-        assert_eq!(simulate(&[], dev()), DEFAULT_SIMULATED);
-        assert_eq!(simulate(&["--simulate", "0"], dev()), 0);
-        assert_eq!(simulate(&["--simulate", "8"], dev()), 8);
-        assert_eq!(simulate(&["--redis-url", "redis://127.0.0.1:6379"], dev()), 0);
-        assert_eq!(simulate(&[], secret()), 0);
-        assert_eq!(simulate(&["--simulate", "5"], secret()), 5, "asked for explicitly");
-        assert!(Cli::try_parse_from(["ridecast-origin", "--simulate", "501"]).is_err());
+    fn the_origin_takes_no_simulate_flag() {
+        // Simulated drivers are the live demo's (`ridecast-demo --simulate`).
+        assert!(Cli::try_parse_from(["ridecast-origin", "--simulate", "8"]).is_err());
     }
 
     #[test]

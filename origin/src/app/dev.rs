@@ -35,7 +35,7 @@ pub fn mint(keys: &TokenKeys, args: &TokenArgs) -> Result<String, MintError> {
     Ok(keys.mint(&claims)?)
 }
 
-/// The loud dev-mode notice, with a working driver token, rider URL and the demo's address.
+/// The loud dev-mode notice, with a working driver token and rider URL.
 pub fn banner(keys: &TokenKeys, addr: SocketAddr) -> String {
     let day = |role, sub: &str, driver: Option<&str>| {
         let args = TokenArgs { role, sub: sub.into(), driver: driver.map(Into::into), ride: None, ttl: 86_400 };
@@ -51,8 +51,7 @@ pub fn banner(keys: &TokenKeys, addr: SocketAddr) -> String {
          ==================================================================================\n\
          driver d-1 token (24 h):\n  {driver}\n\
          driver WebSocket:\n  ws://{addr}/ws/rides?token={driver}\n\
-         rider URL following d-1 (open in a browser or `curl -N`):\n  http://{addr}/api/sse/drivers/d-1/location?token={rider}\n\
-         live demo (rider, driver and fleet pages):\n  http://{addr}/demo/\n"
+         rider URL following d-1 (open in a browser or `curl -N`):\n  http://{addr}/api/sse/drivers/d-1/location?token={rider}\n"
     )
 }
 

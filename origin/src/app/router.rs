@@ -10,22 +10,25 @@ use axum::{
 use http::{HeaderName, HeaderValue, Method, header};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::{
-    api::{
-        chat, driver_ws, edge_link,
-        error::{ApiError, ServerFailure},
-        front, ops, polling, rider_sse, rides,
-        state::AppState,
-        surge,
-    },
-    demo,
+use crate::api::{
+    chat, driver_ws, edge_link,
+    error::{ApiError, ServerFailure},
+    front, ops, polling, rider_sse, rides,
+    state::AppState,
+    surge,
 };
 
 /// The whole API. Tests can drive it with `tower::ServiceExt::oneshot`.
 pub fn router(state: AppState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// The API and `extra` routes (an [`Extension`](crate::app::extension::Extension)'s), inside the
+/// same layers and before the 404 fallback.
+pub fn router_with(state: AppState, extra: Router) -> Router {
     let cors = cors_layer(&state.config.cors_origins);
     let max_body = state.config.max_body_bytes;
-    let mut routes = Router::new()
+    let routes = Router::new()
         .route("/ws/rides", get(driver_ws::upgrade))
         .route("/ws/chat/{ride_id}", get(chat::upgrade))
         .route("/api/sse/drivers/{driver_id}/location", get(rider_sse::driver_location))
@@ -39,17 +42,13 @@ pub fn router(state: AppState) -> Router {
         .route("/edge/v1/surge/{zone_id}", get(edge_link::surge_link))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics));
-    // Only in dev mode: the demo hands out tokens to anyone. Otherwise `/` and `/demo/*` are 404.
-    if let Some(demo) = &state.demo {
-        routes = routes.merge(demo::http::routes(demo.clone()));
-    }
-    let routes = routes
+        .route("/metrics", get(ops::metrics))
+        .with_state(state)
+        .merge(extra)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(front::refuse_large_heads))
-        .layer(middleware::map_response(log_server_failures))
-        .with_state(state);
+        .layer(middleware::map_response(log_server_failures));
     match cors {
         Some(cors) => routes.layer(cors),
         None => routes,

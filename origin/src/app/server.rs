@@ -6,7 +6,8 @@ use tokio::{net::TcpListener, sync::Semaphore};
 
 use crate::{
     api::{front, rider_sse, state::AppState},
-    app::{config::Config, router::router},
+    app::extension::{Extension, Listening},
+    app::{config::Config, router::router_with},
     auth::Authenticator,
     base::{
         metrics::{GaugeGuard, Metrics},
@@ -17,7 +18,6 @@ use crate::{
         Chat,
         store::{ChatStore, EmbeddedChat, RedisChat},
     },
-    demo::{self, Demo},
     dispatch::{
         dispatcher::Dispatcher,
         post::DriverPost,
@@ -43,9 +43,22 @@ pub enum ServerError {
 /// Serves `listener` until `shutdown` completes, then drains within `config.drain`.
 ///
 /// # Errors
-/// [`ServerError::Backend`] if the Redis URL is invalid, [`ServerError::ListenAddr`] if the
-/// listener has no address for simulated drivers to connect to.
+/// As [`run_with`].
 pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+    run_with(listener, config, Extension::default(), shutdown).await
+}
+
+/// [`run`], serving `extension`'s routes beside the API's and calling its hook once listening.
+///
+/// # Errors
+/// [`ServerError::Backend`] if the Redis URL is invalid, [`ServerError::ListenAddr`] if the
+/// listener has no address to hand to the extension's hook.
+pub async fn run_with(
+    listener: TcpListener,
+    config: Config,
+    extension: Extension,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
     let metrics = Metrics::default();
     let drain = Drain::new();
     let (inbound, commands) = Inbound::new(metrics.clone());
@@ -76,10 +89,6 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     let dispatcher = Dispatcher::new(dispatch_store, rides.clone(), post, config.dispatch, metrics.clone());
     tokio::spawn(dispatcher.clone().run_sweeper(drain.token().clone()));
 
-    let demo = config.secrets.dev_mode.then(|| {
-        let keys = config.secrets.keys.clone();
-        Arc::new(Demo::start(keys, config.sse_retry_ms, metrics.clone(), backend.clone(), drain.clone()))
-    });
     let state = AppState {
         auth: Authenticator::new(config.secrets.keys.clone()),
         ingestor: Ingestor::new(backend.clone(), metrics.clone()),
@@ -93,18 +102,15 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         hubs: inbound.hubs,
         metrics,
         drain: drain.clone(),
-        demo,
     };
     let max_connections = state.config.max_connections.unwrap_or_else(default_max_connections);
     tracing::info!(max_connections, backend = if redis.is_some() { "redis" } else { "embedded" }, "serving");
-    if state.config.simulate > 0 {
-        // The drivers connect to the listener's own address (port 0 is resolved by now); their
-        // connections wait in its backlog until the accept loop below starts.
-        let listening = listener.local_addr().map_err(ServerError::ListenAddr)?;
-        demo::simulate(&state, state.config.simulate, listening);
+    if let Some(hook) = extension.on_listening {
+        let addr = listener.local_addr().map_err(ServerError::ListenAddr)?;
+        hook(Listening { addr, shutdown: drain.token().clone(), tracker: drain.tracker().clone() });
     }
 
-    accept_loop(&listener, &state, max_connections, shutdown).await;
+    accept_loop(&listener, &state, extension.routes, max_connections, shutdown).await;
     drop(listener);
     tracing::info!(grace = ?state.config.drain, "draining");
     drain.begin();
@@ -121,10 +127,11 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
 async fn accept_loop(
     listener: &TcpListener,
     state: &AppState,
+    extra_routes: axum::Router,
     max_connections: usize,
     shutdown: impl Future<Output = ()>,
 ) {
-    let router = router(state.clone());
+    let router = router_with(state.clone(), extra_routes);
     let permits = Arc::new(Semaphore::new(max_connections));
     let mut shutdown = std::pin::pin!(shutdown);
     let mut backoff = Duration::from_millis(5);

@@ -3,15 +3,13 @@
 //! between two points, both moved onto the nearest street) and cruise it at random; the web
 //! pages draw it from [`City::to_json`] (`GET /demo/city.json`).
 
+use ridecast_rng::Rng;
 use std::{cmp::Ordering, collections::BinaryHeap};
 
 use ridecast_protocol::LatLng;
 use serde::Serialize;
 
-use super::{
-    geometry::{Point, Projection, Rect, nearest_on_segment},
-    rng::Rng,
-};
+use super::geometry::{Point, Projection, Rect, nearest_on_segment};
 
 /// The centre of the map: Market St at 8th St, San Francisco.
 pub const CENTRE: LatLng = LatLng { lat: 37.7793, lng: -122.4193 };

@@ -13,7 +13,7 @@ use ridecast_protocol::{
 };
 use tokio::time::Instant;
 
-use super::rng::Rng;
+use ridecast_rng::Rng;
 
 /// The first thing the driver says.
 pub const GREETING: &str = "On my way!";

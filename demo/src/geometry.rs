@@ -7,7 +7,7 @@
 use ridecast_protocol::LatLng;
 
 /// Metres per degree of latitude, on the sphere dispatch measures distances on
-/// ([`crate::dispatch::distance_m`]), so that a simulated 100 m is dispatch's 100 m.
+/// (`ridecast_origin::dispatch::distance_m`), so that a simulated 100 m is dispatch's 100 m.
 const METRES_PER_DEGREE: f64 = 6_372_797.560_856 * std::f64::consts::PI / 180.0;
 
 /// A point in metres: `x` east and `y` north of the city's centre.
@@ -97,7 +97,7 @@ impl Projection {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dispatch::distance_m;
+    use ridecast_origin::dispatch::distance_m;
 
     #[test]
     fn a_projected_metre_is_a_metre_to_dispatch() {

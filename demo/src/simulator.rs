@@ -1,39 +1,44 @@
 //! The simulator: drivers `sim-01`, `sim-02`, ... driving the demo city as real WebSocket
-//! clients of this very origin, and an operator moving downtown's surge now and then.
+//! clients of this very origin, and an operator moving downtown's surge now and then through
+//! `POST /api/surge/{zone}`.
 //!
-//! Each driver is one task: a [`SimDriver`] (its behaviour, no I/O) and the sockets it drives,
-//! its `/ws/rides` socket and, during a ride, the ride's chat. A socket that drops is opened
-//! again with backoff; the task ends when the instance drains. Everything is logged at debug
+//! Each driver is one task: a [`SimDriver`] (its behaviour, no I/O) and the connections it
+//! drives: its `/ws/rides` socket and, during a ride, the ride's chat and its status stream
+//! (`/api/sse/rides/{id}`, which tells it when the rider cancels: the driver's socket has no
+//! frame for that). A socket that drops is opened again with backoff; the task ends when the
+//! instance drains. Everything is logged at debug
 //! level: thirty drivers sending a fix a second would drown the origin's own log otherwise.
 
+use ridecast_rng::Rng;
 use std::{sync::Arc, time::Duration};
 
 use futures_util::StreamExt;
-use ridecast_protocol::{Id, Multiplier, chat::ChatServerFrame, messages::ServerMessage};
-use tokio::time::Instant;
+use ridecast_protocol::{
+    Id, Multiplier, Role,
+    chat::ChatServerFrame,
+    messages::ServerMessage,
+    ride::{RideState, RideStatus},
+};
+use tokio::{sync::oneshot, time::Instant};
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_util::sync::CancellationToken;
+use tokio_util::{
+    sync::{CancellationToken, DropGuard},
+    task::TaskTracker,
+};
 use tracing::Instrument;
 
 use super::{
     chatter::Chatter,
     city::{City, DOWNTOWN},
-    client::{Connector, Socket, send_json},
+    client::{OriginClient, Socket, send_json},
     driver::{Action, SimDriver, Tick},
     fleet::Fleet,
-    rng::Rng,
-};
-use crate::{
-    base::{clock, metrics::Metrics, shutdown::Drain},
-    bus::Backend,
-    rides::Rides,
 };
 
 /// Drivers connect this far apart at start, rather than all at once.
 const STAGGER: Duration = Duration::from_millis(50);
-/// How often a driver on a ride looks whether the ride is still on (the rider may cancel; the
-/// contract has no frame telling the driver).
-const RIDE_CHECK: Duration = Duration::from_secs(3);
+/// A ride's status stream that dropped, or could not be opened, is opened again after this long.
+const RIDE_STREAM_RETRY: Duration = Duration::from_secs(3);
 /// A chat socket that dropped is opened again after this long.
 const CHAT_RETRY: Duration = Duration::from_secs(2);
 /// Reconnect backoff: from the first wait, doubling up to the longest.
@@ -44,6 +49,8 @@ const STABLE: Duration = Duration::from_secs(10);
 /// How often the surge moves, in seconds (about every 20 s), and its range in tenths.
 const SURGE_EVERY_S: (f64, f64) = (18.0, 22.0);
 const SURGE_TENTHS: (usize, usize) = (10, 25);
+/// The operator the simulated surge is set as.
+const OPERATOR: &str = "sim-ops";
 
 /// What the simulation runs with.
 #[derive(Debug)]
@@ -52,17 +59,17 @@ pub struct Simulation {
     pub seed: u64,
     pub city: Arc<City>,
     pub fleet: Fleet,
-    pub connector: Connector,
-    pub rides: Arc<Rides>,
-    pub backend: Arc<dyn Backend>,
-    pub metrics: Metrics,
-    pub drain: Drain,
+    pub client: OriginClient,
+    /// The instance's drain signal: everything stops when it fires.
+    pub shutdown: CancellationToken,
+    /// Where the tasks run, so that the drain waits for them.
+    pub tracker: TaskTracker,
 }
 
 impl Simulation {
     /// Starts every driver and the surge operator; they stop when the instance drains.
     pub fn spawn(self) {
-        let tracker = self.drain.tracker();
+        let tracker = &self.tracker;
         for n in 1..=self.drivers {
             let Ok(id) = Id::parse(&format!("sim-{n:02}")) else { continue };
             let mut rng = Rng::stream(self.seed, u64::from(n));
@@ -71,16 +78,17 @@ impl Simulation {
                 driver,
                 rng,
                 fleet: self.fleet.clone(),
-                connector: self.connector.clone(),
-                rides: self.rides.clone(),
-                shutdown: self.drain.token().clone(),
+                client: self.client.clone(),
+                shutdown: self.shutdown.clone(),
+                tracker: self.tracker.clone(),
                 chat: None,
+                ride_watch: None,
             };
             let span = tracing::debug_span!("sim", driver.id = %id);
             tracker.spawn(task.run(STAGGER * n).instrument(span));
         }
         let rng = Rng::stream(self.seed, 0);
-        tracker.spawn(move_surge(self.backend, self.metrics, rng, self.drain.token().clone()));
+        tracker.spawn(move_surge(self.client, rng, self.shutdown));
     }
 }
 
@@ -99,18 +107,30 @@ struct ChatLink {
     retry_at: Instant,
 }
 
-/// One simulated driver and its sockets.
+/// The status stream of the ride a driver is on, followed by its own task.
+#[derive(Debug)]
+struct RideWatch {
+    ride: Id,
+    /// Fires when the ride is no longer on with this driver.
+    ended: oneshot::Receiver<()>,
+    /// Stops the task when the driver moves on.
+    _stop: DropGuard,
+}
+
+/// One simulated driver and its connections.
 #[derive(Debug)]
 struct DriverTask {
     driver: SimDriver,
     /// Backoff jitter and each chat's dice.
     rng: Rng,
     fleet: Fleet,
-    connector: Connector,
-    rides: Arc<Rides>,
+    client: OriginClient,
     shutdown: CancellationToken,
+    tracker: TaskTracker,
     /// Kept across reconnects of the ride socket.
     chat: Option<ChatLink>,
+    /// Kept across reconnects of the ride socket.
+    ride_watch: Option<RideWatch>,
 }
 
 impl DriverTask {
@@ -123,7 +143,7 @@ impl DriverTask {
         loop {
             let opened = tokio::select! {
                 () = self.shutdown.cancelled() => return,
-                opened = self.connector.open(self.driver.id(), "/ws/rides") => opened,
+                opened = self.client.open(self.driver.id(), "/ws/rides") => opened,
             };
             match opened {
                 Ok(socket) => {
@@ -162,18 +182,15 @@ impl DriverTask {
     async fn session(&mut self, mut socket: Socket) -> SessionEnd {
         let shutdown = self.shutdown.clone();
         let mut actions = self.driver.connected(Tick::now());
-        let mut ride_check = Instant::now() + RIDE_CHECK;
         loop {
             if let Err(error) = self.perform(&mut socket, actions).await {
                 return SessionEnd::Dropped(Some(error));
             }
             self.show(true);
+            self.watch_ride();
             let mut wake = self.driver.next_wakeup();
             if let Some(chat) = self.chat.as_ref().and_then(ChatLink::next_wakeup) {
                 wake = wake.min(chat);
-            }
-            if self.driver.ride().is_some() {
-                wake = wake.min(ride_check);
             }
             actions = tokio::select! {
                 biased;
@@ -194,16 +211,18 @@ impl DriverTask {
                     self.chat_received(frame).await;
                     Vec::new()
                 }
+                ride = ride_ended(&mut self.ride_watch) => {
+                    self.ride_watch = None;
+                    if self.driver.ride() == Some(&ride) {
+                        tracing::debug!(ride.id = %ride, "the simulated driver's ride has ended");
+                        self.driver.ride_ended()
+                    } else {
+                        Vec::new()
+                    }
+                }
                 () = tokio::time::sleep_until(wake) => {
                     let tick = Tick::now();
-                    let mut actions = self.driver.poll(tick);
-                    if self.driver.ride().is_some() && tick.now >= ride_check {
-                        ride_check = tick.now + RIDE_CHECK;
-                        if !self.still_on_ride().await {
-                            tracing::debug!("the simulated driver's ride has ended");
-                            actions.extend(self.driver.ride_ended());
-                        }
-                    }
+                    let actions = self.driver.poll(tick);
                     self.chat_due(tick.now).await;
                     actions
                 }
@@ -238,7 +257,7 @@ impl DriverTask {
                 Some(since) => format!("/ws/chat/{}?since={since}", chat.chatter.ride()),
                 None => format!("/ws/chat/{}", chat.chatter.ride()),
             };
-            match self.connector.open(self.driver.id(), &path).await {
+            match self.client.open(self.driver.id(), &path).await {
                 Ok(mut socket) => match send_json(&mut socket, &chat.chatter.greeting()).await {
                     Ok(()) => chat.socket = Some(socket),
                     Err(error) => chat.dropped(now, &error),
@@ -276,17 +295,21 @@ impl DriverTask {
         }
     }
 
-    /// Whether the ride the driver is on is still on with it (not cancelled by its rider).
-    async fn still_on_ride(&self) -> bool {
-        let Some(ride) = self.driver.ride() else { return false };
-        match self.rides.get(ride).await {
-            Ok(found) => found.is_some_and(|ride| ride.is_on_with(self.driver.id())),
-            // Cannot tell: keep driving, and look again later.
-            Err(error) => {
-                tracing::debug!(%error, "simulated driver could not look up its ride");
-                true
-            }
+    /// Follows the status of the ride the driver is on, if it is not followed yet; stops
+    /// following a ride the driver is no longer on.
+    fn watch_ride(&mut self) {
+        let ride = self.driver.ride();
+        if self.ride_watch.as_ref().map(|watch| &watch.ride) == ride {
+            return;
         }
+        self.ride_watch = ride.map(|ride| {
+            let (on_end, ended) = oneshot::channel();
+            let stop = self.shutdown.child_token();
+            let watcher =
+                follow_ride(self.client.clone(), self.driver.id().clone(), ride.clone(), on_end, stop.clone());
+            self.tracker.spawn(watcher.in_current_span());
+            RideWatch { ride: ride.clone(), ended, _stop: stop.drop_guard() }
+        });
     }
 
     /// Puts the driver's current entry on the fleet map.
@@ -310,6 +333,58 @@ impl ChatLink {
     }
 }
 
+/// The ride whose watch says it has ended, or never while no ride is watched.
+async fn ride_ended(watch: &mut Option<RideWatch>) -> Id {
+    match watch.as_mut() {
+        Some(watch) => match (&mut watch.ended).await {
+            Ok(()) => watch.ride.clone(),
+            // The watcher stopped without a verdict (the instance drains): nothing to do.
+            Err(_) => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// Follows `ride`'s status stream, as a rider token scoped to that ride, until the ride is no
+/// longer on with `driver` (cancelled, gone, or someone else's); then says so on `ended`. A
+/// stream that drops or cannot be opened is opened again: meanwhile the driver keeps driving.
+async fn follow_ride(client: OriginClient, driver: Id, ride: Id, ended: oneshot::Sender<()>, stop: CancellationToken) {
+    let path = format!("/api/sse/rides/{ride}");
+    loop {
+        let opened = match client.token(Role::Rider, &driver, Some(&ride)) {
+            Ok(token) => tokio::select! {
+                () = stop.cancelled() => return,
+                opened = client.events(&path, &token) => opened,
+            },
+            Err(error) => Err(error.into()),
+        };
+        match opened {
+            Ok(mut events) => loop {
+                let event = tokio::select! {
+                    () = stop.cancelled() => return,
+                    event = events.next() => event,
+                };
+                let Some(event) = event else { break };
+                let Ok(state) = serde_json::from_str::<RideState>(&event.data) else { continue };
+                if state.status != RideStatus::DriverAssigned || state.driver_id.as_ref() != Some(&driver) {
+                    let _ = ended.send(());
+                    return;
+                }
+            },
+            // Unknown: the ride has expired (or never was).
+            Err(error) if error.status() == Some(404) => {
+                let _ = ended.send(());
+                return;
+            }
+            Err(error) => tracing::debug!(ride.id = %ride, %error, "could not follow the simulated driver's ride"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(RIDE_STREAM_RETRY) => {}
+        }
+    }
+}
+
 /// The next frame on the chat socket, or never while there is none.
 async fn next_chat_frame(chat: &mut Option<ChatLink>) -> Option<Result<Message, tungstenite::Error>> {
     match chat.as_mut().and_then(|chat| chat.socket.as_mut()) {
@@ -318,22 +393,16 @@ async fn next_chat_frame(chat: &mut Option<ChatLink>) -> Option<Result<Message, 
     }
 }
 
-/// Sets downtown's surge to a random 1.0 to 2.5 (one decimal) about every 20 s, through the
-/// backend as the surge endpoint does, so riders on every instance see it.
-async fn move_surge(backend: Arc<dyn Backend>, metrics: Metrics, mut rng: Rng, shutdown: CancellationToken) {
-    let Ok(zone) = Id::parse(DOWNTOWN) else { return };
+/// Sets downtown's surge to a random 1.0 to 2.5 (one decimal) about every 20 s, as an operator
+/// would: `POST /api/surge/downtown` with an `ops` token, so riders on every instance see it.
+async fn move_surge(client: OriginClient, mut rng: Rng, shutdown: CancellationToken) {
+    let (Ok(zone), Ok(operator)) = (Id::parse(DOWNTOWN), Id::parse(OPERATOR)) else { return };
     loop {
         let tenths = SURGE_TENTHS.0 + rng.below(SURGE_TENTHS.1 - SURGE_TENTHS.0 + 1);
         if let Ok(multiplier) = Multiplier::new(tenths as f64 / 10.0) {
-            match backend.set_surge(&zone, multiplier, clock::now_ms()).await {
-                Ok(_) => {
-                    Metrics::inc(&metrics.values().surge_updates_total);
-                    tracing::debug!(zone.id = %zone, multiplier = multiplier.get(), "simulated surge set");
-                }
-                Err(error) => {
-                    Metrics::inc(&metrics.values().backend_errors_total);
-                    tracing::debug!(zone.id = %zone, %error, "simulated surge not set");
-                }
+            match client.set_surge(&operator, &zone, multiplier).await {
+                Ok(()) => tracing::debug!(zone.id = %zone, multiplier = multiplier.get(), "simulated surge set"),
+                Err(error) => tracing::debug!(zone.id = %zone, %error, "simulated surge not set"),
             }
         }
         let wait = Duration::from_secs_f64(rng.between(SURGE_EVERY_S.0, SURGE_EVERY_S.1));

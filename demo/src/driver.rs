@@ -7,6 +7,7 @@
 //! (15 %) or left to expire (10 %); a confirmed ride is driven along the streets to the pickup,
 //! a wait of 5 s, on to the drop-off, and then the driver is online for offers again.
 
+use ridecast_rng::Rng;
 use std::{sync::Arc, time::Duration};
 
 use ridecast_protocol::{
@@ -20,7 +21,6 @@ use super::{
     fleet::{DriverState, FleetDriver},
     geometry::Point,
     motion::Motion,
-    rng::Rng,
 };
 
 /// A GPS fix this often.
@@ -60,7 +60,7 @@ pub struct Tick {
 
 impl Tick {
     pub fn now() -> Self {
-        Self { now: Instant::now(), epoch_ms: crate::base::clock::now_ms() }
+        Self { now: Instant::now(), epoch_ms: ridecast_origin::base::clock::now_ms() }
     }
 }
 
@@ -438,7 +438,7 @@ mod tests {
             let speed = report.speed.expect("speed");
             assert!((SPEED_M_S.0 - 0.1..=SPEED_M_S.1 + 0.1).contains(&speed), "{speed} m/s");
         }
-        let projection = Projection::new(crate::demo::city::CENTRE);
+        let projection = Projection::new(crate::city::CENTRE);
         let (a, b) = (&reports[0], &reports[30]);
         let moved = projection
             .to_point(LatLng { lat: a.lat, lng: a.lng })
