@@ -1,5 +1,5 @@
-//! The ride rules hold the same in both backends: the embedded maps and the Lua scripts in a real
-//! Redis. Each scenario runs against both. These are the guarantees the matcher builds on: a
+//! The ride rules hold the same in both ride stores: the embedded map and the Lua scripts in a
+//! real Redis. Each scenario runs against both. These are the guarantees the matcher builds on: a
 //! ride is created once, an assignment happens only from `searching` and only once, status
 //! versions only grow, and every applied change is published with exactly the JSON stored.
 
@@ -9,12 +9,15 @@ use bytes::Bytes;
 use fred::prelude::{Builder, ClientLike, Config, EventInterface, PubsubInterface};
 use ridecast_origin::{
     base::metrics::Metrics,
-    bus::{Backend, Retention, Topic, embedded::EmbeddedBackend, redis::RedisBackend},
+    bus::{Topic, embedded::EmbeddedBackend, redis::RedisBackend},
     fanout::{
         hubs::{Hubs, Subscription},
         subscriptions::Inbound,
     },
-    rides::{NewRide, Ride, RideChange, RideChangeOutcome},
+    rides::{
+        NewRide, Ride, RideChange, RideChangeOutcome,
+        store::{EmbeddedRides, RedisRides, RideStore},
+    },
 };
 use ridecast_protocol::{Id, LatLng, RideState, RideStatus};
 use ridecast_tests::RedisServer;
@@ -22,7 +25,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Epoch ms of the scenarios' clock: the stores keep the times they are given.
 const T0: u64 = 1_764_240_000_000;
-const RETENTION: Retention = Retention { location: Duration::from_secs(300), ride: Duration::from_secs(3600) };
+const LOCATION_TTL: Duration = Duration::from_secs(300);
+const RIDE_TTL: Duration = Duration::from_secs(3600);
 const WAIT: Duration = Duration::from_secs(5);
 
 fn id(raw: &str) -> Id {
@@ -81,7 +85,7 @@ impl Pushes {
 /// One backend under test. What it needs (a Redis server, its background tasks) is kept alive by
 /// [`in_both_backends`], not here: a scenario's future captures only the fields it uses.
 struct Store {
-    backend: Arc<dyn Backend>,
+    rides: Arc<dyn RideStore>,
     hubs: Hubs,
     redis_url: Option<String>,
 }
@@ -111,16 +115,19 @@ where
     let _stop = shutdown.clone().drop_guard();
     let (inbound, _commands) = Inbound::new(Metrics::default());
     let hubs = inbound.hubs.clone();
-    let embedded = EmbeddedBackend::new(inbound, RETENTION, shutdown.clone());
-    scenario(Store { backend: Arc::new(embedded), hubs, redis_url: None }).await;
+    let bus = Arc::new(EmbeddedBackend::new(Arc::new(inbound), LOCATION_TTL, shutdown.clone()));
+    let rides = EmbeddedRides::new(bus, RIDE_TTL, shutdown.clone());
+    scenario(Store { rides: Arc::new(rides), hubs, redis_url: None }).await;
 
     let redis = RedisServer::start().await;
     let (inbound, _commands) = Inbound::new(Metrics::default());
     let hubs = inbound.hubs.clone();
-    let backend = RedisBackend::connect(&redis.url(), RETENTION, inbound, Metrics::default(), shutdown.clone())
-        .await
-        .expect("connecting to the test redis");
-    scenario(Store { backend: Arc::new(backend.clone()), hubs, redis_url: Some(redis.url()) }).await;
+    let backend =
+        RedisBackend::connect(&redis.url(), LOCATION_TTL, Arc::new(inbound), Metrics::default(), shutdown.clone())
+            .await
+            .expect("connecting to the test redis");
+    let rides = RedisRides::new(backend.command_client(), backend.pubsub(), RIDE_TTL);
+    scenario(Store { rides: Arc::new(rides), hubs, redis_url: Some(redis.url()) }).await;
     backend.quit().await;
 }
 
@@ -129,25 +136,22 @@ async fn a_ride_is_created_once_searching_and_reads_back_whole() {
     in_both_backends(|store| async move {
         let new = new_ride("ride-1");
         let mut pushes = store.watch("ride-1").await;
-        let ride = store.backend.create_ride(&new, T0).await.expect("create").expect("a fresh id");
+        let ride = store.rides.create(&new, T0).await.expect("create").expect("a fresh id");
         assert_eq!(
             (&ride.id, &ride.rider, ride.pickup, ride.dropoff, ride.status, &ride.driver, ride.created_ms, ride.ts),
             (&new.id, &new.rider, new.pickup, new.dropoff, RideStatus::Searching, &None, T0, T0)
         );
         assert_eq!(&ride.json[..], format!(r#"{{"rideId":"ride-1","status":"searching","ts":{T0}}}"#).as_bytes());
         assert_eq!(pushes.next("the new ride's status").await, ride.json);
-        assert_eq!(store.backend.ride(&new.id).await.expect("read"), Some(ride.clone()));
-        assert_eq!(
-            store.backend.latest(&Topic::RideStatus(new.id.clone())).await.expect("latest"),
-            Some(ride.json.clone())
-        );
+        assert_eq!(store.rides.get(&new.id).await.expect("read"), Some(ride.clone()));
+        assert_eq!(store.rides.get(&new.id).await.expect("latest").map(|ride| ride.json), Some(ride.json.clone()));
 
         // The same request written again after a lost reply gets its ride, not a second one.
-        assert_eq!(store.backend.create_ride(&new, T0).await.expect("create"), Some(ride.clone()), "a replay");
+        assert_eq!(store.rides.create(&new, T0).await.expect("create"), Some(ride.clone()), "a replay");
         let again = NewRide { rider: id("rider-2"), ..new_ride("ride-1") };
-        assert_eq!(store.backend.create_ride(&again, T0 + 5).await.expect("create"), None, "an id is used once");
-        assert_eq!(store.backend.ride(&new.id).await.expect("read"), Some(ride), "the first ride is untouched");
-        assert_eq!(store.backend.ride(&id("ride-none")).await.expect("read"), None);
+        assert_eq!(store.rides.create(&again, T0 + 5).await.expect("create"), None, "an id is used once");
+        assert_eq!(store.rides.get(&new.id).await.expect("read"), Some(ride), "the first ride is untouched");
+        assert_eq!(store.rides.get(&id("ride-none")).await.expect("read"), None);
     })
     .await;
 }
@@ -155,12 +159,12 @@ async fn a_ride_is_created_once_searching_and_reads_back_whole() {
 #[tokio::test]
 async fn of_two_racing_assignments_exactly_one_wins_and_is_published_with_its_token() {
     in_both_backends(|store| async move {
-        let ride = store.backend.create_ride(&new_ride("ride-1"), T0).await.expect("create").expect("a fresh id");
+        let ride = store.rides.create(&new_ride("ride-1"), T0).await.expect("create").expect("a fresh id");
         let mut pushes = store.watch("ride-1").await;
         let (a, b) = (assign("d-a"), assign("d-b"));
         let (first, second) = tokio::join!(
-            store.backend.change_ride(&ride.id, &a, T0 + 10),
-            store.backend.change_ride(&ride.id, &b, T0 + 10),
+            store.rides.change(&ride.id, &a, T0 + 10),
+            store.rides.change(&ride.id, &b, T0 + 10),
         );
         let (winner, loser) = match (first.expect("assign a"), second.expect("assign b")) {
             (RideChangeOutcome::Applied(won), RideChangeOutcome::Refused(lost))
@@ -179,9 +183,9 @@ async fn of_two_racing_assignments_exactly_one_wins_and_is_published_with_its_to
             )
         );
         assert_eq!(pushes.next("the assignment").await, winner.json);
-        assert_eq!(store.backend.ride(&ride.id).await.expect("read"), Some(winner.clone()));
+        assert_eq!(store.rides.get(&ride.id).await.expect("read"), Some(winner.clone()));
 
-        let late = store.backend.change_ride(&ride.id, &RideChange::NoDriver, T0 + 20).await.expect("no driver");
+        let late = store.rides.change(&ride.id, &RideChange::NoDriver, T0 + 20).await.expect("no driver");
         assert_eq!(late, RideChangeOutcome::Refused(winner), "an assigned ride does not become no_driver");
     })
     .await;
@@ -190,21 +194,18 @@ async fn of_two_racing_assignments_exactly_one_wins_and_is_published_with_its_to
 #[tokio::test]
 async fn status_versions_grow_within_one_millisecond_and_against_a_clock_behind() {
     in_both_backends(|store| async move {
-        let ride = store.backend.create_ride(&new_ride("ride-1"), T0).await.expect("create").expect("a fresh id");
-        let same_ms = applied(store.backend.change_ride(&ride.id, &assign("d-1"), T0).await.expect("assign"), "assign");
+        let ride = store.rides.create(&new_ride("ride-1"), T0).await.expect("create").expect("a fresh id");
+        let same_ms = applied(store.rides.change(&ride.id, &assign("d-1"), T0).await.expect("assign"), "assign");
         assert_eq!(same_ms.ts, T0 + 1, "a change in the creation's millisecond");
-        let behind = applied(
-            store.backend.change_ride(&ride.id, &RideChange::Cancel, T0 - 60_000).await.expect("cancel"),
-            "cancel",
-        );
+        let behind =
+            applied(store.rides.change(&ride.id, &RideChange::Cancel, T0 - 60_000).await.expect("cancel"), "cancel");
         assert_eq!(behind.ts, T0 + 2, "an instance whose clock is behind");
         assert_eq!(state(&behind).ts, behind.ts, "the JSON carries the stored ts");
 
-        let other =
-            store.backend.create_ride(&new_ride("ride-2"), T0 - 60_000).await.expect("create").expect("a fresh id");
+        let other = store.rides.create(&new_ride("ride-2"), T0 - 60_000).await.expect("create").expect("a fresh id");
         assert_eq!(other.ts, T0 - 60_000, "versions are per ride");
         let later = applied(
-            store.backend.change_ride(&other.id, &RideChange::NoDriver, T0 + 500).await.expect("no driver"),
+            store.rides.change(&other.id, &RideChange::NoDriver, T0 + 500).await.expect("no driver"),
             "no driver",
         );
         assert_eq!(later.ts, T0 + 500, "a clock ahead of the stored ts is used as it is");
@@ -215,38 +216,34 @@ async fn status_versions_grow_within_one_millisecond_and_against_a_clock_behind(
 #[tokio::test]
 async fn a_cancel_applies_to_searching_and_assigned_rides_only_and_keeps_the_driver_in_the_store() {
     in_both_backends(|store| async move {
-        let ride = store.backend.create_ride(&new_ride("ride-1"), T0).await.expect("create").expect("a fresh id");
-        applied(store.backend.change_ride(&ride.id, &assign("d-1"), T0 + 1).await.expect("assign"), "assign");
+        let ride = store.rides.create(&new_ride("ride-1"), T0).await.expect("create").expect("a fresh id");
+        applied(store.rides.change(&ride.id, &assign("d-1"), T0 + 1).await.expect("assign"), "assign");
         let mut pushes = store.watch("ride-1").await;
         let cancelled =
-            applied(store.backend.change_ride(&ride.id, &RideChange::Cancel, T0 + 2).await.expect("cancel"), "cancel");
+            applied(store.rides.change(&ride.id, &RideChange::Cancel, T0 + 2).await.expect("cancel"), "cancel");
         assert_eq!((cancelled.status, cancelled.driver.as_ref()), (RideStatus::Cancelled, Some(&id("d-1"))));
         assert_eq!(
             &cancelled.json[..],
             format!(r#"{{"rideId":"ride-1","status":"cancelled","ts":{}}}"#, T0 + 2).as_bytes()
         );
         assert_eq!(pushes.next("the cancellation").await, cancelled.json);
-        let again = store.backend.change_ride(&ride.id, &RideChange::Cancel, T0 + 3).await.expect("cancel");
+        let again = store.rides.change(&ride.id, &RideChange::Cancel, T0 + 3).await.expect("cancel");
         assert_eq!(again, RideChangeOutcome::Refused(cancelled.clone()), "a second cancel changes nothing");
-        let reassigned = store.backend.change_ride(&ride.id, &assign("d-2"), T0 + 4).await.expect("assign");
+        let reassigned = store.rides.change(&ride.id, &assign("d-2"), T0 + 4).await.expect("assign");
         assert_eq!(reassigned, RideChangeOutcome::Refused(cancelled), "a cancelled ride is not assigned");
 
-        let unmatched = store.backend.create_ride(&new_ride("ride-2"), T0).await.expect("create").expect("a fresh id");
+        let unmatched = store.rides.create(&new_ride("ride-2"), T0).await.expect("create").expect("a fresh id");
         let ended = applied(
-            store.backend.change_ride(&unmatched.id, &RideChange::NoDriver, T0 + 1).await.expect("no driver"),
+            store.rides.change(&unmatched.id, &RideChange::NoDriver, T0 + 1).await.expect("no driver"),
             "no driver",
         );
         assert_eq!((ended.status, &ended.driver), (RideStatus::NoDriver, &None));
-        let late_cancel = store.backend.change_ride(&unmatched.id, &RideChange::Cancel, T0 + 2).await.expect("cancel");
+        let late_cancel = store.rides.change(&unmatched.id, &RideChange::Cancel, T0 + 2).await.expect("cancel");
         assert_eq!(late_cancel, RideChangeOutcome::Refused(ended), "a ride that ended without a driver stays so");
 
-        let unknown = store.backend.change_ride(&id("ride-none"), &RideChange::Cancel, T0).await.expect("cancel");
+        let unknown = store.rides.change(&id("ride-none"), &RideChange::Cancel, T0).await.expect("cancel");
         assert_eq!(unknown, RideChangeOutcome::Unknown);
-        assert_eq!(
-            store.backend.ride(&id("ride-none")).await.expect("read"),
-            None,
-            "nothing was created by the attempt"
-        );
+        assert_eq!(store.rides.get(&id("ride-none")).await.expect("read"), None, "nothing was created by the attempt");
     })
     .await;
 }
@@ -254,13 +251,13 @@ async fn a_cancel_applies_to_searching_and_assigned_rides_only_and_keeps_the_dri
 #[tokio::test]
 async fn a_tracking_token_is_stored_and_published_exactly_as_given() {
     in_both_backends(|store| async move {
-        let ride = store.backend.create_ride(&new_ride("ride-1"), T0).await.expect("create").expect("a fresh id");
+        let ride = store.rides.create(&new_ride("ride-1"), T0).await.expect("create").expect("a fresh id");
         // Not a JWT, but a string the JSON must escape: the stores must not trust its characters.
         let token = "a\"b\\c\u{e9}".to_owned();
         let change = RideChange::Assign { driver: id("d-1"), tracking_token: token.clone() };
-        let assigned = applied(store.backend.change_ride(&ride.id, &change, T0 + 1).await.expect("assign"), "assign");
+        let assigned = applied(store.rides.change(&ride.id, &change, T0 + 1).await.expect("assign"), "assign");
         assert_eq!(state(&assigned).tracking_token, Some(token));
-        assert_eq!(assigned, store.backend.ride(&ride.id).await.expect("read").expect("stored"));
+        assert_eq!(assigned, store.rides.get(&ride.id).await.expect("read").expect("stored"));
     })
     .await;
 }

@@ -74,7 +74,7 @@ async fn serve(state: AppState, topic: Topic, mut socket: WebSocket) {
     let shutdown = state.drain.token().clone();
     let mut subscription = state.hubs.subscribe(topic);
     let mut last_id = 0;
-    if let Some(current) = subscription.starting_value(state.backend.as_ref()).await
+    if let Some(current) = subscription.starting_value(&state.snapshots).await
         && !send(&mut socket, &current, &mut last_id).await
     {
         return;

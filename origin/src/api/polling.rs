@@ -9,10 +9,7 @@ use axum::{
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Deserialize;
 
-use crate::{
-    api::{error::ApiError, extract::TrackedDriver, state::AppState},
-    bus::Topic,
-};
+use crate::api::{error::ApiError, extract::TrackedDriver, state::AppState};
 
 pub async fn driver_location(
     State(state): State<AppState>,
@@ -21,7 +18,7 @@ pub async fn driver_location(
 ) -> Result<Response, ApiError> {
     let json = state
         .backend
-        .latest(&Topic::DriverLocation(driver.clone()))
+        .latest_location(&driver)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no recent location for driver {driver}")))?;
     let etag = etag_of(&json);

@@ -133,7 +133,7 @@ pub async fn open(state: &AppState, topic: Topic, headers: &HeaderMap, permit: S
     let last_event_id =
         headers.get("last-event-id").and_then(|value| value.to_str().ok()).and_then(sse::parse_event_id).unwrap_or(0);
     let mut subscription = state.hubs.subscribe(topic);
-    let current = subscription.starting_value(state.backend.as_ref()).await;
+    let current = subscription.starting_value(&state.snapshots).await;
     let mut first = sse::retry(state.config.sse_retry_ms).into_bytes();
     let mut last_id = last_event_id;
     let mut last_seq = 0;

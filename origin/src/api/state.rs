@@ -10,7 +10,7 @@ use crate::{
     bus::Backend,
     chat::Chat,
     dispatch::dispatcher::Dispatcher,
-    fanout::hubs::Hubs,
+    fanout::{hubs::Hubs, snapshots::Snapshots},
     ingest::Ingestor,
     limits::token_streams::TokenStreams,
     rides::Rides,
@@ -21,6 +21,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub auth: Authenticator,
     pub backend: Arc<dyn Backend>,
+    /// Every topic's latest stored value: what a new subscriber starts from.
+    pub snapshots: Snapshots,
     pub hubs: Hubs,
     pub ingestor: Ingestor,
     /// Ride creation, lookup and status changes (the handlers' and the matcher's one way in).

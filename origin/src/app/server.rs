@@ -13,7 +13,7 @@ use crate::{
         metrics::{GaugeGuard, Metrics},
         shutdown::Drain,
     },
-    bus::{Backend, BackendError, Retention, embedded::EmbeddedBackend, redis::RedisBackend},
+    bus::{Backend, BackendError, Deliveries, embedded::EmbeddedBackend, redis::RedisBackend},
     chat::{
         Chat,
         store::{ChatStore, EmbeddedChat, RedisChat},
@@ -23,10 +23,16 @@ use crate::{
         post::DriverPost,
         store::{DispatchStore, EmbeddedDispatch, RedisDispatch},
     },
-    fanout::subscriptions::{Inbound, SubscriptionManager},
+    fanout::{
+        snapshots::Snapshots,
+        subscriptions::{Inbound, SubscriptionManager},
+    },
     ingest::Ingestor,
     limits::token_streams::TokenStreams,
-    rides::Rides,
+    rides::{
+        Rides,
+        store::{EmbeddedRides, RedisRides, RideStore},
+    },
 };
 
 /// File descriptors kept back from the connection limit for Redis, logs and the listener.
@@ -59,69 +65,115 @@ pub async fn run_with(
     extension: Extension,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    let metrics = Metrics::default();
-    let drain = Drain::new();
-    let (inbound, commands) = Inbound::new(metrics.clone());
-    let retention = Retention { location: config.location_ttl, ride: config.ride_ttl };
-    let (backend, redis): (Arc<dyn Backend>, Option<RedisBackend>) = match &config.redis_url {
-        Some(url) => {
-            let redis =
-                RedisBackend::connect(url, retention, inbound.clone(), metrics.clone(), drain.token().clone()).await?;
-            (Arc::new(redis.clone()), Some(redis))
-        }
-        None => (Arc::new(EmbeddedBackend::new(inbound.clone(), retention, drain.token().clone())), None),
-    };
-    tokio::spawn(SubscriptionManager::new(inbound.clone(), backend.clone()).run(commands, drain.token().clone()));
-
-    let rides = Rides::new(backend.clone(), config.secrets.keys.clone(), metrics.clone(), config.ride_token_ttl);
-    let (dispatch_store, post): (Arc<dyn DispatchStore>, DriverPost) = match &redis {
-        Some(redis) => (
-            Arc::new(RedisDispatch::new(redis.command_client(), config.ride_ttl)),
-            DriverPost::through_redis(redis, drain.token().clone()).await?,
-        ),
-        None => (Arc::new(EmbeddedDispatch::new(config.ride_ttl)), DriverPost::local()),
-    };
-    let chat_store: Arc<dyn ChatStore> = match &redis {
-        Some(redis) => Arc::new(RedisChat::new(redis.command_client(), config.chat.history_max, config.chat.ttl)),
-        None => Arc::new(EmbeddedChat::new(config.chat.history_max)),
-    };
-    let chat = Chat::new(chat_store, inbound.chat.clone(), backend.clone(), config.chat, metrics.clone());
-    let dispatcher = Dispatcher::new(dispatch_store, rides.clone(), post, config.dispatch, metrics.clone());
-    tokio::spawn(dispatcher.clone().run_sweeper(drain.token().clone()));
-
-    let state = AppState {
-        auth: Authenticator::new(config.secrets.keys.clone()),
-        ingestor: Ingestor::new(backend.clone(), metrics.clone()),
-        rides: Arc::new(rides),
-        dispatcher: Arc::new(dispatcher),
-        chat: Arc::new(chat),
-        stream_signals: rider_sse::StreamSignals::spawn(config.heartbeat, drain.token().clone()),
-        token_streams: TokenStreams::new(config.max_streams_per_token),
-        config: Arc::new(config),
-        backend,
-        hubs: inbound.hubs,
-        metrics,
-        drain: drain.clone(),
-    };
+    let instance = Instance::start(config).await?;
+    let state = &instance.state;
     let max_connections = state.config.max_connections.unwrap_or_else(default_max_connections);
-    tracing::info!(max_connections, backend = if redis.is_some() { "redis" } else { "embedded" }, "serving");
+    let backend = if instance.redis.is_some() { "redis" } else { "embedded" };
+    tracing::info!(max_connections, backend, "serving");
     if let Some(hook) = extension.on_listening {
         let addr = listener.local_addr().map_err(ServerError::ListenAddr)?;
+        let drain = &state.drain;
         hook(Listening { addr, shutdown: drain.token().clone(), tracker: drain.tracker().clone() });
     }
 
-    accept_loop(&listener, &state, extension.routes, max_connections, shutdown).await;
+    accept_loop(&listener, state, extension.routes, max_connections, shutdown).await;
     drop(listener);
-    tracing::info!(grace = ?state.config.drain, "draining");
-    drain.begin();
-    if !drain.wait(state.config.drain).await {
-        tracing::warn!("drain time limit reached; closing the remaining connections");
-    }
-    if let Some(redis) = redis {
-        redis.quit().await;
-    }
-    tracing::info!("stopped");
+    instance.stop().await;
     Ok(())
+}
+
+/// One origin instance's parts, started and wired: the backend and stores its configuration
+/// picks, the hubs and their subscription manager, the dispatcher, and the [`AppState`] every
+/// handler reaches. [`run_with`] serves it on a listener; in-process tests drive its
+/// [`router`](Instance::router) directly.
+#[derive(Debug)]
+pub struct Instance {
+    pub state: AppState,
+    redis: Option<RedisBackend>,
+}
+
+impl Instance {
+    /// Connects the backend (Redis when `config.redis_url` says so, embedded otherwise) and
+    /// starts the instance's background tasks, which run until [`Instance::stop`].
+    ///
+    /// # Errors
+    /// [`ServerError::Backend`] if the Redis URL is invalid.
+    pub async fn start(config: Config) -> Result<Self, ServerError> {
+        let metrics = Metrics::default();
+        let drain = Drain::new();
+        let shutdown = drain.token().clone();
+        let (inbound, commands) = Inbound::new(metrics.clone());
+        let deliveries: Arc<dyn Deliveries> = Arc::new(inbound.clone());
+        let (backend, redis): (Arc<dyn Backend>, Option<RedisBackend>) = match &config.redis_url {
+            Some(url) => {
+                let redis =
+                    RedisBackend::connect(url, config.location_ttl, deliveries, metrics.clone(), shutdown.clone())
+                        .await?;
+                (Arc::new(redis.clone()), Some(redis))
+            }
+            None => (Arc::new(EmbeddedBackend::new(deliveries, config.location_ttl, shutdown.clone())), None),
+        };
+        let ride_store: Arc<dyn RideStore> = match &redis {
+            Some(redis) => Arc::new(RedisRides::new(redis.command_client(), redis.pubsub(), config.ride_ttl)),
+            None => Arc::new(EmbeddedRides::new(backend.clone(), config.ride_ttl, shutdown.clone())),
+        };
+        let snapshots = Snapshots::new(backend.clone(), ride_store.clone());
+        let manager = SubscriptionManager::new(inbound.clone(), backend.clone(), snapshots.clone());
+        tokio::spawn(manager.run(commands, shutdown.clone()));
+
+        let rides = Rides::new(ride_store, config.secrets.keys.clone(), metrics.clone(), config.ride_token_ttl);
+        let (dispatch_store, post): (Arc<dyn DispatchStore>, DriverPost) = match &redis {
+            Some(redis) => (
+                Arc::new(RedisDispatch::new(redis.command_client(), config.ride_ttl)),
+                DriverPost::through_redis(redis, shutdown.clone()).await?,
+            ),
+            None => (Arc::new(EmbeddedDispatch::new(config.ride_ttl)), DriverPost::local()),
+        };
+        let chat_store: Arc<dyn ChatStore> = match &redis {
+            Some(redis) => Arc::new(RedisChat::new(redis.command_client(), config.chat.history_max, config.chat.ttl)),
+            None => Arc::new(EmbeddedChat::new(config.chat.history_max)),
+        };
+        let chat = Chat::new(chat_store, inbound.chat.clone(), backend.clone(), config.chat, metrics.clone());
+        let dispatcher = Dispatcher::new(dispatch_store, rides.clone(), post, config.dispatch, metrics.clone());
+        tokio::spawn(dispatcher.clone().run_sweeper(shutdown.clone()));
+
+        let state = AppState {
+            auth: Authenticator::new(config.secrets.keys.clone()),
+            ingestor: Ingestor::new(backend.clone(), metrics.clone()),
+            rides: Arc::new(rides),
+            dispatcher: Arc::new(dispatcher),
+            chat: Arc::new(chat),
+            stream_signals: rider_sse::StreamSignals::spawn(config.heartbeat, shutdown),
+            token_streams: TokenStreams::new(config.max_streams_per_token),
+            config: Arc::new(config),
+            backend,
+            snapshots,
+            hubs: inbound.hubs,
+            metrics,
+            drain,
+        };
+        Ok(Self { state, redis })
+    }
+
+    /// The whole API with `extra` routes (an [`Extension`]'s), as the accept loop serves it.
+    pub fn router(&self, extra: axum::Router) -> axum::Router {
+        router_with(self.state.clone(), extra)
+    }
+
+    /// Drains: ends every stream and socket, waits for them within the configured bound, and
+    /// closes the Redis connections.
+    pub async fn stop(self) {
+        let (state, drain) = (&self.state, &self.state.drain);
+        tracing::info!(grace = ?state.config.drain, "draining");
+        drain.begin();
+        if !drain.wait(state.config.drain).await {
+            tracing::warn!("drain time limit reached; closing the remaining connections");
+        }
+        if let Some(redis) = &self.redis {
+            redis.quit().await;
+        }
+        tracing::info!("stopped");
+    }
 }
 
 async fn accept_loop(

@@ -1,12 +1,14 @@
 //! The boundary between an instance and what it shares with other instances.
 //!
-//! A [`Backend`] stores each key's latest value (a driver's location, a zone's surge, a ride's
-//! status) and carries published values to every instance that subscribed to the channel. It
-//! also keeps rides themselves, changing them only through atomic, conditional transitions
-//! (see [`crate::rides`]). Two implementations:
-//! [`redis::RedisBackend`] (many instances, through Redis) and [`embedded::EmbeddedBackend`] (one
-//! process, no Redis). Messages that arrive on a subscribed channel are handed to the local
-//! hubs or chat rooms ([`Inbound`](crate::fanout::subscriptions::Inbound)).
+//! A [`Backend`] stores the latest value of what drivers and operators publish (a driver's
+//! location, a zone's surge) and carries published values to every instance that subscribed to
+//! the channel. Two implementations: [`redis::RedisBackend`] (many instances, through Redis)
+//! and [`embedded::EmbeddedBackend`] (one process, no Redis).
+//!
+//! Messages that arrive on a subscribed channel are handed up through [`Deliveries`], which the
+//! fan-out layer above implements: the bus never names what sits above it. Rides, dispatch and
+//! chat keep their own stores (each with an embedded and a Redis implementation) and use the
+//! bus only to publish.
 
 pub mod connection;
 pub mod embedded;
@@ -14,13 +16,11 @@ pub mod pubsub;
 pub mod redis;
 pub mod redis_url;
 
-use std::{fmt::Debug, time::Duration};
+use std::fmt::Debug;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use ridecast_protocol::{GridCell, Id, Multiplier, channels};
-
-use crate::rides::{NewRide, Ride, RideChange, RideChangeOutcome};
 
 /// A key whose latest value riders can follow.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -51,15 +51,6 @@ impl Topic {
             Self::RideStatus(_) => "ride",
         }
     }
-}
-
-/// How long the store keeps what expires.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Retention {
-    /// A driver's latest location, after its last update.
-    pub location: Duration,
-    /// A ride, after its last change.
-    pub ride: Duration,
 }
 
 /// One accepted location update, serialized once.
@@ -107,31 +98,18 @@ pub trait Backend: Send + Sync + Debug + 'static {
     /// set a zone within one millisecond or their clocks disagree. Returns the stored JSON.
     async fn set_surge(&self, zone: &Id, multiplier: Multiplier, now_ms: u64) -> Result<Bytes, BackendError>;
 
-    /// Stores `ride` as a new ride in `searching`, its `ts` and creation time `now_ms`, and
-    /// publishes that status on the ride's channel, atomically. The ride is kept for the
-    /// configured ride TTL after its last change. `None` (and nothing stored) if a ride with
-    /// this id exists already, unless it is this very request's (same rider, same `now_ms`: a
-    /// write repeated after a lost reply), which is returned as it is now.
-    async fn create_ride(&self, ride: &NewRide, now_ms: u64) -> Result<Option<Ride>, BackendError>;
+    /// The latest stored location of `driver` (which may be newer than the last one pushed:
+    /// in-cell moves are stored, not pushed), as its JSON.
+    async fn latest_location(&self, driver: &Id) -> Result<Option<Bytes>, BackendError>;
 
-    /// The stored ride, if it exists (and has not expired).
-    async fn ride(&self, id: &Id) -> Result<Option<Ride>, BackendError>;
-
-    /// Applies `change` to the ride if its current status allows it
-    /// ([`RideChange::applies_to`]): the new status (and driver), a `ts` that only grows
-    /// ([`ridecast_protocol::surge::next_ts`], as for surge), the status JSON stored and
-    /// published on the ride's channel, and the ride's TTL renewed, all atomically: of two
-    /// instances assigning one ride at once, exactly one gets [`RideChangeOutcome::Applied`].
-    async fn change_ride(&self, id: &Id, change: &RideChange, now_ms: u64) -> Result<RideChangeOutcome, BackendError>;
-
-    /// The latest stored value of `topic`, as its JSON.
-    async fn latest(&self, topic: &Topic) -> Result<Option<Bytes>, BackendError>;
+    /// The current surge of `zone`, as its JSON.
+    async fn current_surge(&self, zone: &Id) -> Result<Option<Bytes>, BackendError>;
 
     /// Publishes `payload` on `channel` to every instance subscribed to it (this one included),
     /// storing nothing: for notices whose substance is stored elsewhere (chat).
     async fn publish(&self, channel: &str, payload: Bytes) -> Result<(), BackendError>;
 
-    /// Starts delivering `channels`' messages to the local hubs and chat rooms.
+    /// Starts handing `channels`' messages to this instance's [`Deliveries`].
     async fn subscribe(&self, channels: Vec<String>) -> Result<(), BackendError>;
 
     /// Stops delivering `channels`' messages.
@@ -139,4 +117,26 @@ pub trait Backend: Send + Sync + Debug + 'static {
 
     /// Whether the backend can serve requests now (Redis connected).
     fn is_ready(&self) -> bool;
+}
+
+/// Where the bus hands what arrives on this instance's subscribed channels. Implemented above
+/// the bus (the local hubs and chat rooms), so that the bus depends on nothing above it.
+pub trait Deliveries: Send + Sync + Debug + 'static {
+    /// A message arrived on `channel`.
+    fn deliver(&self, channel: &str, payload: &[u8]);
+
+    /// Messages may have been missed (a reconnect, a reader that fell behind): whoever listens
+    /// must recover what it follows from the stores.
+    fn missed_messages(&self);
+}
+
+/// [`Deliveries`] for a bus whose messages nobody on this instance follows: tools, and tests of
+/// the stores that publish through the bus.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoDeliveries;
+
+impl Deliveries for NoDeliveries {
+    fn deliver(&self, _channel: &str, _payload: &[u8]) {}
+
+    fn missed_messages(&self) {}
 }

@@ -20,7 +20,7 @@ use ridecast_protocol::{
 use serde::{Deserialize, Serialize};
 use tokio::{sync::broadcast, time::Instant};
 
-use crate::fanout::subscriptions::SubscriptionRequests;
+use crate::fanout::requests::SubscriptionRequests;
 use crate::limits::allowance::{Allowance, RateLimit};
 
 /// What travels on a ride's chat channel.
@@ -192,7 +192,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::fanout::subscriptions::{self, Command, SubscriptionCommands};
+    use crate::fanout::requests::{self, Command, SubscriptionCommands};
 
     fn ride(raw: &str) -> Id {
         Id::parse(raw).expect("id")
@@ -200,7 +200,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_room_is_subscribed_for_the_first_seat_and_let_go_after_the_last() {
-        let (requests, SubscriptionCommands(mut commands)) = subscriptions::channel();
+        let (requests, SubscriptionCommands(mut commands)) = requests::channel();
         let rooms = ChatRooms::new(requests);
         let a = rooms.join(&ride("r1"));
         let b = rooms.join(&ride("r1"));
@@ -215,7 +215,7 @@ mod tests {
 
     #[tokio::test]
     async fn notices_wake_every_seat_of_their_ride_only() {
-        let rooms = ChatRooms::new(subscriptions::channel().0);
+        let rooms = ChatRooms::new(requests::channel().0);
         let (mut rider, mut driver, mut elsewhere) =
             (rooms.join(&ride("r1")), rooms.join(&ride("r1")), rooms.join(&ride("r2")));
         rooms.deliver("r1", &Notice::Typing { from: ChatRole::Rider }.to_bytes());
@@ -229,7 +229,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_seat_that_fell_behind_is_told_to_read_the_store() {
-        let rooms = ChatRooms::new(subscriptions::channel().0);
+        let rooms = ChatRooms::new(requests::channel().0);
         let mut seat = rooms.join(&ride("r1"));
         for _ in 0..ROOM_EVENTS * 2 {
             rooms.deliver("r1", &Notice::Typing { from: ChatRole::Driver }.to_bytes());
@@ -239,7 +239,7 @@ mod tests {
 
     #[tokio::test]
     async fn each_side_has_its_own_allowance() {
-        let rooms = ChatRooms::new(subscriptions::channel().0);
+        let rooms = ChatRooms::new(requests::channel().0);
         let _seat = rooms.join(&ride("r1"));
         let limit = RateLimit { per_second: 1.0, burst: 2 };
         let now = Instant::now();

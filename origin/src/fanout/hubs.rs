@@ -24,8 +24,8 @@ use tokio::sync::Notify;
 
 use crate::{
     base::metrics::Metrics,
-    bus::{Backend, Topic},
-    fanout::subscriptions::SubscriptionRequests,
+    bus::Topic,
+    fanout::{requests::SubscriptionRequests, snapshots::Snapshots},
 };
 
 /// One value of a topic, ready to write.
@@ -230,9 +230,9 @@ impl Subscription {
     /// The value a new subscriber starts from, marking it seen: the newer of the stored value
     /// (which may be newer than the last pushed one: in-cell moves are stored, not pushed) and
     /// the hub's. A store that cannot be read leaves the hub's value, with a warning.
-    pub async fn starting_value(&mut self, backend: &dyn Backend) -> Latest {
+    pub async fn starting_value(&mut self, snapshots: &Snapshots) -> Latest {
         let topic = &self.cell.topic;
-        let stored = match backend.latest(topic).await {
+        let stored = match snapshots.latest(topic).await {
             Ok(json) => json.and_then(|json| HubValue::from_json(topic, &json)),
             Err(error) => {
                 tracing::warn!(%error, channel = %self.cell.channel, "could not read the current value; starting without it");
@@ -269,7 +269,7 @@ mod tests {
     use ridecast_protocol::Id;
 
     use super::*;
-    use crate::fanout::subscriptions::{self, Command, SubscriptionCommands};
+    use crate::fanout::requests::{self, Command, SubscriptionCommands};
 
     fn topic(driver: &str) -> Topic {
         Topic::DriverLocation(Id::parse(driver).expect("id"))
@@ -281,7 +281,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_subscriber_sees_only_the_newest_of_values_it_missed() {
-        let hubs = Hubs::new(Metrics::default(), subscriptions::channel().0);
+        let hubs = Hubs::new(Metrics::default(), requests::channel().0);
         let mut rider = hubs.subscribe(topic("d1"));
         for ts in 1..=100 {
             hubs.deliver("driver:location:{d1}", &location(ts));
@@ -296,7 +296,7 @@ mod tests {
 
     #[tokio::test]
     async fn older_values_never_replace_newer_ones() {
-        let hubs = Hubs::new(Metrics::default(), subscriptions::channel().0);
+        let hubs = Hubs::new(Metrics::default(), requests::channel().0);
         let mut rider = hubs.subscribe(topic("d1"));
         hubs.deliver("driver:location:{d1}", &location(5));
         hubs.deliver("driver:location:{d1}", &location(3));
@@ -305,7 +305,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_frame_is_encoded_once_and_shared() {
-        let hubs = Hubs::new(Metrics::default(), subscriptions::channel().0);
+        let hubs = Hubs::new(Metrics::default(), requests::channel().0);
         let mut a = hubs.subscribe(topic("d1"));
         let mut b = hubs.subscribe(topic("d1"));
         hubs.deliver("driver:location:{d1}", &location(7));
@@ -316,7 +316,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_hub_exists_while_it_has_subscribers_and_commands_follow() {
-        let (requests, SubscriptionCommands(mut commands)) = subscriptions::channel();
+        let (requests, SubscriptionCommands(mut commands)) = requests::channel();
         let hubs = Hubs::new(Metrics::default(), requests);
         let a = hubs.subscribe(topic("d1"));
         let b = hubs.subscribe(topic("d1"));
@@ -331,7 +331,7 @@ mod tests {
 
     #[tokio::test]
     async fn values_for_channels_without_hubs_are_ignored() {
-        let hubs = Hubs::new(Metrics::default(), subscriptions::channel().0);
+        let hubs = Hubs::new(Metrics::default(), requests::channel().0);
         hubs.deliver("driver:location:{nobody}", &location(1));
         assert!(hubs.is_empty());
     }

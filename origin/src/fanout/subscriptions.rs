@@ -16,52 +16,18 @@
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use ridecast_protocol::channels;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::{
+    chat_rooms::ChatRooms,
+    hubs::Hubs,
+    requests::{self, Command, SubscriptionCommands, SubscriptionRequests},
+    snapshots::Snapshots,
+};
 use crate::{
     base::metrics::Metrics,
-    bus::{Backend, Topic},
-    fanout::{chat_rooms::ChatRooms, hubs::Hubs},
+    bus::{Backend, Deliveries, Topic},
 };
-
-#[derive(Debug)]
-pub(crate) enum Command {
-    /// The local interest in this channel changed: subscribe or unsubscribe to match.
-    Reconcile(String),
-    /// The bus may have missed messages (reconnect, lag): recover every channel from the store.
-    RefreshAll,
-}
-
-/// Where registries ask for bus subscriptions. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct SubscriptionRequests(
-    // Unbounded on purpose: requests are sent from `Drop`, which cannot wait, and there is at
-    // most one per hub or room created or removed, so the queue is bounded by connection churn.
-    mpsc::UnboundedSender<Command>,
-);
-
-impl SubscriptionRequests {
-    /// The local interest in `channel` changed.
-    pub fn reconcile(&self, channel: String) {
-        let _ = self.0.send(Command::Reconcile(channel));
-    }
-
-    /// Asks for every channel to be recovered from the store (after a bus reconnect).
-    pub fn refresh_all(&self) {
-        let _ = self.0.send(Command::RefreshAll);
-    }
-}
-
-/// The receiving end of the registries' subscription requests.
-#[derive(Debug)]
-pub struct SubscriptionCommands(pub(crate) mpsc::UnboundedReceiver<Command>);
-
-/// A pair of ends for requests.
-pub fn channel() -> (SubscriptionRequests, SubscriptionCommands) {
-    let (sender, receiver) = mpsc::unbounded_channel();
-    (SubscriptionRequests(sender), SubscriptionCommands(receiver))
-}
 
 /// Which local registry wants a channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,7 +48,7 @@ pub struct Inbound {
 impl Inbound {
     /// Empty registries and the receiving end of their requests, for a [`SubscriptionManager`].
     pub fn new(metrics: Metrics) -> (Self, SubscriptionCommands) {
-        let (requests, commands) = channel();
+        let (requests, commands) = requests::channel();
         let hubs = Hubs::new(metrics, requests.clone());
         let chat = ChatRooms::new(requests.clone());
         (Self { hubs, chat, requests }, commands)
@@ -109,11 +75,22 @@ impl Inbound {
     }
 }
 
+impl Deliveries for Inbound {
+    fn deliver(&self, channel: &str, payload: &[u8]) {
+        Inbound::deliver(self, channel, payload);
+    }
+
+    fn missed_messages(&self) {
+        self.request_refresh_all();
+    }
+}
+
 /// Keeps the backend's subscriptions equal to the set of local hubs and chat rooms.
 #[derive(Debug)]
 pub struct SubscriptionManager {
     inbound: Inbound,
     backend: Arc<dyn Backend>,
+    snapshots: Snapshots,
     subscribed: HashSet<String>,
 }
 
@@ -123,8 +100,9 @@ const BATCH: usize = 512;
 const RETRY_DELAY: Duration = Duration::from_millis(500);
 
 impl SubscriptionManager {
-    pub fn new(inbound: Inbound, backend: Arc<dyn Backend>) -> Self {
-        Self { inbound, backend, subscribed: HashSet::new() }
+    /// Subscribes through `backend`; recovers hubs from `snapshots`.
+    pub fn new(inbound: Inbound, backend: Arc<dyn Backend>, snapshots: Snapshots) -> Self {
+        Self { inbound, backend, snapshots, subscribed: HashSet::new() }
     }
 
     /// Applies commands until `shutdown` fires.
@@ -207,7 +185,7 @@ impl SubscriptionManager {
 
     async fn refresh(&self, channel: &str, interest: &Interest) {
         match interest {
-            Interest::Hub(topic) => match self.backend.latest(topic).await {
+            Interest::Hub(topic) => match self.snapshots.latest(topic).await {
                 Ok(Some(json)) => self.inbound.hubs.deliver(channel, &json),
                 Ok(None) => {}
                 Err(error) => tracing::warn!(%error, channel, "could not reload a hub from the store"),

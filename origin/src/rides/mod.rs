@@ -1,5 +1,5 @@
-//! Rides: what a rider asks for, kept in the [`bus`](crate::bus) store, and followed as the third
-//! kind of topic.
+//! Rides: what a rider asks for, kept in the ride [`store`], and followed as the third kind of
+//! topic.
 //!
 //! `POST /api/rides` creates a ride in `searching` ([`http::create`]); `DELETE
 //! /api/rides/{rideId}` cancels it ([`http::cancel`]); `GET /api/sse/rides/{rideId}`
@@ -7,13 +7,15 @@
 //! same hubs and SSE front as locations and surge ([`Topic::RideStatus`](crate::bus::Topic)).
 //!
 //! Every change of a ride goes through [`Rides`], the one handle the handlers and the matcher
-//! share. It ends in one atomic step of the [`Backend`]: the status is changed only if the
+//! share. It ends in one atomic step of the [`RideStore`]: the status is changed only if the
 //! current one allows it ([`RideChange::applies_to`]), the status version `ts` only grows per
 //! ride, and the new status JSON is stored and published together, so that every instance's
 //! riders see each change once, in order.
 //!
 //! Who may follow and cancel a ride ([`Ride::allows`]): a rider token whose `sub` created it, or
 //! whose `ride` claim is it (PROTOCOL, "Who is who").
+
+pub mod store;
 
 use std::{sync::Arc, time::Duration};
 
@@ -22,9 +24,10 @@ use ridecast_protocol::{
     Claims, Id, LatLng, RideRequest, RideState, RideStatus, Role, TokenError, TokenKeys, chat::ChatRole,
 };
 
+use self::store::RideStore;
 use crate::{
     base::{clock, metrics::Metrics},
-    bus::{Backend, BackendError},
+    bus::BackendError,
 };
 
 /// Random bytes in a ride id: 128 bits, so that ids cannot be guessed (a ride's id is not a
@@ -139,7 +142,7 @@ impl RideChange {
     }
 }
 
-/// What [`Backend::change_ride`] did.
+/// What [`RideStore::change`] did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RideChangeOutcome {
     /// Changed, stored and published: the ride as it is now.
@@ -173,16 +176,16 @@ pub enum RideError {
 /// The rides of the whole deployment, as this instance reaches them. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Rides {
-    backend: Arc<dyn Backend>,
+    store: Arc<dyn RideStore>,
     keys: TokenKeys,
     metrics: Metrics,
     token_ttl: Duration,
 }
 
 impl Rides {
-    /// Rides stored in `backend`; tokens signed with `keys` (the current secret) live `token_ttl`.
-    pub fn new(backend: Arc<dyn Backend>, keys: TokenKeys, metrics: Metrics, token_ttl: Duration) -> Self {
-        Self { backend, keys, metrics, token_ttl }
+    /// Rides kept in `store`; tokens signed with `keys` (the current secret) live `token_ttl`.
+    pub fn new(store: Arc<dyn RideStore>, keys: TokenKeys, metrics: Metrics, token_ttl: Duration) -> Self {
+        Self { store, keys, metrics, token_ttl }
     }
 
     /// Creates a ride for `rider` in `searching` (stored and published), and mints its
@@ -196,7 +199,7 @@ impl Rides {
             let id = new_ride_id().map_err(RideError::Random)?;
             let token = self.mint(rider, None, &id)?;
             let new = NewRide { id, rider: rider.clone(), pickup: request.pickup, dropoff: request.dropoff };
-            let created = self.backend.create_ride(&new, clock::now_ms()).await;
+            let created = self.store.create(&new, clock::now_ms()).await;
             if let Some(ride) = self.counted(created)? {
                 Metrics::inc(&self.metrics.values().rides_created_total);
                 return Ok(CreatedRide { ride, token });
@@ -211,7 +214,7 @@ impl Rides {
     /// # Errors
     /// [`BackendError`] when the store is unreachable.
     pub async fn get(&self, id: &Id) -> Result<Option<Ride>, BackendError> {
-        self.counted(self.backend.ride(id).await)
+        self.counted(self.store.get(id).await)
     }
 
     /// Assigns `ride` to `driver` if it is still `searching`: mints the tracking token (a rider
@@ -259,7 +262,7 @@ impl Rides {
     }
 
     async fn change(&self, id: &Id, change: &RideChange) -> Result<RideChangeOutcome, BackendError> {
-        self.counted(self.backend.change_ride(id, change, clock::now_ms()).await)
+        self.counted(self.store.change(id, change, clock::now_ms()).await)
     }
 
     fn mint(&self, rider: &Id, driver: Option<&Id>, ride: &Id) -> Result<String, TokenError> {
@@ -299,19 +302,19 @@ mod tests {
 
     use super::*;
     use crate::{
-        bus::{Retention, embedded::EmbeddedBackend},
-        fanout::subscriptions::Inbound,
+        bus::{NoDeliveries, embedded::EmbeddedBackend},
+        rides::store::EmbeddedRides,
     };
 
     const SECRET: &[u8] = b"rides-test-secret";
 
     fn rides() -> (Rides, Metrics) {
         let metrics = Metrics::default();
-        let (inbound, _commands) = Inbound::new(metrics.clone());
-        let retention = Retention { location: Duration::from_secs(60), ride: Duration::from_secs(600) };
-        let backend = Arc::new(EmbeddedBackend::new(inbound, retention, CancellationToken::new()));
+        let shutdown = CancellationToken::new();
+        let bus = Arc::new(EmbeddedBackend::new(Arc::new(NoDeliveries), Duration::from_secs(60), shutdown.clone()));
+        let store = Arc::new(EmbeddedRides::new(bus, Duration::from_secs(600), shutdown));
         let keys = TokenKeys::new(SECRET, None).expect("keys");
-        (Rides::new(backend, keys, metrics.clone(), Duration::from_secs(120)), metrics)
+        (Rides::new(store, keys, metrics.clone(), Duration::from_secs(120)), metrics)
     }
 
     fn id(raw: &str) -> Id {

@@ -1,0 +1,230 @@
+//! Rides in Redis, shared by every instance.
+//!
+//! A ride is one hash, `ride:{id}` (fields `rider`, `pickup`, `dropoff` as `{"lat":..,"lng":..}`,
+//! `status`, `driver` once assigned, `created`, `ts`, and `json`, the status as last published),
+//! expiring `--ride-ttl-secs` after its last change. It is only ever written by the two scripts
+//! below, each of which also publishes the new status on `ride:status:{id}` (the same hash tag,
+//! so on a cluster both live on one shard), so a change and its push cannot be separated, and two
+//! instances changing one ride are ordered by Redis running one script at a time.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use fred::{
+    prelude::{Client, HashesInterface},
+    types::scripts::Script,
+};
+use ridecast_protocol::{Id, LatLng, RideState, RideStatus, channels};
+
+use super::RideStore;
+use crate::{
+    base::clock,
+    bus::{BackendError, pubsub::PubSub},
+    rides::{NewRide, Ride, RideChange, RideChangeOutcome},
+};
+
+/// Creates a ride in `searching` unless its key exists, with its TTL, and publishes its first
+/// status, atomically. Returns `{'taken'}` (nothing written), or `{'created', <HGETALL>}`, also
+/// when the ride exists because this very call ran before (same rider, same creation time: the
+/// client wrote it again after losing the reply).
+///
+/// KEYS[1] the ride's hash; ARGV: now ms (decimal), ride id, rider, pickup JSON, dropoff JSON,
+/// ttl ms, channel. Ids are validated (no character needs escaping in JSON). The JSON is the
+/// shape of `ridecast_protocol::RideState`, field for field; the caller checks it.
+const CREATE_RIDE_LUA: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local stored = redis.call('HMGET', KEYS[1], 'rider', 'created')
+  if stored[1] == ARGV[3] and stored[2] == ARGV[1] then
+    return {'created', unpack(redis.call('HGETALL', KEYS[1]))}
+  end
+  return {'taken'}
+end
+local json = '{"rideId":"' .. ARGV[2] .. '","status":"searching","ts":' .. ARGV[1] .. '}'
+redis.call('HSET', KEYS[1], 'rider', ARGV[3], 'pickup', ARGV[4], 'dropoff', ARGV[5],
+  'status', 'searching', 'created', ARGV[1], 'ts', ARGV[1], 'json', json)
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+redis.call(publish_command, ARGV[7], json)
+return {'created', unpack(redis.call('HGETALL', KEYS[1]))}
+"#;
+
+/// Changes a ride's status if its current one allows it: the new status (and driver), a `ts`
+/// that only grows (the caller's clock, or the stored `ts` plus one when that is not older, as
+/// for surge), the status JSON stored and published, the TTL renewed; all or nothing. Returns
+/// `{'unknown'}`, `{'refused', <HGETALL>}` (unchanged) or `{'applied', <HGETALL>}`.
+///
+/// KEYS[1] the ride's hash; ARGV: now ms, ride id, new status, the statuses it applies to
+/// (space-separated, with a space before and after each), driver id ('' for none), tracking
+/// token as a JSON string ('' for none), ttl ms, channel.
+const CHANGE_RIDE_LUA: &str = r#"
+local stored = redis.call('HMGET', KEYS[1], 'status', 'ts')
+if not stored[1] then
+  return {'unknown'}
+end
+if not string.find(ARGV[4], ' ' .. stored[1] .. ' ', 1, true) then
+  return {'refused', unpack(redis.call('HGETALL', KEYS[1]))}
+end
+local ts = tonumber(ARGV[1])
+local last = tonumber(stored[2])
+if last and last >= ts then
+  ts = last + 1
+end
+ts = string.format('%.0f', ts)
+local json = '{"rideId":"' .. ARGV[2] .. '","status":"' .. ARGV[3] .. '"'
+if ARGV[5] ~= '' then
+  json = json .. ',"driverId":"' .. ARGV[5] .. '","trackingToken":' .. ARGV[6]
+  redis.call('HSET', KEYS[1], 'driver', ARGV[5])
+end
+json = json .. ',"ts":' .. ts .. '}'
+redis.call('HSET', KEYS[1], 'status', ARGV[3], 'ts', ts, 'json', json)
+redis.call('PEXPIRE', KEYS[1], ARGV[7])
+redis.call(publish_command, ARGV[8], json)
+return {'applied', unpack(redis.call('HGETALL', KEYS[1]))}
+"#;
+
+/// Rides in Redis. Cheap to clone.
+#[derive(Clone)]
+pub struct RedisRides {
+    commands: Client,
+    create: Arc<Script>,
+    change: Arc<Script>,
+    ttl_ms: u64,
+}
+
+impl std::fmt::Debug for RedisRides {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisRides").field("ttl_ms", &self.ttl_ms).finish_non_exhaustive()
+    }
+}
+
+impl RedisRides {
+    /// Rides kept `ttl` after their last change, through `commands` (the instance's command
+    /// connection), publishing as `pubsub` says (sharded on a cluster).
+    pub fn new(commands: Client, pubsub: PubSub, ttl: Duration) -> Self {
+        Self {
+            commands,
+            create: Arc::new(pubsub.script(CREATE_RIDE_LUA)),
+            change: Arc::new(pubsub.script(CHANGE_RIDE_LUA)),
+            ttl_ms: clock::millis(ttl),
+        }
+    }
+}
+
+#[async_trait]
+impl RideStore for RedisRides {
+    async fn create(&self, new: &NewRide, now_ms: u64) -> Result<Option<Ride>, BackendError> {
+        let args: Vec<fred::types::Value> = vec![
+            now_ms.to_string().into(),
+            new.id.as_str().into(),
+            new.rider.as_str().into(),
+            point_json(&new.pickup).into(),
+            point_json(&new.dropoff).into(),
+            self.ttl_ms.to_string().into(),
+            channels::ride_status(&new.id).into(),
+        ];
+        let reply: Vec<String> =
+            self.create.evalsha_with_reload(&self.commands, channels::ride_key(&new.id), args).await?;
+        match reply.split_first() {
+            Some((outcome, _)) if outcome == "taken" => Ok(None),
+            Some((outcome, fields)) if outcome == "created" => {
+                let ride = ride_from_fields(&new.id, pairs(fields)?)?;
+                expect_status(&ride, RideStatus::Searching)?;
+                Ok(Some(ride))
+            }
+            _ => Err(BackendError::UnexpectedReply(format!("{reply:?}"))),
+        }
+    }
+
+    async fn get(&self, id: &Id) -> Result<Option<Ride>, BackendError> {
+        let fields: HashMap<String, String> = self.commands.hgetall(channels::ride_key(id)).await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(ride_from_fields(id, fields)?))
+    }
+
+    async fn change(&self, id: &Id, change: &RideChange, now_ms: u64) -> Result<RideChangeOutcome, BackendError> {
+        let from: String = change.from_statuses().iter().map(|status| format!(" {status} ")).collect();
+        let (driver, tracking_token) = match change {
+            // A JSON string, quoted and escaped by serde: the script inserts it as it is.
+            RideChange::Assign { driver, tracking_token } => {
+                (driver.as_str(), serde_json::to_string(tracking_token).unwrap_or_default())
+            }
+            RideChange::NoDriver | RideChange::Cancel => ("", String::new()),
+        };
+        let args: Vec<fred::types::Value> = vec![
+            now_ms.to_string().into(),
+            id.as_str().into(),
+            change.target().as_str().into(),
+            from.into(),
+            driver.into(),
+            tracking_token.into(),
+            self.ttl_ms.to_string().into(),
+            channels::ride_status(id).into(),
+        ];
+        let reply: Vec<String> = self.change.evalsha_with_reload(&self.commands, channels::ride_key(id), args).await?;
+        match reply.split_first() {
+            Some((outcome, [])) if outcome == "unknown" => Ok(RideChangeOutcome::Unknown),
+            Some((outcome, fields)) if outcome == "refused" => {
+                Ok(RideChangeOutcome::Refused(ride_from_fields(id, pairs(fields)?)?))
+            }
+            Some((outcome, fields)) if outcome == "applied" => {
+                let ride = ride_from_fields(id, pairs(fields)?)?;
+                expect_status(&ride, change.target())?;
+                Ok(RideChangeOutcome::Applied(ride))
+            }
+            _ => Err(BackendError::UnexpectedReply(format!("{reply:?}"))),
+        }
+    }
+}
+
+/// A point as stored in a ride's hash.
+fn point_json(point: &LatLng) -> String {
+    // Two finite numbers: serializing cannot fail.
+    serde_json::to_string(point).unwrap_or_default()
+}
+
+/// A flat `HGETALL` reply (`field, value, field, value, ...`) as pairs.
+fn pairs(flat: &[String]) -> Result<impl Iterator<Item = (String, String)>, BackendError> {
+    if !flat.len().is_multiple_of(2) {
+        return Err(BackendError::UnexpectedReply(format!("an odd-length hash reply: {flat:?}")));
+    }
+    Ok(flat.chunks_exact(2).map(|pair| (pair[0].clone(), pair[1].clone())))
+}
+
+/// A ride from its hash's fields (see the module docs), checked: anything missing or garbled is
+/// [`BackendError::UnexpectedReply`], never a half-read ride.
+fn ride_from_fields(id: &Id, fields: impl IntoIterator<Item = (String, String)>) -> Result<Ride, BackendError> {
+    let fields: HashMap<String, String> = fields.into_iter().collect();
+    let garbled = |field: &str| BackendError::UnexpectedReply(format!("ride {id} has no valid {field:?}: {fields:?}"));
+    let text = |field: &str| fields.get(field).ok_or_else(|| garbled(field));
+    let id_field = |field: &str| text(field).and_then(|raw| Id::parse(raw).map_err(|_| garbled(field)));
+    let point = |field: &str| text(field).and_then(|raw| serde_json::from_str(raw).map_err(|_| garbled(field)));
+    let number = |field: &str| text(field).and_then(|raw| raw.parse::<u64>().map_err(|_| garbled(field)));
+    let json = Bytes::from(text("json")?.clone());
+    let state: RideState = serde_json::from_slice(&json).map_err(|_| garbled("json"))?;
+    let ride = Ride {
+        id: id.clone(),
+        rider: id_field("rider")?,
+        pickup: point("pickup")?,
+        dropoff: point("dropoff")?,
+        status: text("status")?.parse().map_err(|_| garbled("status"))?,
+        driver: fields.contains_key("driver").then(|| id_field("driver")).transpose()?,
+        created_ms: number("created")?,
+        ts: number("ts")?,
+        json,
+    };
+    if &state.ride_id != id || state.status != ride.status || state.ts != ride.ts {
+        return Err(garbled("json"));
+    }
+    Ok(ride)
+}
+
+/// The script said it set `status`; the ride it returned must agree.
+fn expect_status(ride: &Ride, status: RideStatus) -> Result<(), BackendError> {
+    if ride.status == status {
+        Ok(())
+    } else {
+        Err(BackendError::UnexpectedReply(format!("ride {} is {} after a change to {status}", ride.id, ride.status)))
+    }
+}
