@@ -82,7 +82,7 @@ pub fn extension(config: &Config, args: &DemoArgs) -> Extension {
             feed: FleetFeed::new(),
             keys: keys.clone(),
             shutdown: shutdown.clone(),
-            sse_retry_ms: config.sse_retry_ms,
+            sse_retry_ms: config.api.sse_retry_ms,
         })
     });
     let mut extension = Extension::new();

@@ -228,8 +228,7 @@ impl ChatSession {
     async fn on_chat(&mut self, client_msg_id: &str, text: &str, socket: &mut WebSocket) -> Next {
         if !self.state.chat.allow_message(&self.ride, self.role) {
             let flooding = self.refused.add();
-            let message =
-                self.state.config.chat.rate.refusal("messages", "this one was not stored, send it again later");
+            let message = self.state.chat.rate().refusal("messages", "this one was not stored, send it again later");
             let next = self.reject(socket, ErrorCode::RateLimited, message).await;
             return if flooding { FLOODING } else { next };
         }

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use crate::{
-    api::rider_sse::StreamSignals,
-    app::config::Config,
+    api::config::ApiConfig,
+    api::stream_signals::StreamSignals,
     auth::Authenticator,
     base::{metrics::Metrics, shutdown::Drain},
     bus::Backend,
@@ -18,7 +18,7 @@ use crate::{
 
 #[derive(Debug, Clone)]
 pub struct AppState {
-    pub config: Arc<Config>,
+    pub config: Arc<ApiConfig>,
     pub auth: Authenticator,
     pub backend: Arc<dyn Backend>,
     /// Every topic's latest stored value: what a new subscriber starts from.

@@ -9,6 +9,8 @@ use clap::{Args, Parser, Subcommand};
 use ridecast_protocol::{Role, TokenError, TokenKeys};
 
 use crate::{
+    api::config::ApiConfig,
+    chat::ChatConfig,
     dispatch::{OfferLimits, dispatcher::DispatchConfig},
     limits::allowance::RateLimit,
 };
@@ -240,17 +242,6 @@ impl Secrets {
     }
 }
 
-/// A ride chat's limits and retention.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ChatConfig {
-    /// Each side's message rate.
-    pub rate: RateLimit,
-    /// Most messages kept per ride.
-    pub history_max: usize,
-    /// How long a ride's chat is kept after its last message (Redis).
-    pub ttl: Duration,
-}
-
 /// A rate: a finite number of messages per second, from 0.01 to 1000.
 fn rate(raw: &str) -> Result<f64, String> {
     let rate: f64 = raw.parse().map_err(|_| format!("{raw:?} is not a number"))?;
@@ -266,26 +257,17 @@ fn rate(raw: &str) -> Result<f64, String> {
 pub struct Config {
     pub listen: SocketAddr,
     pub redis_url: Option<String>,
-    pub cors_origins: Vec<String>,
     pub drain: Duration,
-    pub heartbeat: Duration,
-    pub sse_retry_ms: u64,
     pub location_ttl: Duration,
     pub ride_ttl: Duration,
     pub ride_token_ttl: Duration,
-    pub dispatch: DispatchConfig,
-    pub chat: ChatConfig,
-    pub max_streams_per_token: u32,
-    pub max_body_bytes: usize,
-    /// Driver frames other than locations.
-    pub driver_rate: RateLimit,
-    pub ingest_interval: Duration,
-    pub ws_ping: Duration,
-    pub ws_idle: Duration,
     pub max_connections: Option<usize>,
     pub reuse_port: bool,
-    pub header_timeout: Duration,
     pub secrets: Secrets,
+    /// What the handlers need: streams, sockets, limits per connection.
+    pub api: ApiConfig,
+    pub dispatch: DispatchConfig,
+    pub chat: ChatConfig,
 }
 
 impl Config {
@@ -296,13 +278,22 @@ impl Config {
             args.cors_origins.into_iter().map(|o| o.trim().to_owned()).filter(|o| !o.is_empty()).collect()
         };
         let redis_url = args.redis_url.filter(|u| !u.is_empty());
+        let api = ApiConfig {
+            cors_origins,
+            heartbeat: Duration::from_secs(args.heartbeat_secs),
+            sse_retry_ms: args.sse_retry_ms,
+            max_streams_per_token: args.max_streams_per_token,
+            max_body_bytes: usize::try_from(args.max_body_bytes).unwrap_or(usize::MAX),
+            driver_rate: RateLimit { per_second: args.driver_rate, burst: args.driver_burst },
+            ingest_interval: Duration::from_millis(args.ingest_interval_ms),
+            ws_ping: Duration::from_secs(args.ws_ping_secs.max(1)),
+            ws_idle: Duration::from_secs(args.ws_idle_secs.max(2)),
+            header_timeout: Duration::from_secs(args.header_timeout_secs.max(1)),
+        };
         Self {
             listen: args.listen,
             redis_url,
-            cors_origins,
             drain: Duration::from_secs(args.drain_secs),
-            heartbeat: Duration::from_secs(args.heartbeat_secs),
-            sse_retry_ms: args.sse_retry_ms,
             location_ttl: Duration::from_secs(args.location_ttl_secs.max(1)),
             ride_ttl: Duration::from_secs(args.ride_ttl_secs.max(1)),
             ride_token_ttl: Duration::from_secs(args.ride_token_ttl_secs.max(1)),
@@ -329,16 +320,10 @@ impl Config {
                 history_max: usize::try_from(args.chat_history_max).unwrap_or(usize::MAX),
                 ttl: Duration::from_secs(args.chat_ttl_secs),
             },
-            max_streams_per_token: args.max_streams_per_token,
-            max_body_bytes: usize::try_from(args.max_body_bytes).unwrap_or(usize::MAX),
-            driver_rate: RateLimit { per_second: args.driver_rate, burst: args.driver_burst },
-            ingest_interval: Duration::from_millis(args.ingest_interval_ms),
-            ws_ping: Duration::from_secs(args.ws_ping_secs.max(1)),
-            ws_idle: Duration::from_secs(args.ws_idle_secs.max(2)),
             max_connections: args.max_connections,
             reuse_port: args.reuse_port,
-            header_timeout: Duration::from_secs(args.header_timeout_secs.max(1)),
             secrets,
+            api,
         }
     }
 }
@@ -352,7 +337,7 @@ mod tests {
         let secrets = Secrets::load(|_| None).expect("dev secret");
         assert!(secrets.dev_mode);
         let config = Config::new(Cli::parse_from(["ridecast-origin"]).serve, secrets);
-        assert_eq!(config.cors_origins, vec!["*"]);
+        assert_eq!(config.api.cors_origins, vec!["*"]);
     }
 
     #[test]
@@ -360,7 +345,7 @@ mod tests {
         let secrets = Secrets::load(|n| (n == env::TOKEN_SECRET).then(|| "s".to_owned())).expect("secret");
         assert!(!secrets.dev_mode);
         let config = Config::new(Cli::parse_from(["ridecast-origin"]).serve, secrets);
-        assert!(config.cors_origins.is_empty());
+        assert!(config.api.cors_origins.is_empty());
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 use tokio::{net::TcpListener, sync::Semaphore};
 
 use crate::{
-    api::{front, rider_sse, state::AppState},
+    api::{front, state::AppState, stream_signals},
     app::extension::{Extension, Listening},
     app::{config::Config, router::router_with},
     auth::Authenticator,
@@ -67,7 +67,7 @@ pub async fn run_with(
 ) -> Result<(), ServerError> {
     let instance = Instance::start(config).await?;
     let state = &instance.state;
-    let max_connections = state.config.max_connections.unwrap_or_else(default_max_connections);
+    let max_connections = instance.max_connections.unwrap_or_else(default_max_connections);
     let backend = if instance.redis.is_some() { "redis" } else { "embedded" };
     tracing::info!(max_connections, backend, "serving");
     if let Some(hook) = extension.on_listening {
@@ -90,6 +90,9 @@ pub async fn run_with(
 pub struct Instance {
     pub state: AppState,
     redis: Option<RedisBackend>,
+    /// The bound on the drain.
+    drain_limit: Duration,
+    max_connections: Option<usize>,
 }
 
 impl Instance {
@@ -137,22 +140,23 @@ impl Instance {
         let dispatcher = Dispatcher::new(dispatch_store, rides.clone(), post, config.dispatch, metrics.clone());
         tokio::spawn(dispatcher.clone().run_sweeper(shutdown.clone()));
 
+        let (drain_limit, max_connections) = (config.drain, config.max_connections);
         let state = AppState {
             auth: Authenticator::new(config.secrets.keys.clone()),
             ingestor: Ingestor::new(backend.clone(), metrics.clone()),
             rides: Arc::new(rides),
             dispatcher: Arc::new(dispatcher),
             chat: Arc::new(chat),
-            stream_signals: rider_sse::StreamSignals::spawn(config.heartbeat, shutdown),
-            token_streams: TokenStreams::new(config.max_streams_per_token),
-            config: Arc::new(config),
+            stream_signals: stream_signals::StreamSignals::spawn(config.api.heartbeat, shutdown),
+            token_streams: TokenStreams::new(config.api.max_streams_per_token),
+            config: Arc::new(config.api),
             backend,
             snapshots,
             hubs: inbound.hubs,
             metrics,
             drain,
         };
-        Ok(Self { state, redis })
+        Ok(Self { state, redis, drain_limit, max_connections })
     }
 
     /// The whole API with `extra` routes (an [`Extension`]'s), as the accept loop serves it.
@@ -163,10 +167,10 @@ impl Instance {
     /// Drains: ends every stream and socket, waits for them within the configured bound, and
     /// closes the Redis connections.
     pub async fn stop(self) {
-        let (state, drain) = (&self.state, &self.state.drain);
-        tracing::info!(grace = ?state.config.drain, "draining");
+        let drain = &self.state.drain;
+        tracing::info!(grace = ?self.drain_limit, "draining");
         drain.begin();
-        if !drain.wait(state.config.drain).await {
+        if !drain.wait(self.drain_limit).await {
             tracing::warn!("drain time limit reached; closing the remaining connections");
         }
         if let Some(redis) = &self.redis {

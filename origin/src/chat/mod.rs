@@ -17,7 +17,7 @@
 
 pub mod store;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use ridecast_protocol::{
     Id, channels,
@@ -27,11 +27,22 @@ use tokio::time::Instant;
 
 use self::store::{Appended, ChatStore};
 use crate::{
-    app::config::ChatConfig,
     base::{clock, metrics::Metrics},
     bus::{Backend, BackendError},
     fanout::chat_rooms::{ChatRooms, Notice, Seat},
+    limits::allowance::RateLimit,
 };
+
+/// A ride chat's limits and retention.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ChatConfig {
+    /// Each side's message rate.
+    pub rate: RateLimit,
+    /// Most messages kept per ride.
+    pub history_max: usize,
+    /// How long a ride's chat is kept after its last message (Redis).
+    pub ttl: Duration,
+}
 
 /// The chat of every ride, as this instance serves it.
 #[derive(Debug)]
@@ -57,6 +68,11 @@ impl Chat {
     /// A seat in `ride`'s room: wakes on its notices.
     pub fn join(&self, ride: &Id) -> Seat {
         self.rooms.join(ride)
+    }
+
+    /// Each side's message rate.
+    pub fn rate(&self) -> RateLimit {
+        self.config.rate
     }
 
     /// Whether `from` may send another message in `ride` now (its allowance on this instance).
