@@ -16,7 +16,7 @@ use ridecast_origin::{
     },
     rides::{
         NewRide, Ride, RideChange, RideChangeOutcome,
-        store::{EmbeddedRides, RedisRides, RideStore},
+        store::{RideStore, embedded::EmbeddedRides, redis::RedisRides},
     },
 };
 use ridecast_protocol::{Id, LatLng, RideState, RideStatus};

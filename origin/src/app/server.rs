@@ -31,7 +31,7 @@ use crate::{
     limits::token_streams::TokenStreams,
     rides::{
         Rides,
-        store::{EmbeddedRides, RedisRides, RideStore},
+        store::{RideStore, embedded::EmbeddedRides, redis::RedisRides},
     },
 };
 

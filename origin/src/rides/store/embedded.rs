@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::RideStore;
 use crate::{
     bus::{Backend, BackendError},
-    rides::{NewRide, Ride, RideChange, RideChangeOutcome},
+    rides::ride::{NewRide, Ride, RideChange, RideChangeOutcome},
 };
 
 #[derive(Debug)]

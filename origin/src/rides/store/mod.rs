@@ -7,17 +7,16 @@
 //! on the ride's channel together, so that every instance's riders see each change once, in
 //! order.
 
-mod embedded;
-mod redis;
+pub mod embedded;
+pub mod redis;
 
 use std::fmt::Debug;
 
 use async_trait::async_trait;
 use ridecast_protocol::Id;
 
-pub use self::{embedded::EmbeddedRides, redis::RedisRides};
-use super::{NewRide, Ride, RideChange, RideChangeOutcome};
 use crate::bus::BackendError;
+use crate::rides::ride::{NewRide, Ride, RideChange, RideChangeOutcome};
 
 /// The rides of the whole deployment, changed only through atomic, conditional transitions.
 #[async_trait]

@@ -21,7 +21,7 @@ use super::RideStore;
 use crate::{
     base::clock,
     bus::{BackendError, pubsub::PubSub},
-    rides::{NewRide, Ride, RideChange, RideChangeOutcome},
+    rides::ride::{NewRide, Ride, RideChange, RideChangeOutcome},
 };
 
 /// Creates a ride in `searching` unless its key exists, with its TTL, and publishes its first

@@ -1,0 +1,120 @@
+//! A ride as stored, and the changes its status can take: the vocabulary shared by the ride
+//! handle, its stores and whoever reads a ride.
+
+use bytes::Bytes;
+use ridecast_protocol::{Claims, Id, LatLng, RideState, RideStatus, Role, chat::ChatRole};
+
+/// What a new ride is made of; the store adds status, times and JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRide {
+    pub id: Id,
+    /// The creating rider's `sub`.
+    pub rider: Id,
+    pub pickup: LatLng,
+    pub dropoff: LatLng,
+}
+
+/// A ride as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ride {
+    pub id: Id,
+    /// The `sub` of the rider who created it.
+    pub rider: Id,
+    pub pickup: LatLng,
+    pub dropoff: LatLng,
+    pub status: RideStatus,
+    /// The driver the ride was assigned to. Kept after a cancellation (the JSON then no longer
+    /// names it), so that whoever tells that driver can find it.
+    pub driver: Option<Id>,
+    /// When it was created, epoch milliseconds.
+    pub created_ms: u64,
+    /// The status version: the `ts` (and SSE id) of its current status, epoch milliseconds,
+    /// strictly growing per ride.
+    pub ts: u64,
+    /// The current status as published ([`RideState`] JSON, tracking token included): SSE data
+    /// and the answer to `DELETE`.
+    pub json: Bytes,
+}
+
+impl Ride {
+    /// Whether `claims` may follow and cancel this ride: a rider token whose `sub` created the
+    /// ride, or whose `ride` claim names it. A `ride` claim adds that ride to what its `sub` may
+    /// do; it takes nothing away.
+    pub fn allows(&self, claims: &Claims) -> bool {
+        claims.role == Role::Rider && (claims.sub == self.rider || claims.ride.as_ref() == Some(&self.id))
+    }
+
+    /// Whether the ride is under way with `driver` (its tracking token still works).
+    pub fn is_on_with(&self, driver: &Id) -> bool {
+        self.status == RideStatus::DriverAssigned && self.driver.as_ref() == Some(driver)
+    }
+
+    /// Who `claims` is in this ride's chat: its rider (as [`Ride::allows`]) or the driver
+    /// assigned to it (also after a cancel, so the two can still settle things); `None` for
+    /// anyone else.
+    pub fn chat_role(&self, claims: &Claims) -> Option<ChatRole> {
+        if self.allows(claims) {
+            Some(ChatRole::Rider)
+        } else if claims.role == Role::Driver && self.driver.as_ref() == Some(&claims.sub) {
+            Some(ChatRole::Driver)
+        } else {
+            None
+        }
+    }
+}
+
+/// A change of a ride's status, as the matcher and the cancel endpoint ask for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RideChange {
+    /// `searching` → `driver_assigned`: `driver` took the ride; `tracking_token` (a rider
+    /// token with `drv` = `driver`, see [`Rides::tracking_token`]) goes out with the status.
+    Assign { driver: Id, tracking_token: String },
+    /// `searching` → `no_driver`: nobody took it.
+    NoDriver,
+    /// `searching` or `driver_assigned` → `cancelled`: the rider cancelled.
+    Cancel,
+}
+
+impl RideChange {
+    /// The status the ride has after the change.
+    pub fn target(&self) -> RideStatus {
+        match self {
+            Self::Assign { .. } => RideStatus::DriverAssigned,
+            Self::NoDriver => RideStatus::NoDriver,
+            Self::Cancel => RideStatus::Cancelled,
+        }
+    }
+
+    /// The statuses the change applies to; from any other it is refused.
+    pub fn from_statuses(&self) -> &'static [RideStatus] {
+        match self {
+            Self::Assign { .. } | Self::NoDriver => &[RideStatus::Searching],
+            Self::Cancel => &[RideStatus::Searching, RideStatus::DriverAssigned],
+        }
+    }
+
+    /// Whether a ride in `status` may take this change.
+    pub fn applies_to(&self, status: RideStatus) -> bool {
+        self.from_statuses().contains(&status)
+    }
+
+    /// The status value the change publishes for `ride` at `ts`.
+    pub fn state(&self, ride: &Id, ts: u64) -> RideState {
+        let (driver_id, tracking_token) = match self {
+            Self::Assign { driver, tracking_token } => (Some(driver.clone()), Some(tracking_token.clone())),
+            Self::NoDriver | Self::Cancel => (None, None),
+        };
+        RideState { ride_id: ride.clone(), status: self.target(), driver_id, tracking_token, ts }
+    }
+}
+
+/// What [`RideStore::change`](super::store::RideStore::change) did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RideChangeOutcome {
+    /// Changed, stored and published: the ride as it is now.
+    Applied(Ride),
+    /// Not changed: its status does not allow it. The ride as it is (unchanged).
+    Refused(Ride),
+    /// No such ride (never created, or expired).
+    Unknown,
+}
