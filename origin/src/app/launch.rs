@@ -8,14 +8,11 @@ use std::net::SocketAddr;
 use ridecast_protocol::TokenError;
 use tokio::net::{TcpListener, TcpSocket};
 
-use crate::{
-    Config,
-    app::{
-        config::{Cli, Command, LogFormat, Secrets, ServeArgs, TokenArgs, env},
-        dev::{self, MintError},
-        extension::Extension,
-        server::{self, ServerError},
-    },
+use crate::app::{
+    config::{Cli, Command, Config, LogFormat, Secrets, ServeArgs, TokenArgs, env},
+    dev::{self, MintError},
+    extension::Extension,
+    server::{self, ServerError},
 };
 
 /// What a command line asks for.
