@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use fred::prelude::{Builder, ClientLike, Config};
-use ridecast_origin::chat::store::{ChatStore, EmbeddedChat, RedisChat};
+use ridecast_origin::chat::store::{ChatStore, embedded::EmbeddedChat, redis::RedisChat};
 use ridecast_protocol::{
     Id,
     chat::{ChatRole, MessageId},

@@ -6,7 +6,7 @@ use std::time::Duration;
 use fred::prelude::{Builder, ClientLike, Config};
 use ridecast_origin::dispatch::{
     AcceptOutcome, AckOutcome, Offer, OfferAttempt, OfferLimits, OfferState, RejectOutcome,
-    store::{DispatchStore, EmbeddedDispatch, RedisDispatch},
+    store::{DispatchStore, embedded::EmbeddedDispatch, redis::RedisDispatch},
 };
 use ridecast_protocol::{Id, messages::LatLng};
 use ridecast_tests::RedisServer;

@@ -16,12 +16,12 @@ use crate::{
     bus::{Backend, BackendError, Deliveries, embedded::EmbeddedBackend, redis::RedisBackend},
     chat::{
         Chat,
-        store::{ChatStore, EmbeddedChat, RedisChat},
+        store::{ChatStore, embedded::EmbeddedChat, redis::RedisChat},
     },
     dispatch::{
         dispatcher::Dispatcher,
         post::DriverPost,
-        store::{DispatchStore, EmbeddedDispatch, RedisDispatch},
+        store::{DispatchStore, embedded::EmbeddedDispatch, redis::RedisDispatch},
     },
     fanout::{
         snapshots::Snapshots,

@@ -8,7 +8,6 @@
 pub mod book;
 pub mod dispatcher;
 pub mod post;
-pub mod redis_scripts;
 pub mod store;
 
 use ridecast_protocol::{

@@ -1,14 +1,7 @@
-//! Where a ride's chat lives: [`EmbeddedChat`] (in memory, for the process's life) or
-//! [`RedisChat`] (a Redis Stream per ride, one total order for every instance). Both store a
-//! message before anyone is told of it, store a retried `clientMsgId` once, and keep at most
-//! `max_len` messages per ride.
+//! Chat in Redis: a Stream per ride (one total order for every instance) and a hash of the
+//! `clientMsgId`s it holds, both changed by one script.
 
-use std::{
-    collections::HashMap,
-    fmt::Debug,
-    sync::{Arc, Mutex, MutexGuard},
-    time::Duration,
-};
+use std::{collections::HashMap, fmt::Debug, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use fred::{
@@ -21,120 +14,8 @@ use ridecast_protocol::{
     chat::{ChatMessage, ChatRole, MessageId},
 };
 
+use super::{Appended, ChatStore, dedupe_key};
 use crate::bus::BackendError;
-
-/// A message as `append` left it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Appended {
-    pub message: ChatMessage,
-    /// `false` when the `clientMsgId` was stored before: this is that earlier message.
-    pub new: bool,
-}
-
-/// A ride's chat history, shared by its participants on every instance.
-#[async_trait]
-pub trait ChatStore: Send + Sync + Debug + 'static {
-    /// Stores a message (once per sender and `clientMsgId`) and returns it with its id.
-    async fn append(
-        &self,
-        ride: &Id,
-        from: ChatRole,
-        client_msg_id: &str,
-        text: &str,
-        now_ms: u64,
-    ) -> Result<Appended, BackendError>;
-
-    /// Up to `limit` messages after `after` (all from the start without it), oldest first.
-    async fn history(
-        &self,
-        ride: &Id,
-        after: Option<MessageId>,
-        limit: usize,
-    ) -> Result<Vec<ChatMessage>, BackendError>;
-}
-
-fn dedupe_key(from: ChatRole, client_msg_id: &str) -> String {
-    format!("{}:{client_msg_id}", from.as_str())
-}
-
-#[derive(Debug, Default)]
-struct RideChat {
-    messages: std::collections::VecDeque<(MessageId, ChatMessage)>,
-    by_client: HashMap<String, MessageId>,
-}
-
-/// Chat in this process's memory.
-#[derive(Debug, Clone)]
-pub struct EmbeddedChat {
-    rides: Arc<Mutex<HashMap<Id, RideChat>>>,
-    max_len: usize,
-}
-
-impl EmbeddedChat {
-    pub fn new(max_len: usize) -> Self {
-        Self { rides: Arc::default(), max_len: max_len.max(1) }
-    }
-
-    fn rides(&self) -> MutexGuard<'_, HashMap<Id, RideChat>> {
-        // One short operation per lock; see `Hubs::lock` on poisoning.
-        self.rides.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
-#[async_trait]
-impl ChatStore for EmbeddedChat {
-    async fn append(
-        &self,
-        ride: &Id,
-        from: ChatRole,
-        client_msg_id: &str,
-        text: &str,
-        now_ms: u64,
-    ) -> Result<Appended, BackendError> {
-        let mut rides = self.rides();
-        let chat = rides.entry(ride.clone()).or_default();
-        let key = dedupe_key(from, client_msg_id);
-        if let Some(id) = chat.by_client.get(&key)
-            && let Some((_, earlier)) = chat.messages.iter().find(|(m, _)| m == id)
-        {
-            return Ok(Appended { message: earlier.clone(), new: false });
-        }
-        // The newest message is never trimmed (at least one is kept), so it is the last id.
-        let id = MessageId::next_after(chat.messages.back().map(|(id, _)| *id), now_ms);
-        let message = ChatMessage {
-            id: id.to_string(),
-            from,
-            text: text.to_owned(),
-            ts: now_ms,
-            client_msg_id: client_msg_id.to_owned(),
-        };
-        chat.messages.push_back((id, message.clone()));
-        chat.by_client.insert(key, id);
-        while chat.messages.len() > self.max_len {
-            if let Some((_, old)) = chat.messages.pop_front() {
-                chat.by_client.remove(&dedupe_key(old.from, &old.client_msg_id));
-            }
-        }
-        Ok(Appended { message, new: true })
-    }
-
-    async fn history(
-        &self,
-        ride: &Id,
-        after: Option<MessageId>,
-        limit: usize,
-    ) -> Result<Vec<ChatMessage>, BackendError> {
-        let rides = self.rides();
-        let Some(chat) = rides.get(ride) else { return Ok(Vec::new()) };
-        Ok(chat
-            .messages
-            .iter()
-            .filter(|(id, _)| after.is_none_or(|after| *id > after))
-            .take(limit)
-            .map(|(_, m)| m.clone())
-            .collect())
-    }
-}
 
 /// Appends once per sender and `clientMsgId`: KEYS stream, dedupe hash; ARGV dedupe key, from,
 /// text, clientMsgId, ts, max len, ttl ms. Returns {new (0/1), id, fields}.

@@ -1,4 +1,4 @@
-//! The dispatch transitions of [`super::book::Book`], as Lua scripts: each runs atomically in
+//! The dispatch transitions of [`Book`](crate::dispatch::book::Book), as Lua scripts: each runs atomically in
 //! Redis, so any number of instances can offer, accept and sweep the same rides at once.
 //!
 //! Keys (`{p}` is the prefix [`KEY_PREFIX`], `dispatch:{dispatch}:`): `{p}geo` (GEO set of online drivers' positions),
