@@ -3,11 +3,11 @@
 //!
 //! Contract: PROTOCOL.md, "Chat WebSocket". How a message travels:
 //!
-//! 1. [`session`] reads a participant's frame, checks it and the sender's allowance.
+//! 1. [`api::chat`](crate::api::chat) reads a participant's frame, checks it and the sender's allowance.
 //! 2. [`Chat::post`] stores it in the ride's [`store`] (a Redis Stream, or memory when embedded),
 //!    which gives it its id in the ride's one total order and stores a retried `clientMsgId`
 //!    once, then publishes a notice on the ride's chat channel through the [`bus`](crate::bus).
-//! 3. Every instance with participants of the ride has a room ([`rooms`]) subscribed to that
+//! 3. Every instance with participants of the ride has a room ([`fanout::chat_rooms`](crate::fanout::chat_rooms)) subscribed to that
 //!    channel; the notice wakes its sessions, and each reads the store after the last message
 //!    it sent. The sender's own session does the same at once: the echo is its acknowledgement.
 //!

@@ -1,8 +1,8 @@
 //! Rides: what a rider asks for, kept in the ride [`store`], and followed as the third kind of
 //! topic.
 //!
-//! `POST /api/rides` creates a ride in `searching` ([`http::create`]); `DELETE
-//! /api/rides/{rideId}` cancels it ([`http::cancel`]); `GET /api/sse/rides/{rideId}`
+//! `POST /api/rides` creates a ride in `searching` ([`api::rides::create`](crate::api::rides::create)); `DELETE
+//! /api/rides/{rideId}` cancels it ([`api::rides::cancel`](crate::api::rides::cancel)); `GET /api/sse/rides/{rideId}`
 //! ([`rider_sse::ride_status`](crate::api::rider_sse::ride_status)) follows its status through the
 //! same hubs and SSE front as locations and surge ([`Topic::RideStatus`](crate::bus::Topic)).
 //!

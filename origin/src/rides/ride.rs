@@ -67,7 +67,7 @@ impl Ride {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RideChange {
     /// `searching` → `driver_assigned`: `driver` took the ride; `tracking_token` (a rider
-    /// token with `drv` = `driver`, see [`Rides::tracking_token`]) goes out with the status.
+    /// token with `drv` = `driver`, see [`Rides::tracking_token`](super::Rides::tracking_token)) goes out with the status.
     Assign { driver: Id, tracking_token: String },
     /// `searching` → `no_driver`: nobody took it.
     NoDriver,
