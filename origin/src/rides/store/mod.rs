@@ -1,5 +1,6 @@
-//! Where rides live: [`EmbeddedRides`](embedded::EmbeddedRides) (a map behind a mutex, one process) or [`RedisRides`](redis::RedisRides)
-//! (one hash per ride, changed only by Lua scripts, shared by every instance).
+//! Where rides live: [`EmbeddedRides`](embedded::EmbeddedRides) (a map behind a mutex, one
+//! process) or [`RedisRides`](redis::RedisRides) (one hash per ride, changed only by Lua
+//! scripts, shared by every instance).
 //!
 //! Both make each change one atomic step: the status is changed only if the current one allows
 //! it ([`RideChange::applies_to`]), the status version `ts` only grows per ride, the ride is
