@@ -10,7 +10,10 @@ use axum::{
     Extension,
     extract::{
         Path, State,
-        ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code},
+        ws::{
+            CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code,
+            rejection::WebSocketUpgradeRejection,
+        },
     },
     response::Response,
 };
@@ -33,7 +36,7 @@ pub async fn driver_link(
     principal: Principal,
     Path(driver_id): Path<String>,
     slot: Option<Extension<ConnectionSlot>>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let driver = Id::parse(&driver_id).map_err(ApiError::invalid_id("driver id"))?;
     upgrade(state, &principal, Topic::DriverLocation(driver), slot, ws)
@@ -45,20 +48,22 @@ pub async fn surge_link(
     principal: Principal,
     ZonePath(zone): ZonePath,
     slot: Option<Extension<ConnectionSlot>>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     upgrade(state, &principal, Topic::SurgeZone(zone), slot, ws)
 }
 
-/// Authorises (an `edge` token; before the upgrade, after the id was checked) and upgrades.
+/// Authorises (an `edge` token; before the upgrade, after the id was checked) and upgrades; a
+/// request that passes and is no upgrade gets a JSON 426 (405 for another method than `GET`).
 fn upgrade(
     state: AppState,
     principal: &Principal,
     topic: Topic,
     slot: Option<Extension<ConnectionSlot>>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     principal.require_role(Role::Edge)?;
+    let ws = ws?;
     if state.drain.is_draining() {
         return Err(ApiError::Unavailable("the instance is draining"));
     }
