@@ -62,10 +62,10 @@ pub async fn upgrade(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     principal.require_role(Role::Driver)?;
-    let ws = ws?;
     if state.drain.is_draining() {
         return Err(ApiError::Unavailable("the instance is draining"));
     }
+    let ws = ws?;
     let permit = state.token_streams.acquire(key)?;
     let driver = principal.claims.sub;
     // Debug level: an enabled span costs every connected driver ~400 bytes of span data, so

@@ -63,10 +63,10 @@ fn upgrade(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     principal.require_role(Role::Edge)?;
-    let ws = ws?;
     if state.drain.is_draining() {
         return Err(ApiError::Unavailable("the instance is draining"));
     }
+    let ws = ws?;
     Ok(ws.max_message_size(LINK_FRAME_LIMIT).max_frame_size(LINK_FRAME_LIMIT).on_upgrade(move |socket| async move {
         let _slot = slot;
         serve(state, topic, socket).await;
