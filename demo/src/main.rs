@@ -1,5 +1,7 @@
 //! `ridecast-demo`: the origin with the live demo. Parse flags, then serve (or print a token).
 
+use std::process::ExitCode;
+
 use clap::Parser;
 use ridecast_demo::cli::Cli;
 use ridecast_origin::app::launch;
@@ -8,7 +10,7 @@ use ridecast_origin::app::launch;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let (invocation, demo) = Cli::parse().split();
-    Ok(launch::run(invocation, |config| ridecast_demo::extension(config, &demo))?)
+    launch::exit(launch::run(invocation, |config| ridecast_demo::extension(config, &demo)))
 }

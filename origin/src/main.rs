@@ -1,5 +1,7 @@
 //! `ridecast-origin`: parse flags, then serve (or print a token).
 
+use std::process::ExitCode;
+
 use clap::Parser;
 use ridecast_origin::{
     Extension,
@@ -10,6 +12,6 @@ use ridecast_origin::{
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-fn main() -> anyhow::Result<()> {
-    Ok(launch::run(Cli::parse().into(), |_| Extension::default())?)
+fn main() -> ExitCode {
+    launch::exit(launch::run(Cli::parse().into(), |_| Extension::default()))
 }

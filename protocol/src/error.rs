@@ -26,12 +26,16 @@ pub enum ErrorCode {
     InvalidSurge,
     /// Nothing is known under this name.
     NotFound,
+    /// The path exists but not for this method (a WebSocket path asked with anything but `GET`).
+    MethodNotAllowed,
     /// The request conflicts with the current state.
     Conflict,
     /// A body or frame is larger than allowed.
     TooLarge,
     /// Too many requests or messages.
     RateLimited,
+    /// A WebSocket path asked with a plain request, not a WebSocket upgrade.
+    UpgradeRequired,
     /// The instance is full or draining; try again (elsewhere) later.
     Unavailable,
     /// The backing store or bus failed.
@@ -46,8 +50,10 @@ impl ErrorCode {
             Self::Forbidden => 403,
             Self::InvalidId | Self::InvalidMessage | Self::InvalidLocation | Self::InvalidSurge => 400,
             Self::NotFound => 404,
+            Self::MethodNotAllowed => 405,
             Self::Conflict => 409,
             Self::TooLarge => 413,
+            Self::UpgradeRequired => 426,
             Self::RateLimited => 429,
             Self::Unavailable => 503,
             Self::Internal => 500,

@@ -57,7 +57,7 @@ pub use driver::{DriverSocket, Fix};
 pub use edge::Edge;
 pub use geo::Route;
 pub use http::{Auth, Endpoint};
-pub use origin::{Origin, OriginBuilder};
+pub use origin::{Exited, Origin, OriginBuilder};
 pub use raw_sse::{RawOptions, RawSse, SseFrame};
 pub use redis::RedisServer;
 pub use redis_cluster::RedisCluster;

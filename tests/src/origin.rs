@@ -1,5 +1,10 @@
 //! `ridecast-origin` (or `ridecast-demo`, the origin with the live demo) as a child process:
-//! built once, started on a free port, stopped for sure.
+//! built once, started on a free port, stopped for sure; or run until it exits by itself
+//! ([`OriginBuilder::run_to_exit`]), for configurations it must refuse.
+//!
+//! Its stdout (`RIDECAST_LISTENING <addr>`, the dev banner) and its stderr (the log lines) go to
+//! two files, so tests can tell what was printed for a person at the console from what the log
+//! pipeline would ship: [`Origin::stdout`] and [`Origin::log`].
 //!
 //! ```no_run
 //! # async fn demo(redis: &ridecast_tests::RedisServer) {
@@ -165,6 +170,39 @@ impl OriginBuilder {
         self
     }
 
+    /// Runs the process (on a free loopback port unless [`OriginBuilder::listen_on`] says otherwise)
+    /// until it exits by itself, probing `/readyz` on its port meanwhile.
+    ///
+    /// # Panics
+    /// If it is still running after `limit`; the panic carries its output.
+    pub async fn run_to_exit(self, limit: Duration) -> Exited {
+        let binary = if self.demo { demo_binary() } else { origin_binary() };
+        let dir = tempfile::Builder::new().prefix("ridecast-origin-").tempdir().expect("temp dir for the origin log");
+        let addr = self.addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], free_port())));
+        let mut origin = self.spawn(binary, addr, dir);
+        origin.quiet_on_drop = true;
+        // An unspecified address (0.0.0.0) is reached through loopback too.
+        let probe = format!("http://127.0.0.1:{}/readyz", addr.port());
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut readyz_answered = false;
+        let status = loop {
+            if let Some(status) = origin.child.try_wait().expect("polling the origin process") {
+                break status;
+            }
+            readyz_answered |= crate::http::status_of(&probe).await.is_some();
+            if tokio::time::Instant::now() >= deadline {
+                let _ = origin.child.start_kill();
+                panic!(
+                    "ridecast-origin was expected to exit by itself, and still ran after {limit:?}; stdout:\n{}\nlog:\n{}",
+                    origin.stdout(),
+                    origin.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        };
+        Exited { status, stdout: origin.stdout(), log: origin.log(), readyz_answered }
+    }
+
     /// Starts the origin on a free port and waits until `/healthz` (and `/readyz`) answer 200.
     ///
     /// # Panics
@@ -181,7 +219,8 @@ impl OriginBuilder {
             match origin.wait_healthy(self.wait_ready).await {
                 Ok(()) => return origin,
                 Err(why) => {
-                    last_failure = format!("{why}; log:\n{}", tail(&origin.log(), 60));
+                    last_failure =
+                        format!("{why}; stdout:\n{}\nlog:\n{}", tail(&origin.stdout(), 20), tail(&origin.log(), 60));
                     let _ = origin.child.start_kill();
                     origin.quiet_on_drop = true;
                 }
@@ -192,8 +231,9 @@ impl OriginBuilder {
 
     fn spawn(&self, binary: &Path, addr: SocketAddr, dir: TempDir) -> Origin {
         let log_path = dir.path().join("origin.log");
+        let stdout_path = dir.path().join("origin.stdout");
         let log = File::create(&log_path).expect("creating the origin log file");
-        let log_for_stderr = log.try_clone().expect("sharing the origin log file");
+        let stdout = File::create(&stdout_path).expect("creating the origin stdout file");
         let mut command = Command::new(binary);
         // The test's own environment must not configure the origin behind our back.
         for (key, _) in std::env::vars_os() {
@@ -210,20 +250,33 @@ impl OriginBuilder {
             .arg(addr.to_string())
             .args(&self.args)
             .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log_for_stderr))
+            .stdout(Stdio::from(stdout))
+            .stderr(Stdio::from(log))
             .kill_on_drop(true);
         let child = command.spawn().unwrap_or_else(|e| panic!("spawning {}: {e}", binary.display()));
-        Origin { child, addr, log_path, _dir: dir, quiet_on_drop: false }
+        Origin { child, addr, log_path, stdout_path, _dir: dir, quiet_on_drop: false }
     }
 }
 
-/// A running `ridecast-origin`, killed when dropped (its log is printed if the test failed).
+/// How a process run by [`OriginBuilder::run_to_exit`] ended.
+#[derive(Debug)]
+pub struct Exited {
+    pub status: ExitStatus,
+    /// What it printed on stdout.
+    pub stdout: String,
+    /// What it wrote on stderr: its log lines, and the error it stopped with.
+    pub log: String,
+    /// Whether anything answered on its port's `/readyz` while it ran.
+    pub readyz_answered: bool,
+}
+
+/// A running `ridecast-origin`, killed when dropped (its output is printed if the test failed).
 #[derive(Debug)]
 pub struct Origin {
     child: Child,
     addr: SocketAddr,
     log_path: PathBuf,
+    stdout_path: PathBuf,
     _dir: TempDir,
     quiet_on_drop: bool,
 }
@@ -249,9 +302,15 @@ impl Origin {
         format!("ws://{}{path}", self.addr)
     }
 
-    /// Everything the process wrote to stdout and stderr so far.
+    /// Everything the process wrote to stderr so far: its log lines (what a log pipeline ships).
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_else(|e| format!("(no origin log: {e})"))
+    }
+
+    /// Everything the process printed on stdout so far: `RIDECAST_LISTENING <addr>`, and in dev
+    /// mode the banner with its tokens.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.stdout_path).unwrap_or_else(|e| format!("(no origin stdout: {e})"))
     }
 
     /// The process id while the process runs (`None` once it has been reaped), for reading
@@ -335,7 +394,12 @@ impl crate::http::Endpoint for Origin {
 impl Drop for Origin {
     fn drop(&mut self) {
         if std::thread::panicking() && !self.quiet_on_drop {
-            eprintln!("---- ridecast-origin on {} log (tail) ----\n{}", self.addr, tail(&self.log(), 80));
+            eprintln!(
+                "---- ridecast-origin on {} stdout (tail) ----\n{}\n---- its log (tail) ----\n{}",
+                self.addr,
+                tail(&self.stdout(), 20),
+                tail(&self.log(), 80)
+            );
         }
         let _ = self.child.start_kill();
     }

@@ -95,6 +95,29 @@ impl RedisServer {
         }
     }
 
+    /// Sends one command straight to the server, bypassing every origin (to garble what they
+    /// stored, say), and returns its reply as Redis wrote it (`:1\r\n`, `+OK\r\n`, ...).
+    ///
+    /// # Panics
+    /// If the server does not answer within a second.
+    pub async fn command(&self, args: &[&str]) -> String {
+        let mut request = format!("*{}\r\n", args.len());
+        for arg in args {
+            request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        }
+        let exchange = async {
+            let mut stream = TcpStream::connect(("127.0.0.1", self.port)).await.ok()?;
+            stream.write_all(request.as_bytes()).await.ok()?;
+            let mut reply = vec![0u8; 4096];
+            let n = stream.read(&mut reply).await.ok()?;
+            Some(String::from_utf8_lossy(&reply[..n]).into_owned())
+        };
+        match tokio::time::timeout(Duration::from_secs(1), exchange).await {
+            Ok(Some(reply)) => reply,
+            _ => panic!("redis on port {} did not answer {args:?}", self.port),
+        }
+    }
+
     /// The server's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_else(|e| format!("(no redis log: {e})"))

@@ -15,7 +15,7 @@ use axum::{
     Extension,
     extract::{
         RawQuery, State,
-        ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code},
+        ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code, rejection::WebSocketUpgradeRejection},
     },
     response::Response,
 };
@@ -47,7 +47,8 @@ const HISTORY_PAGE: usize = 100;
 /// (typing indicators only need to be fresh).
 const TYPING_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Authorises (before any upgrade: failures are plain HTTP errors) and upgrades.
+/// Authorises (before any upgrade: failures are plain HTTP errors) and upgrades. A request that
+/// passes and is no upgrade gets a JSON 426 (405 for another method than `GET`).
 pub async fn upgrade(
     State(state): State<AppState>,
     principal: Principal,
@@ -55,7 +56,7 @@ pub async fn upgrade(
     RawQuery(query): RawQuery,
     key: StreamKey,
     slot: Option<Extension<ConnectionSlot>>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let since = since(query.as_deref())?;
     if !matches!(principal.claims.role, Role::Rider | Role::Driver) {
@@ -67,6 +68,7 @@ pub async fn upgrade(
     }
     let ride = state.rides.get(&ride_id).await?.ok_or_else(|| ApiError::NotFound(format!("no ride {ride_id}")))?;
     let role = ride.chat_role(&principal.claims).ok_or_else(|| AuthError::NotInRide(ride_id.clone()))?;
+    let ws = ws?;
     let permit = state.token_streams.acquire(key)?;
     // Seated before the upgrade answer: a notice sent once the client sees it is not missed.
     let seat = state.chat.join(&ride_id);

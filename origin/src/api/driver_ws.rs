@@ -16,7 +16,7 @@ use axum::{
     Extension,
     extract::{
         State,
-        ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code},
+        ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code, rejection::WebSocketUpgradeRejection},
     },
     response::Response,
 };
@@ -52,18 +52,20 @@ const READ_BUFFER_BYTES: usize = 512;
 /// or at least this often (which also keeps it from counting as stale).
 const POSITION_REFRESH: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Authenticates (before any upgrade: failures are plain 401/403) and upgrades.
+/// Authenticates (before any upgrade: failures are plain 401/403) and upgrades. A request that
+/// passes and is no upgrade gets a JSON 426 (405 for another method than `GET`).
 pub async fn upgrade(
     State(state): State<AppState>,
     principal: Principal,
     key: StreamKey,
     slot: Option<Extension<ConnectionSlot>>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     principal.require_role(Role::Driver)?;
     if state.drain.is_draining() {
         return Err(ApiError::Unavailable("the instance is draining"));
     }
+    let ws = ws?;
     let permit = state.token_streams.acquire(key)?;
     let driver = principal.claims.sub;
     // Debug level: an enabled span costs every connected driver ~400 bytes of span data, so

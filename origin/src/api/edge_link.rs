@@ -10,7 +10,10 @@ use axum::{
     Extension,
     extract::{
         Path, State,
-        ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code},
+        ws::{
+            CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code,
+            rejection::WebSocketUpgradeRejection,
+        },
     },
     response::Response,
 };
@@ -33,7 +36,7 @@ pub async fn driver_link(
     principal: Principal,
     Path(driver_id): Path<String>,
     slot: Option<Extension<ConnectionSlot>>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let driver = Id::parse(&driver_id).map_err(ApiError::invalid_id("driver id"))?;
     upgrade(state, &principal, Topic::DriverLocation(driver), slot, ws)
@@ -45,23 +48,25 @@ pub async fn surge_link(
     principal: Principal,
     ZonePath(zone): ZonePath,
     slot: Option<Extension<ConnectionSlot>>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     upgrade(state, &principal, Topic::SurgeZone(zone), slot, ws)
 }
 
-/// Authorises (an `edge` token; before the upgrade, after the id was checked) and upgrades.
+/// Authorises (an `edge` token; before the upgrade, after the id was checked) and upgrades; a
+/// request that passes and is no upgrade gets a JSON 426 (405 for another method than `GET`).
 fn upgrade(
     state: AppState,
     principal: &Principal,
     topic: Topic,
     slot: Option<Extension<ConnectionSlot>>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     principal.require_role(Role::Edge)?;
     if state.drain.is_draining() {
         return Err(ApiError::Unavailable("the instance is draining"));
     }
+    let ws = ws?;
     Ok(ws.max_message_size(LINK_FRAME_LIMIT).max_frame_size(LINK_FRAME_LIMIT).on_upgrade(move |socket| async move {
         let _slot = slot;
         serve(state, topic, socket).await;

@@ -2,10 +2,13 @@
 
 use axum::{
     Json,
-    extract::rejection::BytesRejection,
+    extract::{rejection::BytesRejection, ws::rejection::WebSocketUpgradeRejection},
     response::{IntoResponse, Response},
 };
-use http::{HeaderValue, StatusCode, header::RETRY_AFTER};
+use http::{
+    HeaderValue, StatusCode,
+    header::{ALLOW, RETRY_AFTER, UPGRADE},
+};
 use ridecast_protocol::{
     ErrorBody, ErrorCode, InvalidId, TokenError, ride::RideRequestError, surge::SurgeRequestError,
 };
@@ -56,6 +59,27 @@ pub enum ApiError {
     /// A token this instance hands out could not be signed (500).
     #[error("could not sign a token")]
     Signing(#[source] TokenError),
+    /// A WebSocket path asked with another method than `GET` (405, `Allow: GET`).
+    #[error("this path is a WebSocket: open it with GET and the WebSocket upgrade headers")]
+    WrongMethod,
+    /// A WebSocket path asked with a plain request, after every check an upgrade gets passed
+    /// (426, `Upgrade: websocket`).
+    #[error(
+        "this path is a WebSocket and the request is not an upgrade ({0}): send `Connection: Upgrade`, \
+         `Upgrade: websocket`, `Sec-WebSocket-Version: 13` and a `Sec-WebSocket-Key`"
+    )]
+    NotAnUpgrade(#[source] WebSocketUpgradeRejection),
+}
+
+impl From<WebSocketUpgradeRejection> for ApiError {
+    fn from(rejection: WebSocketUpgradeRejection) -> Self {
+        match rejection {
+            WebSocketUpgradeRejection::MethodNotGet(_) | WebSocketUpgradeRejection::MethodNotConnect(_) => {
+                Self::WrongMethod
+            }
+            other => Self::NotAnUpgrade(other),
+        }
+    }
 }
 
 impl From<RideError> for ApiError {
@@ -100,11 +124,14 @@ impl ApiError {
             Self::Ride(_) | Self::Signing(_) => ErrorCode::Internal,
             Self::Conflict(_) => ErrorCode::Conflict,
             Self::TooManyStreams(_) => ErrorCode::RateLimited,
+            Self::WrongMethod => ErrorCode::MethodNotAllowed,
+            Self::NotAnUpgrade(_) => ErrorCode::UpgradeRequired,
         }
     }
 }
 
-/// Attached to 5xx responses so the logging middleware can say what went wrong.
+/// Attached to 5xx responses so the logging middleware can say what went wrong. It names what
+/// failed, never values that may be secret (see [`BackendError`]).
 #[derive(Debug, Clone)]
 pub struct ServerFailure(pub String);
 
@@ -115,6 +142,11 @@ impl IntoResponse for ApiError {
         let mut response = (status, Json(ErrorBody::new(code, self.to_string()))).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
             response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        match &self {
+            Self::WrongMethod => _ = response.headers_mut().insert(ALLOW, HeaderValue::from_static("GET")),
+            Self::NotAnUpgrade(_) => _ = response.headers_mut().insert(UPGRADE, HeaderValue::from_static("websocket")),
+            _ => {}
         }
         // Draining and full are expected states, not failures; a backend error is worth a log line.
         let failure = match &self {
@@ -180,6 +212,24 @@ mod tests {
         let ride = ridecast_protocol::Id::parse("r1").expect("id");
         assert_eq!(ApiError::Auth(AuthError::NotThisRide(ride)).into_response().status(), 403);
         assert_eq!(ApiError::Conflict("ended".into()).into_response().status(), 409);
+    }
+
+    /// What axum's extractor says of a plain `method` request to a WebSocket path.
+    async fn plain_request_rejection(method: http::Method) -> WebSocketUpgradeRejection {
+        use axum::extract::{FromRequestParts, ws::WebSocketUpgrade};
+        let (mut parts, ()) =
+            http::Request::builder().method(method).uri("/ws/rides").body(()).expect("request").into_parts();
+        WebSocketUpgrade::from_request_parts(&mut parts, &()).await.map(|_| ()).expect_err("not an upgrade")
+    }
+
+    #[tokio::test]
+    async fn a_plain_request_to_a_websocket_path_is_426_and_another_method_405() {
+        let plain = ApiError::from(plain_request_rejection(http::Method::GET).await).into_response();
+        assert_eq!(plain.status(), StatusCode::UPGRADE_REQUIRED);
+        assert_eq!(plain.headers()[UPGRADE], "websocket");
+        let post = ApiError::from(plain_request_rejection(http::Method::POST).await).into_response();
+        assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(post.headers()[ALLOW], "GET");
     }
 
     #[test]

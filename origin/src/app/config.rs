@@ -252,6 +252,37 @@ fn rate(raw: &str) -> Result<f64, String> {
     }
 }
 
+/// A configuration the origin refuses to serve with: each would let anyone in.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnsafeConfig {
+    /// Dev mode signs with a secret printed in this source code: anyone who can reach the
+    /// listener could mint any token.
+    #[error(
+        "{} is not set, so tokens would be signed with the public dev secret, and dev mode only runs on a \
+         loopback address; --listen {listen} can be reached from other machines. Set {} (a long random \
+         secret), or listen on 127.0.0.1",
+        env::TOKEN_SECRET,
+        env::TOKEN_SECRET
+    )]
+    DevModeNotLoopback { listen: SocketAddr },
+    /// Dev mode with Redis means instances that share riders and drivers with others, all
+    /// trusting the public dev secret.
+    #[error(
+        "{} is not set, so tokens would be signed with the public dev secret, and dev mode only runs \
+         without Redis (one local instance); a Redis URL is set. Set {} on every instance",
+        env::TOKEN_SECRET,
+        env::TOKEN_SECRET
+    )]
+    DevModeWithRedis,
+    /// `*` lets every web page on the internet call the API with a user's tokens.
+    #[error(
+        "--cors-origins '*' (or RIDECAST_CORS_ORIGINS) lets any web page call this API, and is accepted in dev \
+         mode only; with {} set, list the browser origins of your web apps instead",
+        env::TOKEN_SECRET
+    )]
+    OpenCorsWithSecret,
+}
+
 /// Everything the server needs, resolved.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -271,6 +302,25 @@ pub struct Config {
 }
 
 impl Config {
+    /// Whether it is safe to serve with this configuration (PROTOCOL v1.1: dev mode is local
+    /// only, and `*` as a CORS origin is for dev mode only).
+    ///
+    /// # Errors
+    /// [`UnsafeConfig`] names what is wrong and what to set instead.
+    pub fn check_safe(&self) -> Result<(), UnsafeConfig> {
+        if self.secrets.dev_mode {
+            if !self.listen.ip().is_loopback() {
+                return Err(UnsafeConfig::DevModeNotLoopback { listen: self.listen });
+            }
+            if self.redis_url.is_some() {
+                return Err(UnsafeConfig::DevModeWithRedis);
+            }
+        } else if self.api.cors_origins.iter().any(|origin| origin == "*") {
+            return Err(UnsafeConfig::OpenCorsWithSecret);
+        }
+        Ok(())
+    }
+
     pub fn new(args: ServeArgs, secrets: Secrets) -> Self {
         let cors_origins = if args.cors_origins.is_empty() && secrets.dev_mode {
             vec!["*".to_owned()]
@@ -346,6 +396,38 @@ mod tests {
         assert!(!secrets.dev_mode);
         let config = Config::new(Cli::parse_from(["ridecast-origin"]).serve, secrets);
         assert!(config.api.cors_origins.is_empty());
+    }
+
+    fn config(secret: Option<&str>, args: &[&str]) -> Config {
+        let secrets =
+            Secrets::load(|n| (n == env::TOKEN_SECRET).then(|| secret.map(str::to_owned)).flatten()).expect("secrets");
+        let args = std::iter::once("ridecast-origin").chain(args.iter().copied());
+        Config::new(Cli::parse_from(args).serve, secrets)
+    }
+
+    #[test]
+    fn dev_mode_runs_on_loopback_without_redis_only() {
+        assert_eq!(config(None, &[]).check_safe(), Ok(()));
+        assert_eq!(config(None, &["--listen", "[::1]:0"]).check_safe(), Ok(()));
+        let anywhere = config(None, &["--listen", "0.0.0.0:8080"]).check_safe();
+        assert!(matches!(anywhere, Err(UnsafeConfig::DevModeNotLoopback { .. })), "{anywhere:?}");
+        let lan = config(None, &["--listen", "192.168.1.5:8080"]).check_safe();
+        assert!(matches!(lan, Err(UnsafeConfig::DevModeNotLoopback { .. })), "{lan:?}");
+        let redis = config(None, &["--redis-url", "redis://127.0.0.1:6379"]).check_safe();
+        assert_eq!(redis, Err(UnsafeConfig::DevModeWithRedis));
+        let message = UnsafeConfig::DevModeWithRedis.to_string();
+        assert!(message.contains(env::TOKEN_SECRET), "{message}");
+    }
+
+    #[test]
+    fn a_secret_makes_any_address_and_redis_fine_but_refuses_open_cors() {
+        let production = ["--listen", "0.0.0.0:8080", "--redis-url", "redis://r:6379", "--cors-origins", "https://a"];
+        assert_eq!(config(Some("s"), &production).check_safe(), Ok(()));
+        for origins in ["*", "https://a,*", " * "] {
+            let open = config(Some("s"), &["--cors-origins", origins]).check_safe();
+            assert_eq!(open, Err(UnsafeConfig::OpenCorsWithSecret), "{origins}");
+        }
+        assert_eq!(config(None, &["--cors-origins", "*"]).check_safe(), Ok(()), "dev mode may open CORS");
     }
 
     #[test]

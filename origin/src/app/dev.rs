@@ -35,7 +35,8 @@ pub fn mint(keys: &TokenKeys, args: &TokenArgs) -> Result<String, MintError> {
     Ok(keys.mint(&claims)?)
 }
 
-/// The loud dev-mode notice, with a working driver token and rider URL.
+/// The loud dev-mode notice, with a working driver token and rider URL. For stdout only: it
+/// carries tokens, which never go through the log pipeline.
 pub fn banner(keys: &TokenKeys, addr: SocketAddr) -> String {
     let day = |role, sub: &str, driver: Option<&str>| {
         let args = TokenArgs { role, sub: sub.into(), driver: driver.map(Into::into), ride: None, ttl: 86_400 };

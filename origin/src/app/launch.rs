@@ -3,13 +3,13 @@
 //! an [`Extension`] until SIGTERM or ctrl-c. `ridecast-origin` and `ridecast-demo` share it, so
 //! both start, log and stop the same way.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, process::ExitCode};
 
 use ridecast_protocol::TokenError;
 use tokio::net::{TcpListener, TcpSocket};
 
 use crate::app::{
-    config::{Cli, Command, Config, LogFormat, Secrets, ServeArgs, TokenArgs, env},
+    config::{Cli, Command, Config, LogFormat, Secrets, ServeArgs, TokenArgs, UnsafeConfig, env},
     dev::{self, MintError},
     extension::Extension,
     server::{self, ServerError},
@@ -40,6 +40,8 @@ impl From<Cli> for Invocation {
 pub enum LaunchError {
     #[error("reading {}", env::TOKEN_SECRET)]
     Secrets(#[source] TokenError),
+    #[error("refusing to start")]
+    Unsafe(#[from] UnsafeConfig),
     #[error("printing the token")]
     Mint(#[from] MintError),
     #[error("starting the runtime")]
@@ -54,14 +56,44 @@ pub enum LaunchError {
     Serve(#[from] ServerError),
 }
 
+impl LaunchError {
+    /// The process's exit status: 2 for a configuration that cannot be served (as clap exits for
+    /// bad flags), 1 for a failure while running.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Secrets(_) | Self::Unsafe(_) => 2,
+            Self::Mint(_) | Self::Runtime(_) | Self::Bind { .. } | Self::Serve(_) => 1,
+        }
+    }
+}
+
+/// What `main` returns for `result`: success, or the error and its causes on stderr and
+/// [`LaunchError::exit_code`].
+pub fn exit(result: Result<(), LaunchError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let mut text = format!("Error: {error}");
+            let mut source = std::error::Error::source(&error);
+            while let Some(cause) = source {
+                text.push_str(&format!("\n  caused by: {cause}"));
+                source = cause.source();
+            }
+            eprintln!("{text}");
+            ExitCode::from(error.exit_code())
+        }
+    }
+}
+
 /// Carries out `invocation`; when it is to serve, with the [`Extension`] `extension` builds
 /// from the resolved configuration.
 ///
 /// Once bound it prints `RIDECAST_LISTENING <addr>` on stdout (scripts and tests wait for it)
-/// and, in dev mode, the dev banner.
+/// and, in dev mode, the dev banner: on stdout only, because it carries working tokens and logs
+/// are shipped and kept.
 ///
 /// # Errors
-/// [`LaunchError`] says which step failed.
+/// [`LaunchError`] says which step failed; [`LaunchError::Unsafe`] before anything is bound.
 pub fn run(invocation: Invocation, extension: impl FnOnce(&Config) -> Extension) -> Result<(), LaunchError> {
     let secrets = Secrets::from_env().map_err(LaunchError::Secrets)?;
     match invocation {
@@ -76,6 +108,7 @@ pub fn run(invocation: Invocation, extension: impl FnOnce(&Config) -> Extension)
 fn serve(args: ServeArgs, secrets: Secrets, extension: impl FnOnce(&Config) -> Extension) -> Result<(), LaunchError> {
     init_logging(args.log_format);
     let config = Config::new(args, secrets);
+    config.check_safe()?;
     raise_fd_limit(config.max_connections);
     let extension = extension(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(LaunchError::Runtime)?;
@@ -86,7 +119,11 @@ fn serve(args: ServeArgs, secrets: Secrets, extension: impl FnOnce(&Config) -> E
         tracing::info!(%addr, "listening");
         println!("RIDECAST_LISTENING {addr}");
         if config.secrets.dev_mode {
-            tracing::warn!("{}", dev::banner(&config.secrets.keys, addr));
+            tracing::warn!(
+                "DEV MODE: {} is not set; tokens are signed with a public secret and CORS is open. Local use only",
+                env::TOKEN_SECRET
+            );
+            println!("{}", dev::banner(&config.secrets.keys, addr));
         }
         server::run_with(listener, config, extension, shutdown_signal()).await?;
         Ok(())

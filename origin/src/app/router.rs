@@ -5,7 +5,7 @@ use axum::{
     extract::DefaultBodyLimit,
     middleware,
     response::{IntoResponse, Response},
-    routing::{delete, get, post},
+    routing::{any, delete, get, post},
 };
 use http::{HeaderName, HeaderValue, Method, header};
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -28,9 +28,11 @@ pub fn router(state: AppState) -> Router {
 pub fn router_with(state: AppState, extra: Router) -> Router {
     let cors = cors_layer(&state.config.cors_origins);
     let max_body = state.config.max_body_bytes;
+    // WebSocket paths take any method, so that a wrong one meets the same checks as an upgrade
+    // and a JSON 405 after them (PROTOCOL v1.1), not the router's bare one.
     let routes = Router::new()
-        .route("/ws/rides", get(driver_ws::upgrade))
-        .route("/ws/chat/{ride_id}", get(chat::upgrade))
+        .route("/ws/rides", any(driver_ws::upgrade))
+        .route("/ws/chat/{ride_id}", any(chat::upgrade))
         .route("/api/sse/drivers/{driver_id}/location", get(rider_sse::driver_location))
         .route("/api/sse/surge/{zone_id}", get(rider_sse::surge_zone))
         .route("/api/sse/rides/{ride_id}", get(rider_sse::ride_status))
@@ -38,8 +40,8 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
         .route("/api/surge/{zone_id}", post(surge::set))
         .route("/api/rides", post(rides::create))
         .route("/api/rides/{ride_id}", delete(rides::cancel))
-        .route("/edge/v1/drivers/{driver_id}", get(edge_link::driver_link))
-        .route("/edge/v1/surge/{zone_id}", get(edge_link::surge_link))
+        .route("/edge/v1/drivers/{driver_id}", any(edge_link::driver_link))
+        .route("/edge/v1/surge/{zone_id}", any(edge_link::surge_link))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -75,14 +75,29 @@ pub enum IngestOutcome {
 }
 
 /// Why the backend could not do what was asked.
+///
+/// Server failures are logged, so the texts here name keys, fields and shapes, never the values
+/// stored under them: a ride's hash holds its tracking token, a chat its messages, and a Redis
+/// URL may hold a password.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     #[error("redis: {0}")]
     Redis(#[from] fred::error::Error),
     #[error("invalid --redis-url: {0}")]
     InvalidUrl(String),
-    #[error("redis answered {0:?}, which this version does not understand")]
+    #[error("redis answered {0}, which this version does not understand")]
     UnexpectedReply(String),
+}
+
+/// A script's reply described for an error without its values: how many items, and the first
+/// when it is one of the short outcome words scripts answer with (`created`, `refused`, ...).
+pub fn reply_shape(reply: &[String]) -> String {
+    match reply.first() {
+        Some(first) if first.len() <= 16 && first.chars().all(|c| c.is_ascii_lowercase() || c == '_') => {
+            format!("{} items, the first {first:?}", reply.len())
+        }
+        _ => format!("{} items", reply.len()),
+    }
 }
 
 /// Storage and pub/sub shared between instances.

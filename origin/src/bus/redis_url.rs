@@ -17,7 +17,7 @@ const SCHEMES: [&str; 3] = ["redis", "redis-cluster", "redis-sentinel"];
 ///
 /// # Errors
 /// [`BackendError::InvalidUrl`] if it is not a Redis or Redis Cluster URL, naming what is
-/// wrong.
+/// wrong but never quoting the URL: it may carry a password, and startup errors are logged.
 pub fn parse(url: &str) -> Result<RedisConfig, BackendError> {
     let url = with_seed_nodes_as_query(url)?;
     RedisConfig::from_url(&url).map_err(|error| BackendError::InvalidUrl(error.details().to_string()))
@@ -26,7 +26,7 @@ pub fn parse(url: &str) -> Result<RedisConfig, BackendError> {
 /// `redis-cluster://user:pass@a:1,b:2/?x=y` as `redis-cluster://user:pass@a:1/?x=y&node=b:2`.
 fn with_seed_nodes_as_query(url: &str) -> Result<String, BackendError> {
     let Some((scheme, rest)) = url.split_once("://") else {
-        return Err(BackendError::InvalidUrl(format!("{url:?} has no scheme (redis://, redis-cluster://)")));
+        return Err(BackendError::InvalidUrl("the URL has no scheme (redis://, redis-cluster://)".into()));
     };
     // Without a TLS connector built in, the client library would connect in plain text and
     // only log a warning: refuse instead of downgrading quietly.
@@ -37,7 +37,9 @@ fn with_seed_nodes_as_query(url: &str) -> Result<String, BackendError> {
         )));
     }
     if !SCHEMES.contains(&scheme) {
-        return Err(BackendError::InvalidUrl(format!("{url:?}: the scheme must be one of {SCHEMES:?}")));
+        // Quoted only when it looks like a scheme: text before `://` could hold credentials.
+        let named = if scheme.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') { scheme } else { "given" };
+        return Err(BackendError::InvalidUrl(format!("the {named} scheme is not one of {SCHEMES:?}")));
     }
     if !scheme.ends_with("-cluster") {
         return Ok(url.to_string());
@@ -52,7 +54,7 @@ fn with_seed_nodes_as_query(url: &str) -> Result<String, BackendError> {
     let first = nodes.next().unwrap_or_default();
     let others: Vec<&str> = nodes.collect();
     if first.is_empty() || others.iter().any(|node| node.is_empty()) {
-        return Err(BackendError::InvalidUrl(format!("{url:?} lists an empty cluster node")));
+        return Err(BackendError::InvalidUrl("the cluster URL lists an empty node".into()));
     }
     let mut rewritten = format!("{scheme}://");
     if let Some(credentials) = credentials {
@@ -124,6 +126,22 @@ mod tests {
                 Err(BackendError::InvalidUrl(why)) => assert!(!why.is_empty(), "{url}"),
                 other => panic!("{url} gave {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn no_error_quotes_the_password() {
+        let wrong = [
+            "ridecast:s3cret@10.0.0.1:6379",
+            "redis-cluster://ridecast:s3cret@a:1,,b:2",
+            "http://ridecast:s3cret@x:6379",
+            "s3cret@x://y",
+            "redis://ridecast:s3cret@[::1:6379",
+            "redis://ridecast:s3cret@x:notaport",
+        ];
+        for url in wrong {
+            let error = parse(url).expect_err(url).to_string();
+            assert!(!error.contains("s3cret"), "{url} gave {error}");
         }
     }
 }

@@ -63,8 +63,9 @@ impl RedisChat {
     }
 }
 
+/// Names what was expected and the kind of value found, not the value: chat text is private.
 fn unexpected(what: &str, value: &Value) -> BackendError {
-    BackendError::UnexpectedReply(format!("{what}: {value:?}"))
+    BackendError::UnexpectedReply(format!("{what} as a {:?}", value.kind()))
 }
 
 /// A stream entry (`[id, [field, value, ...]]` parts) as a message.
@@ -80,7 +81,7 @@ fn entry(id: &Value, fields: &Value) -> Result<ChatMessage, BackendError> {
     let from = map
         .get("from")
         .and_then(|raw| ChatRole::parse(raw))
-        .ok_or_else(|| BackendError::UnexpectedReply(format!("chat sender {:?}", map.get("from"))))?;
+        .ok_or_else(|| BackendError::UnexpectedReply("a chat entry without a valid sender".into()))?;
     Ok(ChatMessage {
         id,
         from,

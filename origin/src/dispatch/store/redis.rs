@@ -82,7 +82,8 @@ impl RedisDispatch {
 
 /// An offer's stored JSON, back as an [`Offer`].
 fn parse_offer(json: &str) -> Result<Offer, BackendError> {
-    serde_json::from_str(json).map_err(|_| BackendError::UnexpectedReply(format!("offer json {json:?}")))
+    // Not quoted: an offer holds the rider's pickup and dropoff.
+    serde_json::from_str(json).map_err(|_| BackendError::UnexpectedReply("an offer whose JSON is garbled".into()))
 }
 
 fn parse_state(raw: Option<&String>) -> Result<OfferState, BackendError> {
@@ -97,7 +98,7 @@ fn parse_id(raw: Option<&String>) -> Result<Id, BackendError> {
 }
 
 fn unexpected(reply: &[String]) -> BackendError {
-    BackendError::UnexpectedReply(format!("{reply:?}"))
+    BackendError::UnexpectedReply(crate::bus::reply_shape(reply))
 }
 
 #[async_trait]

@@ -20,7 +20,7 @@ use ridecast_protocol::{Id, LatLng, RideState, RideStatus, channels};
 use super::RideStore;
 use crate::{
     base::clock,
-    bus::{BackendError, pubsub::PubSub},
+    bus::{BackendError, pubsub::PubSub, reply_shape},
     rides::ride::{NewRide, Ride, RideChange, RideChangeOutcome},
 };
 
@@ -131,7 +131,7 @@ impl RideStore for RedisRides {
                 expect_status(&ride, RideStatus::Searching)?;
                 Ok(Some(ride))
             }
-            _ => Err(BackendError::UnexpectedReply(format!("{reply:?}"))),
+            _ => Err(BackendError::UnexpectedReply(reply_shape(&reply))),
         }
     }
 
@@ -173,7 +173,7 @@ impl RideStore for RedisRides {
                 expect_status(&ride, change.target())?;
                 Ok(RideChangeOutcome::Applied(ride))
             }
-            _ => Err(BackendError::UnexpectedReply(format!("{reply:?}"))),
+            _ => Err(BackendError::UnexpectedReply(reply_shape(&reply))),
         }
     }
 }
@@ -187,16 +187,17 @@ fn point_json(point: &LatLng) -> String {
 /// A flat `HGETALL` reply (`field, value, field, value, ...`) as pairs.
 fn pairs(flat: &[String]) -> Result<impl Iterator<Item = (String, String)>, BackendError> {
     if !flat.len().is_multiple_of(2) {
-        return Err(BackendError::UnexpectedReply(format!("an odd-length hash reply: {flat:?}")));
+        return Err(BackendError::UnexpectedReply(format!("a hash of an odd length ({})", flat.len())));
     }
     Ok(flat.chunks_exact(2).map(|pair| (pair[0].clone(), pair[1].clone())))
 }
 
 /// A ride from its hash's fields (see the module docs), checked: anything missing or garbled is
-/// [`BackendError::UnexpectedReply`], never a half-read ride.
+/// [`BackendError::UnexpectedReply`], never a half-read ride. The error names the field, not
+/// the values: `json` carries the ride's tracking token, and server failures are logged.
 fn ride_from_fields(id: &Id, fields: impl IntoIterator<Item = (String, String)>) -> Result<Ride, BackendError> {
     let fields: HashMap<String, String> = fields.into_iter().collect();
-    let garbled = |field: &str| BackendError::UnexpectedReply(format!("ride {id} has no valid {field:?}: {fields:?}"));
+    let garbled = |field: &str| BackendError::UnexpectedReply(format!("ride {id} with no valid field {field:?}"));
     let text = |field: &str| fields.get(field).ok_or_else(|| garbled(field));
     let id_field = |field: &str| text(field).and_then(|raw| Id::parse(raw).map_err(|_| garbled(field)));
     let point = |field: &str| text(field).and_then(|raw| serde_json::from_str(raw).map_err(|_| garbled(field)));
