@@ -446,11 +446,9 @@ async fn a_token_not_allowed_here_is_403_before_an_unknown_thing_is_404() {
 }
 
 #[tokio::test]
-async fn a_plain_get_on_a_websocket_path_passes_the_token_and_id_checks_then_is_refused_as_no_upgrade() {
-    // Pinned as the code answers today. PROTOCOL v1.1 ("WebSocket paths") asks for the JSON
-    // error form after the same 401/400/403/404 checks as an upgrade; today axum's upgrade
-    // extractor answers its own plain-text 400 before the role, ride and permission checks,
-    // so a token an upgrade would refuse with 403 or 404 gets this 400 too.
+async fn a_plain_get_on_a_websocket_path_gets_every_check_of_an_upgrade_then_426_in_the_json_form() {
+    // PROTOCOL v1.1 ("WebSocket paths"): the same 401/400/403/404 checks as an upgrade, in that
+    // order, then the JSON error form for the missing upgrade.
     let api = TestApi::start().await;
     api.get("/ws/rides").send().await.expect_error(401, "missing_token", "/ws/rides without a token");
     let chat = format!("/ws/chat/{UNKNOWN_RIDE}");
@@ -459,19 +457,22 @@ async fn a_plain_get_on_a_websocket_path_passes_the_token_and_id_checks_then_is_
     api.get("/ws/chat/a.b").bearer(&rider).send().await.expect_error(400, "invalid_id", "/ws/chat/a.b");
 
     let (ride, _) = api.request_ride(&rider).await;
-    let cases = [
+    let refused = [
+        ("the driver socket, a rider token", "/ws/rides".to_owned(), api.tracker("r1", "d1"), 403),
+        ("an unknown ride's chat", chat.clone(), rider.clone(), 404),
+        ("a ride's chat, an ops token", format!("/ws/chat/{ride}"), api.role(Role::Ops, "r1"), 403),
+        ("a ride's chat, another rider", format!("/ws/chat/{ride}"), api.rider("r2"), 403),
+    ];
+    for (what, path, token, status) in refused {
+        let answer = api.get(&path).bearer(&token).send().await;
+        assert_eq!(answer.status.as_u16(), status, "{what}: {}", answer.text());
+    }
+    let allowed = [
         ("the driver socket, a driver token", "/ws/rides".to_owned(), api.role(Role::Driver, "d1")),
-        ("the driver socket, a rider token (an upgrade: 403)", "/ws/rides".to_owned(), api.tracker("r1", "d1")),
-        ("an unknown ride's chat (an upgrade: 404)", chat.clone(), rider.clone()),
-        ("a ride's chat, an ops token (an upgrade: 403)", format!("/ws/chat/{ride}"), api.role(Role::Ops, "r1")),
-        ("a ride's chat, another rider (an upgrade: 403)", format!("/ws/chat/{ride}"), api.rider("r2")),
         ("a ride's chat, its creator", format!("/ws/chat/{ride}"), rider.clone()),
     ];
-    for (what, path, token) in cases {
-        let answer = api.get(&path).bearer(&token).send().await;
-        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{what}: {}", answer.text());
-        assert_eq!(answer.header("content-type"), Some("text/plain; charset=utf-8"), "{what}");
-        assert_eq!(answer.text(), "Connection header did not include 'upgrade'", "{what}");
+    for (what, path, token) in allowed {
+        api.get(&path).bearer(&token).send().await.expect_error(426, "upgrade_required", what);
     }
     api.stop().await;
 }
@@ -479,6 +480,22 @@ async fn a_plain_get_on_a_websocket_path_passes_the_token_and_id_checks_then_is_
 // ---------------------------------------------------------------------------------------------
 // Errors
 // ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_known_path_asked_with_another_method_is_405_in_the_json_error_form() {
+    let api = TestApi::start().await;
+    for (method, path) in [
+        (Method::GET, "/api/rides"),
+        (Method::PUT, "/api/rides/x"),
+        (Method::GET, "/api/surge/z1"),
+        (Method::POST, "/api/drivers/d1/location"),
+    ] {
+        let what = format!("{method} {path}");
+        let message = api.call(method.clone(), path).send().await.expect_error(405, "method_not_allowed", &what);
+        assert!(message.contains(path), "the message names the path {path}: {message:?}");
+    }
+    api.stop().await;
+}
 
 #[tokio::test]
 async fn an_unknown_route_is_404_in_the_json_error_form() {

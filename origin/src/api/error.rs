@@ -59,6 +59,9 @@ pub enum ApiError {
     /// A token this instance hands out could not be signed (500).
     #[error("could not sign a token")]
     Signing(#[source] TokenError),
+    /// A known path asked with a method it does not serve (405).
+    #[error("{0}")]
+    MethodNotAllowed(String),
     /// A WebSocket path asked with another method than `GET` (405, `Allow: GET`).
     #[error("this path is a WebSocket: open it with GET and the WebSocket upgrade headers")]
     WrongMethod,
@@ -124,7 +127,7 @@ impl ApiError {
             Self::Ride(_) | Self::Signing(_) => ErrorCode::Internal,
             Self::Conflict(_) => ErrorCode::Conflict,
             Self::TooManyStreams(_) => ErrorCode::RateLimited,
-            Self::WrongMethod => ErrorCode::MethodNotAllowed,
+            Self::WrongMethod | Self::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
             Self::NotAnUpgrade(_) => ErrorCode::UpgradeRequired,
         }
     }

@@ -45,6 +45,7 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .merge(extra)
         .fallback(not_found)
@@ -59,6 +60,10 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
 
 async fn not_found(method: Method, uri: http::Uri) -> ApiError {
     ApiError::NotFound(format!("no route for {method} {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: http::Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{method} is not served on {}", uri.path()))
 }
 
 /// Client errors are the client's business; server failures are logged here, once.
