@@ -1,7 +1,8 @@
 //! The ride rules hold the same in both ride stores: the embedded map and the Lua scripts in a
 //! real Redis. Each scenario runs against both. These are the guarantees the matcher builds on: a
-//! ride is created once, an assignment happens only from `searching` and only once, status
-//! versions only grow, and every applied change is published with exactly the JSON stored.
+//! ride is created once, an assignment happens only from `searching` and only once, only the
+//! assigned driver moves a ride forward (never back), status versions only grow, and every
+//! applied change is published with exactly the JSON stored.
 
 use std::{sync::Arc, time::Duration};
 
@@ -19,7 +20,7 @@ use ridecast_origin::{
         store::{RideStore, embedded::EmbeddedRides, redis::RedisRides},
     },
 };
-use ridecast_protocol::{Id, LatLng, RideState, RideStatus};
+use ridecast_protocol::{Id, LatLng, RideState, RideStatus, RideStep};
 use ridecast_tests::RedisServer;
 use tokio_util::sync::CancellationToken;
 
@@ -258,6 +259,63 @@ async fn a_tracking_token_is_stored_and_published_exactly_as_given() {
         let assigned = applied(store.rides.change(&ride.id, &change, T0 + 1).await.expect("assign"), "assign");
         assert_eq!(state(&assigned).tracking_token, Some(token));
         assert_eq!(assigned, store.rides.get(&ride.id).await.expect("read").expect("stored"));
+    })
+    .await;
+}
+
+fn step(step: RideStep, driver: &str) -> RideChange {
+    RideChange::Progress { step, driver: id(driver), tracking_token: format!("token.for.{driver}") }
+}
+
+#[tokio::test]
+async fn only_the_assigned_driver_moves_a_ride_forward_and_completed_drops_the_driver_from_the_json() {
+    in_both_backends(|store| async move {
+        let ride = store.rides.create(&new_ride("ride-1"), T0).await.expect("create").expect("a fresh id");
+        let early = store.rides.change(&ride.id, &step(RideStep::Arrived, "d-1"), T0 + 1).await.expect("arrive");
+        assert_eq!(early, RideChangeOutcome::Refused(ride.clone()), "a searching ride has no driver to arrive");
+        applied(store.rides.change(&ride.id, &assign("d-1"), T0 + 1).await.expect("assign"), "assign");
+        let mut pushes = store.watch("ride-1").await;
+
+        let stranger = store.rides.change(&ride.id, &step(RideStep::Arrived, "d-2"), T0 + 2).await.expect("arrive");
+        assert!(matches!(stranger, RideChangeOutcome::Refused(r) if r.status == RideStatus::DriverAssigned));
+        let arrived = applied(
+            store.rides.change(&ride.id, &step(RideStep::Arrived, "d-1"), T0 + 2).await.expect("arrive"),
+            "arrived",
+        );
+        assert_eq!(
+            std::str::from_utf8(&arrived.json).expect("utf-8"),
+            format!(
+                r#"{{"rideId":"ride-1","status":"driver_arrived","driverId":"d-1","trackingToken":"token.for.d-1","ts":{}}}"#,
+                T0 + 2
+            ),
+            "under way, the status still names the driver and carries a tracking token"
+        );
+        assert_eq!(pushes.next("driver_arrived").await, arrived.json);
+        let again = store.rides.change(&ride.id, &step(RideStep::Arrived, "d-1"), T0 + 3).await.expect("again");
+        assert_eq!(again, RideChangeOutcome::Refused(arrived.clone()), "a repeat changes and publishes nothing");
+
+        // Skipping ahead is allowed; going back is not.
+        let completed = applied(
+            store.rides.change(&ride.id, &step(RideStep::Completed, "d-1"), T0 + 4).await.expect("complete"),
+            "completed",
+        );
+        assert_eq!((completed.status, completed.driver.as_ref()), (RideStatus::Completed, Some(&id("d-1"))));
+        assert_eq!(
+            &completed.json[..],
+            format!(r#"{{"rideId":"ride-1","status":"completed","ts":{}}}"#, T0 + 4).as_bytes()
+        );
+        assert_eq!(pushes.next("completed").await, completed.json);
+        let back = store.rides.change(&ride.id, &step(RideStep::InProgress, "d-1"), T0 + 5).await.expect("back");
+        assert_eq!(back, RideChangeOutcome::Refused(completed.clone()), "no way back from completed");
+        let cancel = store.rides.change(&ride.id, &RideChange::Cancel, T0 + 6).await.expect("cancel");
+        assert_eq!(cancel, RideChangeOutcome::Refused(completed), "a completed ride is not cancelled");
+
+        // A ride on its way may still be cancelled by its rider.
+        let other = store.rides.create(&new_ride("ride-2"), T0).await.expect("create").expect("a fresh id");
+        applied(store.rides.change(&other.id, &assign("d-3"), T0 + 1).await.expect("assign"), "assign");
+        applied(store.rides.change(&other.id, &step(RideStep::InProgress, "d-3"), T0 + 2).await.expect("go"), "go");
+        let cancelled = applied(store.rides.change(&other.id, &RideChange::Cancel, T0 + 3).await.expect("x"), "x");
+        assert_eq!(cancelled.status, RideStatus::Cancelled);
     })
     .await;
 }

@@ -28,6 +28,8 @@ pub enum ErrorCode {
     NotFound,
     /// The request conflicts with the current state.
     Conflict,
+    /// The ride is over (`completed` or `cancelled`): its chat takes no new messages.
+    RideEnded,
     /// A body or frame is larger than allowed.
     TooLarge,
     /// Too many requests or messages.
@@ -46,7 +48,7 @@ impl ErrorCode {
             Self::Forbidden => 403,
             Self::InvalidId | Self::InvalidMessage | Self::InvalidLocation | Self::InvalidSurge => 400,
             Self::NotFound => 404,
-            Self::Conflict => 409,
+            Self::Conflict | Self::RideEnded => 409,
             Self::TooLarge => 413,
             Self::RateLimited => 429,
             Self::Unavailable => 503,

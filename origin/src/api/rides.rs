@@ -36,8 +36,9 @@ pub async fn create(
 }
 
 /// The ride's creator (or a token scoped to the ride) cancels it: 200 with the ride's status
-/// JSON, `cancelled`, also when it already was (a repeated `DELETE` changes nothing). A ride with
-/// a driver can still be cancelled; one that ended as `no_driver` cannot (409 `conflict`).
+/// JSON, `cancelled`, also when it already was (a repeated `DELETE` changes nothing). A ride
+/// with a driver can still be cancelled, up to and including `in_progress`; one that ended as
+/// `no_driver` or `completed` cannot (409 `conflict`).
 pub async fn cancel(State(state): State<AppState>, AuthorizedRide(ride): AuthorizedRide) -> Result<Response, ApiError> {
     let json = match state.rides.cancel(&ride.id).await? {
         RideChangeOutcome::Applied(ride) => {

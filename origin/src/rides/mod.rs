@@ -20,7 +20,7 @@ pub mod store;
 
 use std::{sync::Arc, time::Duration};
 
-use ridecast_protocol::{Claims, Id, RideRequest, Role, TokenError, TokenKeys};
+use ridecast_protocol::{Claims, Id, RideRequest, RideStep, Role, TokenError, TokenKeys, messages::ProgressResult};
 
 pub use self::ride::{NewRide, Ride, RideChange, RideChangeOutcome};
 use self::store::RideStore;
@@ -123,8 +123,37 @@ impl Rides {
         self.change(id, &RideChange::NoDriver).await
     }
 
-    /// Cancels a `searching` or `driver_assigned` ride. A ride already `cancelled` (or
-    /// `no_driver`) comes back [`RideChangeOutcome::Refused`], unchanged.
+    /// The assigned `driver` reports `step` of ride `id`: [`ProgressResult::Ok`] when the ride is
+    /// at that step now, also when it already was (a repeat after a lost answer changes and
+    /// publishes nothing); `Conflict` when it is past it or ended; `Forbidden` when it is not
+    /// this driver's ride (also a ride still searching); `NotFound` for no such ride. While the
+    /// ride stays under way, its status carries a fresh tracking token.
+    ///
+    /// # Errors
+    /// [`RideError::Backend`] when the store is unreachable, [`RideError::Token`] if signing fails.
+    pub async fn progress(&self, driver: &Id, id: &Id, step: RideStep) -> Result<ProgressResult, RideError> {
+        let Some(ride) = self.get(id).await? else { return Ok(ProgressResult::NotFound) };
+        if ride.driver.as_ref() != Some(driver) {
+            return Ok(ProgressResult::Forbidden);
+        }
+        if ride.status == step.status() {
+            return Ok(ProgressResult::Ok);
+        }
+        let tracking_token = self.tracking_token(&ride, driver)?;
+        let change = RideChange::Progress { step, driver: driver.clone(), tracking_token };
+        Ok(match self.change(id, &change).await? {
+            RideChangeOutcome::Applied(_) => ProgressResult::Ok,
+            // Changed between the read and the change: judged again on what it is now.
+            RideChangeOutcome::Refused(now) if now.driver.as_ref() != Some(driver) => ProgressResult::Forbidden,
+            RideChangeOutcome::Refused(now) if now.status == step.status() => ProgressResult::Ok,
+            RideChangeOutcome::Refused(_) => ProgressResult::Conflict,
+            RideChangeOutcome::Unknown => ProgressResult::NotFound,
+        })
+    }
+
+    /// Cancels a ride that has not ended (`searching`, `driver_assigned`, `driver_arrived` or
+    /// `in_progress`). A ride already `cancelled` (or `no_driver`, `completed`) comes back
+    /// [`RideChangeOutcome::Refused`], unchanged.
     ///
     /// # Errors
     /// [`BackendError`] when the store is unreachable.

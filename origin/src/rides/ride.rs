@@ -2,7 +2,7 @@
 //! handle, its stores and whoever reads a ride.
 
 use bytes::Bytes;
-use ridecast_protocol::{Claims, Id, LatLng, RideState, RideStatus, Role, chat::ChatRole};
+use ridecast_protocol::{Claims, Id, LatLng, RideState, RideStatus, RideStep, Role, chat::ChatRole};
 
 /// What a new ride is made of; the store adds status, times and JSON.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,9 +44,10 @@ impl Ride {
         claims.role == Role::Rider && (claims.sub == self.rider || claims.ride.as_ref() == Some(&self.id))
     }
 
-    /// Whether the ride is under way with `driver` (its tracking token still works).
+    /// Whether the ride is under way with `driver` (`driver_assigned`, `driver_arrived` or
+    /// `in_progress`): while it is, its tracking token works.
     pub fn is_on_with(&self, driver: &Id) -> bool {
-        self.status == RideStatus::DriverAssigned && self.driver.as_ref() == Some(driver)
+        self.status.is_under_way() && self.driver.as_ref() == Some(driver)
     }
 
     /// Who `claims` is in this ride's chat: its rider (as [`Ride::allows`]) or the driver
@@ -63,15 +64,26 @@ impl Ride {
     }
 }
 
-/// A change of a ride's status, as the matcher and the cancel endpoint ask for it.
+/// The statuses a rider may cancel from: any before the ride ended. `in_progress` included: a
+/// rider whose driver's app died mid-trip must be able to end the ride (one open ride per
+/// rider would otherwise keep them from requesting another until it expired).
+const CANCELLABLE: &[RideStatus] =
+    &[RideStatus::Searching, RideStatus::DriverAssigned, RideStatus::DriverArrived, RideStatus::InProgress];
+
+/// A change of a ride's status, as the matcher, the assigned driver and the cancel endpoint ask
+/// for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RideChange {
     /// `searching` → `driver_assigned`: `driver` took the ride; `tracking_token` (a rider
     /// token with `drv` = `driver`, see [`Rides::tracking_token`](super::Rides::tracking_token)) goes out with the status.
     Assign { driver: Id, tracking_token: String },
+    /// The assigned `driver` reports `step` ([`RideStep::from_statuses`]: forward only). Only
+    /// the ride's own driver may: the store checks it in the same atomic step. While the ride
+    /// is still under way afterwards, `tracking_token` goes out with the status again.
+    Progress { step: RideStep, driver: Id, tracking_token: String },
     /// `searching` → `no_driver`: nobody took it.
     NoDriver,
-    /// `searching` or `driver_assigned` → `cancelled`: the rider cancelled.
+    /// Any status before the ride ended → `cancelled`: the rider cancelled ([`CANCELLABLE`]).
     Cancel,
 }
 
@@ -80,6 +92,7 @@ impl RideChange {
     pub fn target(&self) -> RideStatus {
         match self {
             Self::Assign { .. } => RideStatus::DriverAssigned,
+            Self::Progress { step, .. } => step.status(),
             Self::NoDriver => RideStatus::NoDriver,
             Self::Cancel => RideStatus::Cancelled,
         }
@@ -89,20 +102,32 @@ impl RideChange {
     pub fn from_statuses(&self) -> &'static [RideStatus] {
         match self {
             Self::Assign { .. } | Self::NoDriver => &[RideStatus::Searching],
-            Self::Cancel => &[RideStatus::Searching, RideStatus::DriverAssigned],
+            Self::Progress { step, .. } => step.from_statuses(),
+            Self::Cancel => CANCELLABLE,
         }
     }
 
-    /// Whether a ride in `status` may take this change.
-    pub fn applies_to(&self, status: RideStatus) -> bool {
-        self.from_statuses().contains(&status)
+    /// The driver the ride must be assigned to for the change to apply, if any.
+    pub fn required_driver(&self) -> Option<&Id> {
+        match self {
+            Self::Progress { driver, .. } => Some(driver),
+            Self::Assign { .. } | Self::NoDriver | Self::Cancel => None,
+        }
+    }
+
+    /// Whether a ride in `status`, assigned to `driver`, may take this change.
+    pub fn applies_to(&self, status: RideStatus, driver: Option<&Id>) -> bool {
+        self.from_statuses().contains(&status) && self.required_driver().is_none_or(|required| Some(required) == driver)
     }
 
     /// The status value the change publishes for `ride` at `ts`.
     pub fn state(&self, ride: &Id, ts: u64) -> RideState {
         let (driver_id, tracking_token) = match self {
             Self::Assign { driver, tracking_token } => (Some(driver.clone()), Some(tracking_token.clone())),
-            Self::NoDriver | Self::Cancel => (None, None),
+            Self::Progress { step, driver, tracking_token } if step.status().is_under_way() => {
+                (Some(driver.clone()), Some(tracking_token.clone()))
+            }
+            Self::Progress { .. } | Self::NoDriver | Self::Cancel => (None, None),
         };
         RideState { ride_id: ride.clone(), status: self.target(), driver_id, tracking_token, ts }
     }

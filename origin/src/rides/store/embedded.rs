@@ -117,7 +117,7 @@ impl RideStore for EmbeddedRides {
             let Some(stored) = rides.get_mut(id).filter(|stored| stored.expires_at > now) else {
                 return Ok(RideChangeOutcome::Unknown);
             };
-            if !change.applies_to(stored.ride.status) {
+            if !change.applies_to(stored.ride.status, stored.ride.driver.as_ref()) {
                 return Ok(RideChangeOutcome::Refused(stored.ride.clone()));
             }
             let ts = next_ts(now_ms, Some(stored.ride.ts));

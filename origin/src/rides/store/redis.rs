@@ -54,14 +54,15 @@ return {'created', unpack(redis.call('HGETALL', KEYS[1]))}
 /// `{'unknown'}`, `{'refused', <HGETALL>}` (unchanged) or `{'applied', <HGETALL>}`.
 ///
 /// KEYS[1] the ride's hash; ARGV: now ms, ride id, new status, the statuses it applies to
-/// (space-separated, with a space before and after each), driver id ('' for none), tracking
-/// token as a JSON string ('' for none), ttl ms, channel.
+/// (space-separated, with a space before and after each), driver id to publish and store (''
+/// for none), tracking token as a JSON string ('' for none), ttl ms, channel, the driver the
+/// ride must be assigned to ('' for any: only a driver's own steps need one).
 const CHANGE_RIDE_LUA: &str = r#"
-local stored = redis.call('HMGET', KEYS[1], 'status', 'ts')
+local stored = redis.call('HMGET', KEYS[1], 'status', 'ts', 'driver')
 if not stored[1] then
   return {'unknown'}
 end
-if not string.find(ARGV[4], ' ' .. stored[1] .. ' ', 1, true) then
+if not string.find(ARGV[4], ' ' .. stored[1] .. ' ', 1, true) or (ARGV[9] ~= '' and stored[3] ~= ARGV[9]) then
   return {'refused', unpack(redis.call('HGETALL', KEYS[1]))}
 end
 local ts = tonumber(ARGV[1])
@@ -145,13 +146,16 @@ impl RideStore for RedisRides {
 
     async fn change(&self, id: &Id, change: &RideChange, now_ms: u64) -> Result<RideChangeOutcome, BackendError> {
         let from: String = change.from_statuses().iter().map(|status| format!(" {status} ")).collect();
-        let (driver, tracking_token) = match change {
-            // A JSON string, quoted and escaped by serde: the script inserts it as it is.
-            RideChange::Assign { driver, tracking_token } => {
-                (driver.as_str(), serde_json::to_string(tracking_token).unwrap_or_default())
-            }
-            RideChange::NoDriver | RideChange::Cancel => ("", String::new()),
-        };
+        // What the change publishes (the `ts` is the script's): its driver and tracking token.
+        let published = change.state(id, 0);
+        let driver = published.driver_id.as_ref().map_or("", Id::as_str);
+        // A JSON string, quoted and escaped by serde: the script inserts it as it is.
+        let tracking_token = published
+            .tracking_token
+            .as_ref()
+            .map(|token| serde_json::to_string(token).unwrap_or_default())
+            .unwrap_or_default();
+        let required_driver = change.required_driver().map_or("", Id::as_str);
         let args: Vec<fred::types::Value> = vec![
             now_ms.to_string().into(),
             id.as_str().into(),
@@ -161,6 +165,7 @@ impl RideStore for RedisRides {
             tracking_token.into(),
             self.ttl_ms.to_string().into(),
             channels::ride_status(id).into(),
+            required_driver.into(),
         ];
         let reply: Vec<String> = self.change.evalsha_with_reload(&self.commands, channels::ride_key(id), args).await?;
         match reply.split_first() {
