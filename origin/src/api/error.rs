@@ -84,7 +84,8 @@ impl ApiError {
                 | AuthError::WrongDriver(_)
                 | AuthError::NotThisRide(_)
                 | AuthError::NotInRide(_)
-                | AuthError::RideEnded(_),
+                | AuthError::RideEnded(_)
+                | AuthError::ScopedToken,
             ) => ErrorCode::Forbidden,
             Self::InvalidId { .. } | Self::InvalidMessageId(_) => ErrorCode::InvalidId,
             Self::NotFound(_) => ErrorCode::NotFound,

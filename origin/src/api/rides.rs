@@ -7,7 +7,7 @@ use axum::{
 };
 use bytes::Bytes;
 use http::{StatusCode, header};
-use ridecast_protocol::{RideCreated, RideRequest, RideStatus, Role};
+use ridecast_protocol::{RideCreated, RideRequest, RideStatus};
 
 use crate::rides::RideChangeOutcome;
 use crate::{
@@ -16,7 +16,8 @@ use crate::{
 };
 
 /// A rider asks for a ride. Checks, in the contract's order: the token (401), the body (400:
-/// `invalid_message`, or `invalid_location` for a point off the map), the `rider` role (403).
+/// `invalid_message`, or `invalid_location` for a point off the map), the `rider` role and a
+/// token without `ride` or `drv` (403).
 /// Answers 201 with the new ride's id, `searching` and its ride-scoped token; 503 when the
 /// store is unreachable.
 pub async fn create(
@@ -25,7 +26,7 @@ pub async fn create(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let request = RideRequest::parse(&body?)?;
-    principal.require_role(Role::Rider)?;
+    principal.require_ride_creator()?;
     let created = state.rides.create(&principal.claims.sub, request).await?;
     tracing::info!(ride.id = %created.ride.id, rider.sub = %created.ride.rider, "ride requested");
     // Offered before the answer: a rider who got 201 has a ride that is being matched (a

@@ -12,8 +12,10 @@
 //! ride, and the new status JSON is stored and published together, so that every instance's
 //! riders see each change once, in order.
 //!
-//! Who may follow and cancel a ride ([`Ride::allows`]): a rider token whose `sub` created it, or
-//! whose `ride` claim is it (PROTOCOL, "Who is who").
+//! Who may follow and cancel a ride ([`Ride::allows`], PROTOCOL v1.1 "Token scopes"): a rider
+//! token whose `ride` claim is it, or one with neither `ride` nor `drv` whose `sub` created it.
+//! A tracking token (`drv` and `ride`) opens only its driver's position, while the ride is under
+//! way ([`Ride::is_on_with`]).
 
 pub mod ride;
 pub mod store;
@@ -316,7 +318,7 @@ mod tests {
     }
 
     #[test]
-    fn the_creator_or_a_token_scoped_to_the_ride_may_have_it_and_only_as_riders() {
+    fn a_token_opens_only_what_its_claims_name_and_only_as_a_rider() {
         let ride = Ride {
             id: id("ride1"),
             rider: id("r-1"),
@@ -330,11 +332,15 @@ mod tests {
         };
         let claims =
             |role, sub: &str, ride: Option<&str>| Claims { sub: id(sub), role, exp: 0, drv: None, ride: ride.map(id) };
+        let tracking =
+            |sub: &str, ride: Option<&str>| Claims { drv: Some(id("d-1")), ..claims(Role::Rider, sub, ride) };
         assert!(ride.allows(&claims(Role::Rider, "r-1", None)), "the creator");
-        assert!(ride.allows(&claims(Role::Rider, "r-1", Some("other"))), "the creator, with a token of another ride");
+        assert!(!ride.allows(&claims(Role::Rider, "r-1", Some("other"))), "the creator's token of another ride");
         assert!(ride.allows(&claims(Role::Rider, "someone", Some("ride1"))), "a token scoped to the ride");
         assert!(!ride.allows(&claims(Role::Rider, "r-2", None)), "another rider");
         assert!(!ride.allows(&claims(Role::Rider, "r-2", Some("other"))), "a token scoped to another ride");
+        assert!(!ride.allows(&tracking("r-1", Some("ride1"))), "the ride's own tracking token");
+        assert!(!ride.allows(&tracking("r-1", None)), "the creator's sub with a drv");
         assert!(!ride.allows(&claims(Role::Driver, "r-1", Some("ride1"))), "not a rider token");
     }
 

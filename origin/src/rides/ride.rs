@@ -37,11 +37,19 @@ pub struct Ride {
 }
 
 impl Ride {
-    /// Whether `claims` may follow and cancel this ride: a rider token whose `sub` created the
-    /// ride, or whose `ride` claim names it. A `ride` claim adds that ride to what its `sub` may
-    /// do; it takes nothing away.
+    /// Whether `claims` may follow, cancel and chat on this ride (PROTOCOL v1.1, "Token
+    /// scopes"): a rider token with a `ride` claim opens that ride only, whatever its `sub`; a
+    /// rider token with neither `ride` nor `drv` opens the rides its `sub` created. A token with
+    /// `drv` (a tracking token, or an operator's) opens no ride: it is for one driver's position,
+    /// and is the one a rider is most likely to share.
     pub fn allows(&self, claims: &Claims) -> bool {
-        claims.role == Role::Rider && (claims.sub == self.rider || claims.ride.as_ref() == Some(&self.id))
+        if claims.role != Role::Rider || claims.drv.is_some() {
+            return false;
+        }
+        match &claims.ride {
+            Some(ride) => ride == &self.id,
+            None => claims.sub == self.rider,
+        }
     }
 
     /// Whether the ride is under way with `driver` (`driver_assigned`, `driver_arrived` or
