@@ -3,6 +3,8 @@
 //! (current value on connect, `Last-Event-ID`, ids that only grow). Only the ride's creator, or
 //! a token scoped to the ride, may follow or cancel it; a token is exactly as wide as its claims
 //! say (a ride's token opens that ride only and requests none, a tracking token opens no ride).
+//! A rider has one open ride at a time: another request while one is `searching` or under way
+//! is 409, naming it.
 //!
 //! Contract: PROTOCOL.md, "Rider HTTP and SSE" (`POST /api/rides`, `DELETE /api/rides/{rideId}`,
 //! `GET /api/sse/rides/{rideId}`), "Tokens", "Errors", "Precise points / Who is who, Order of
@@ -169,9 +171,13 @@ in_both_modes!(
     only_the_creator_or_a_token_scoped_to_the_ride_follows_or_cancels_it,
     a_ride_token_requests_no_ride_and_opens_none_of_the_riders_other_rides,
     a_tracking_token_opens_its_drivers_position_but_not_the_ride_stream_cancel_or_chat,
+    a_second_ride_while_one_is_open_is_409_naming_it_and_requesting_works_again_once_it_ends,
 );
 
-on_a_redis_cluster_too!(a_cancel_on_another_instance_reaches_the_stream_and_a_second_cancel_changes_nothing,);
+on_a_redis_cluster_too!(
+    a_cancel_on_another_instance_reaches_the_stream_and_a_second_cancel_changes_nothing,
+    a_second_ride_while_one_is_open_is_409_naming_it_and_requesting_works_again_once_it_ends,
+);
 
 async fn a_requested_ride_is_searching_at_once_on_its_stream_with_the_returned_token(mode: Mode) {
     let cluster = cluster(mode).await;
@@ -486,4 +492,40 @@ async fn a_tracking_token_opens_its_drivers_position_but_not_the_ride_stream_can
     // And the ride is untouched by the refusals.
     let mut status = follow(origin, &ride.ride_id, Auth::Bearer(&ride.ride_token), None).await;
     assert_eq!(next_ride(&mut status, &ride.ride_id, "the ride, still assigned").await.status, "driver_assigned");
+}
+
+/// Asserts that `token`'s rider may not request a ride on `origin` now: 409 `conflict`, the
+/// message naming `open`.
+async fn expect_open_ride(origin: &Origin, token: &str, open: &str, what: &str) {
+    let answer = expect_error(post_ride(origin, Auth::Bearer(token), BODY).await, 409, what).await;
+    assert_eq!(answer.code, "conflict", "{what}: {}", answer.message);
+    assert!(answer.message.contains(open), "{what}: the message names the open ride {open}: {}", answer.message);
+}
+
+async fn a_second_ride_while_one_is_open_is_409_naming_it_and_requesting_works_again_once_it_ends(mode: Mode) {
+    let cluster = cluster(mode).await;
+    let third = cluster.origins.last().expect("an origin");
+    let creator = rider_token_without_drv("r1");
+    let first = request_ride(cluster.driver_side(), &creator).await;
+    // The same rider, on every instance, while the first is searching.
+    for origin in &cluster.origins {
+        expect_open_ride(origin, &creator, &first.ride_id, "a second request while the first searches").await;
+    }
+    let other_rider = request_ride(cluster.rider_side(), &rider_token_without_drv("r2")).await;
+    assert_ne!(other_rider.ride_id, first.ride_id, "another rider is not held back");
+    cancel(third, &first.ride_id, &first.token).await;
+    let second = request_ride(cluster.rider_side(), &creator).await;
+    assert_ne!(second.ride_id, first.ride_id, "a new ride once the first was cancelled");
+    cancel(cluster.rider_side(), &second.ride_id, &second.token).await;
+
+    // Under way counts as open too; `completed` ends it.
+    let mut ride = AssignedRide::start(cluster.rider_side(), cluster.driver_side(), "r-busy", "d-busy").await;
+    let busy = rider_token_without_drv("r-busy");
+    expect_open_ride(third, &busy, &ride.ride_id, "a request while a driver is assigned").await;
+    let ride_id = ride.ride_id.clone();
+    assert_eq!(ride.driver_socket.report_step(&ride_id, "in_progress").await, "ok", "the trip starts");
+    expect_open_ride(third, &busy, &ride_id, "a request during the trip").await;
+    assert_eq!(ride.driver_socket.report_step(&ride_id, "completed").await, "ok", "the drop-off");
+    request_ride(third, &busy).await;
+    assert_eq!(counted(&cluster.origins, "rides_created_total").await, 5, "no refused request created a ride");
 }

@@ -63,6 +63,7 @@ impl From<RideError> for ApiError {
     fn from(error: RideError) -> Self {
         match error {
             RideError::Backend(source) => Self::Backend(source),
+            open @ RideError::RiderHasOpenRide(_) => Self::Conflict(open.to_string()),
             other => Self::Ride(other),
         }
     }

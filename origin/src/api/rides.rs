@@ -17,7 +17,8 @@ use crate::{
 
 /// A rider asks for a ride. Checks, in the contract's order: the token (401), the body (400:
 /// `invalid_message`, or `invalid_location` for a point off the map), the `rider` role and a
-/// token without `ride` or `drv` (403).
+/// token without `ride` or `drv` (403); then that the rider has no other ride `searching` or
+/// under way (409 `conflict`, whose message names that ride).
 /// Answers 201 with the new ride's id, `searching` and its ride-scoped token; 503 when the
 /// store is unreachable.
 pub async fn create(

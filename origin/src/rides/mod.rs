@@ -24,16 +24,12 @@ use std::{sync::Arc, time::Duration};
 
 use ridecast_protocol::{Claims, Id, RideRequest, RideStep, Role, TokenError, TokenKeys, messages::ProgressResult};
 
-pub use self::ride::{NewRide, Ride, RideChange, RideChangeOutcome};
+pub use self::ride::{CreateOutcome, NewRide, Ride, RideChange, RideChangeOutcome, new_ride_id};
 use self::store::RideStore;
 use crate::{
     base::{clock, metrics::Metrics},
     bus::BackendError,
 };
-
-/// Random bytes in a ride id: 128 bits, so that ids cannot be guessed (a ride's id is not a
-/// secret, but knowing one should not be how anyone finds a stranger's ride).
-const RIDE_ID_BYTES: usize = 16;
 
 /// How many fresh ids `create` tries before giving up. With 128 random bits a second try
 /// already means a broken random source.
@@ -57,6 +53,9 @@ pub enum RideError {
     Random(#[source] getrandom::Error),
     #[error("no unused ride id after {CREATE_ATTEMPTS} tries")]
     NoFreeId,
+    /// The rider has this ride open (`searching` or under way): one at a time.
+    #[error("ride {0} is still open; a rider has one open ride at a time (cancel it, or wait for it to end)")]
+    RiderHasOpenRide(Id),
 }
 
 /// The rides of the whole deployment, as this instance reaches them. Cheap to clone.
@@ -78,19 +77,25 @@ impl Rides {
     /// ride-scoped token: a rider token with `rider` as `sub`, the new id as `ride`, no `drv`.
     ///
     /// # Errors
-    /// [`RideError::Backend`] when the store is unreachable (nothing is created), others when
-    /// the random source or signing fails.
+    /// [`RideError::RiderHasOpenRide`] while the rider has a ride `searching` or under way
+    /// (nothing is created); [`RideError::Backend`] when the store is unreachable (nothing is
+    /// created); others when the random source or signing fails.
     pub async fn create(&self, rider: &Id, request: RideRequest) -> Result<CreatedRide, RideError> {
         for _ in 0..CREATE_ATTEMPTS {
-            let id = new_ride_id().map_err(RideError::Random)?;
+            let id = self.store.new_id(rider).map_err(RideError::Random)?;
             let token = self.mint(rider, None, &id)?;
             let new = NewRide { id, rider: rider.clone(), pickup: request.pickup, dropoff: request.dropoff };
             let created = self.store.create(&new, clock::now_ms()).await;
-            if let Some(ride) = self.counted(created)? {
-                Metrics::inc(&self.metrics.values().rides_created_total);
-                return Ok(CreatedRide { ride, token });
+            match self.counted(created)? {
+                CreateOutcome::Created(ride) => {
+                    Metrics::inc(&self.metrics.values().rides_created_total);
+                    return Ok(CreatedRide { ride, token });
+                }
+                CreateOutcome::RiderHasOpenRide(open) => return Err(RideError::RiderHasOpenRide(open)),
+                CreateOutcome::IdTaken => {
+                    tracing::warn!(ride.id = %new.id, "a fresh ride id was taken; trying another")
+                }
             }
-            tracing::warn!(ride.id = %new.id, "a fresh ride id was taken; trying another");
         }
         Err(RideError::NoFreeId)
     }
@@ -197,16 +202,6 @@ impl Rides {
         }
         result
     }
-}
-
-/// A fresh ride id: `RIDE_ID_BYTES` (16) from the OS's random source, as lowercase hex (32
-/// characters of the id alphabet).
-///
-/// # Errors
-/// When the OS has no randomness to give.
-pub fn new_ride_id() -> Result<Id, getrandom::Error> {
-    let hex = crate::base::random::hex::<RIDE_ID_BYTES>()?;
-    Ok(Id::parse(&hex).expect("32 hex digits are a valid id"))
 }
 
 #[cfg(test)]

@@ -4,6 +4,20 @@
 use bytes::Bytes;
 use ridecast_protocol::{Claims, Id, LatLng, RideState, RideStatus, RideStep, Role, chat::ChatRole};
 
+/// Random bytes in a ride id: 128 bits, so that ids cannot be guessed (a ride's id is not a
+/// secret, but knowing one should not be how anyone finds a stranger's ride).
+const RIDE_ID_BYTES: usize = 16;
+
+/// A fresh ride id: `RIDE_ID_BYTES` (16) from the OS's random source, as lowercase hex (32
+/// characters of the id alphabet).
+///
+/// # Errors
+/// When the OS has no randomness to give.
+pub fn new_ride_id() -> Result<Id, getrandom::Error> {
+    let hex = crate::base::random::hex::<RIDE_ID_BYTES>()?;
+    Ok(Id::parse(&hex).expect("32 hex digits are a valid id"))
+}
+
 /// What a new ride is made of; the store adds status, times and JSON.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewRide {
@@ -139,6 +153,18 @@ impl RideChange {
         };
         RideState { ride_id: ride.clone(), status: self.target(), driver_id, tracking_token, ts }
     }
+}
+
+/// What [`RideStore::create`](super::store::RideStore::create) did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CreateOutcome {
+    /// Stored and published (or found stored by this very request, replayed): the new ride.
+    Created(Ride),
+    /// A ride with this id exists already: nothing stored; try another id.
+    IdTaken,
+    /// The rider has this ride open (`searching` or under way): nothing stored. A rider has
+    /// one open ride at a time.
+    RiderHasOpenRide(Id),
 }
 
 /// What [`RideStore::change`](super::store::RideStore::change) did.
