@@ -38,8 +38,8 @@ impl FromRequestParts<AppState> for Principal {
 /// (401) whose `drv` (403) is that well-formed id (400). What the location stream and the
 /// polling endpoint both take.
 ///
-/// A tracking token (one that also names a `ride`, as a ride's `driver_assigned` status hands
-/// out) works only while that ride is on with that driver: once it is cancelled, reassigned or
+/// A tracking token (one that also names a `ride`, as a ride's status under way hands out) works
+/// only while that ride is under way with that driver: once it is completed, cancelled or
 /// expired, the token is refused (403), and streams opened with it end ([`TrackedDriver::ride`]).
 /// A `drv`-only token (minted by an operator) is bound by its `exp` alone.
 #[derive(Debug, Clone)]

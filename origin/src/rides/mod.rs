@@ -173,7 +173,7 @@ impl Rides {
     }
 
     /// A rider token for `ride`'s creator that tracks `driver`: `drv` = `driver`, `ride` = the
-    /// ride, valid for the ride token TTL. What a `driver_assigned` status carries.
+    /// ride, valid for the ride token TTL. What a status under way carries.
     ///
     /// # Errors
     /// [`TokenError::Signing`] if signing fails.
