@@ -17,7 +17,7 @@ use ridecast_tests::chat::AssignedRide;
 use ridecast_tests::http::{Auth, delete, expect_error, get, header, post_json};
 use ridecast_tests::rider::location_path;
 use ridecast_tests::tokens::{
-    GARBAGE_TOKEN, TEST_SECRET, driver_token, edge_token, expired_rider_token, ops_token, ride_token, rider_token,
+    GARBAGE_TOKEN, TEST_SECRET, driver_token, edge_token, expired_rider_token, ops_token, ride_token,
     rider_token_without_drv,
 };
 use ridecast_tests::wait::{now_ms, now_secs, poll_until};
