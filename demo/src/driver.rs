@@ -4,14 +4,15 @@
 //!
 //! The life of a driver: online and cruising the streets at random, sending a GPS fix every
 //! second; an offer is acknowledged at once and, 1 to 3 s later, accepted (75 %), rejected
-//! (15 %) or left to expire (10 %); a confirmed ride is driven along the streets to the pickup,
-//! a wait of 5 s, on to the drop-off, and then the driver is online for offers again.
+//! (15 %) or left to expire (10 %); a confirmed ride is driven along the streets to the pickup
+//! (`ride_progress` `arrived`), a wait of 5 s (`in_progress` as the rider gets in), on to the
+//! drop-off (`completed`), and then the driver is online for offers again.
 
 use ridecast_rng::Rng;
 use std::{sync::Arc, time::Duration};
 
 use ridecast_protocol::{
-    Id, LocationReport,
+    Id, LocationReport, RideStep,
     messages::{DriverMessage, LatLng, OfferResult, ServerMessage},
 };
 use tokio::time::Instant;
@@ -49,6 +50,11 @@ pub enum Action {
     OpenChat(Id),
     /// The ride is over: close its chat.
     CloseChat,
+}
+
+/// The `ride_progress` frame reporting `step` of the trip's ride.
+fn progress(trip: &Trip, step: RideStep) -> Action {
+    Action::Send(DriverMessage::RideProgress { ride_id: trip.ride.to_string(), status: step })
 }
 
 /// The moment a driver acts at: the runtime's clock for timers, the wall clock for `ts`.
@@ -196,7 +202,8 @@ impl SimDriver {
                 self.offered(offer_id, &ride_id, pickup, dropoff, expires_at, tick)
             }
             ServerMessage::OfferResult { offer_id, result } => self.settled(&offer_id, result, tick),
-            ServerMessage::Error { .. } => Vec::new(),
+            // A step's answer: `ok`, or the ride ended otherwise, which its watch reports.
+            ServerMessage::RideProgressResult { .. } | ServerMessage::Error { .. } => Vec::new(),
         }
     }
 
@@ -348,20 +355,23 @@ impl SimDriver {
             }
             Phase::ToPickup(trip) if self.motion.arrived() => {
                 let trip = trip.clone();
+                let arrived = progress(&trip, RideStep::Arrived);
                 self.phase = Phase::Boarding { trip, until: now + BOARDING };
-                Vec::new()
+                vec![arrived]
             }
             Phase::Boarding { trip, until } if now >= *until => {
                 let trip = trip.clone();
+                let on_board = progress(&trip, RideStep::InProgress);
                 self.motion.follow(self.city.route(self.motion.at(), trip.dropoff));
                 self.cruise = self.rng.between(SPEED_M_S.0, SPEED_M_S.1);
                 self.phase = Phase::ToDropoff(trip);
-                Vec::new()
+                vec![on_board]
             }
-            Phase::ToDropoff(_) if self.motion.arrived() => {
+            Phase::ToDropoff(trip) if self.motion.arrived() => {
+                let completed = progress(trip, RideStep::Completed);
                 self.cruise_again();
-                // Online again: the dispatcher takes that as the end of the ride.
-                vec![Action::CloseChat, Action::Send(DriverMessage::Availability { available: true })]
+                // `completed` also frees the driver for offers: no `availability` needed.
+                vec![Action::CloseChat, completed]
             }
             _ => Vec::new(),
         }
@@ -520,19 +530,23 @@ mod tests {
                 states.push(state);
             }
             log.extend(actions.into_iter().filter(|a| !matches!(a, Action::Send(DriverMessage::Location(_)))));
-            if matches!(log.last(), Some(Action::Send(DriverMessage::Availability { .. }))) {
+            if matches!(log.last(), Some(Action::Send(DriverMessage::RideProgress { status: RideStep::Completed, .. })))
+            {
                 break;
             }
         }
         assert_eq!(states, [DriverState::Offered, DriverState::ToPickup, DriverState::ToDropoff, DriverState::Free]);
         let ride = Id::parse("ride-1").expect("id");
+        let step = |status| Action::Send(DriverMessage::RideProgress { ride_id: "ride-1".into(), status });
         assert_eq!(
             log,
             [
                 Action::Send(DriverMessage::Accept { offer_id: "of-9".into() }),
                 Action::OpenChat(ride),
+                step(RideStep::Arrived),
+                step(RideStep::InProgress),
                 Action::CloseChat,
-                Action::Send(DriverMessage::Availability { available: true }),
+                step(RideStep::Completed),
             ]
         );
         assert!(driver.motion.at().distance(city.snap(dropoff).point) < 1e-6, "left at the drop-off");

@@ -13,12 +13,7 @@ use ridecast_rng::Rng;
 use std::{sync::Arc, time::Duration};
 
 use futures_util::StreamExt;
-use ridecast_protocol::{
-    Id, Multiplier, Role,
-    chat::ChatServerFrame,
-    messages::ServerMessage,
-    ride::{RideState, RideStatus},
-};
+use ridecast_protocol::{Id, Multiplier, Role, chat::ChatServerFrame, messages::ServerMessage, ride::RideState};
 use tokio::{sync::oneshot, time::Instant};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::{
@@ -366,7 +361,8 @@ async fn follow_ride(client: OriginClient, driver: Id, ride: Id, ended: oneshot:
                 };
                 let Some(event) = event else { break };
                 let Ok(state) = serde_json::from_str::<RideState>(&event.data) else { continue };
-                if state.status != RideStatus::DriverAssigned || state.driver_id.as_ref() != Some(&driver) {
+                // The driver's own steps keep the ride under way; anything else ends it here.
+                if !state.status.is_under_way() || state.driver_id.as_ref() != Some(&driver) {
                     let _ = ended.send(());
                     return;
                 }

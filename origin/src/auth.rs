@@ -47,6 +47,10 @@ pub enum AuthError {
     NotInRide(Id),
     #[error("this tracking token belonged to ride {0}, which has ended")]
     RideEnded(Id),
+    #[error(
+        "this token is scoped (to one ride, or to tracking one driver); only a rider token without `ride` and `drv` requests rides"
+    )]
+    ScopedToken,
 }
 
 /// A caller whose token verified.
@@ -73,6 +77,16 @@ impl Principal {
     pub fn require_tracking(&self, driver: &Id) -> Result<(), AuthError> {
         self.require_role(Role::Rider)?;
         if self.claims.drv.as_ref() == Some(driver) { Ok(()) } else { Err(AuthError::WrongDriver(driver.clone())) }
+    }
+
+    /// A rider token that may request rides: one with neither `ride` nor `drv` (a ride's own
+    /// token, or a tracking token, is only as wide as the ride or driver it names).
+    ///
+    /// # Errors
+    /// [`AuthError::WrongRole`] or [`AuthError::ScopedToken`].
+    pub fn require_ride_creator(&self) -> Result<(), AuthError> {
+        self.require_role(Role::Rider)?;
+        if self.claims.ride.is_none() && self.claims.drv.is_none() { Ok(()) } else { Err(AuthError::ScopedToken) }
     }
 
     /// A token that may follow and cancel `ride` ([`Ride::allows`]): what the ride stream and

@@ -1,7 +1,9 @@
 //! The ride rules hold the same in both ride stores: the embedded map and the Lua scripts in a
 //! real Redis. Each scenario runs against both. These are the guarantees the matcher builds on: a
-//! ride is created once, an assignment happens only from `searching` and only once, status
-//! versions only grow, and every applied change is published with exactly the JSON stored.
+//! ride is created once, an assignment happens only from `searching` and only once, only the
+//! assigned driver moves a ride forward (never back), status versions only grow, and every
+//! applied change is published with exactly the JSON stored. A rider has one open ride at a
+//! time, decided in the same atomic step as the create.
 
 use std::{sync::Arc, time::Duration};
 
@@ -15,11 +17,11 @@ use ridecast_origin::{
         subscriptions::Inbound,
     },
     rides::{
-        NewRide, Ride, RideChange, RideChangeOutcome,
+        CreateOutcome, NewRide, Ride, RideChange, RideChangeOutcome,
         store::{RideStore, embedded::EmbeddedRides, redis::RedisRides},
     },
 };
-use ridecast_protocol::{Id, LatLng, RideState, RideStatus};
+use ridecast_protocol::{Id, LatLng, RideState, RideStatus, RideStep};
 use ridecast_tests::RedisServer;
 use tokio_util::sync::CancellationToken;
 
@@ -48,6 +50,13 @@ fn assign(driver: &str) -> RideChange {
 
 fn state(ride: &Ride) -> RideState {
     serde_json::from_slice(&ride.json).unwrap_or_else(|e| panic!("not a ride status ({e}): {:?}", ride.json))
+}
+
+fn created(outcome: CreateOutcome) -> Ride {
+    match outcome {
+        CreateOutcome::Created(ride) => ride,
+        other => panic!("expected a new ride, got {other:?}"),
+    }
 }
 
 fn applied(outcome: RideChangeOutcome, what: &str) -> Ride {
@@ -136,7 +145,7 @@ async fn a_ride_is_created_once_searching_and_reads_back_whole() {
     in_both_backends(|store| async move {
         let new = new_ride("ride-1");
         let mut pushes = store.watch("ride-1").await;
-        let ride = store.rides.create(&new, T0).await.expect("create").expect("a fresh id");
+        let ride = created(store.rides.create(&new, T0).await.expect("create"));
         assert_eq!(
             (&ride.id, &ride.rider, ride.pickup, ride.dropoff, ride.status, &ride.driver, ride.created_ms, ride.ts),
             (&new.id, &new.rider, new.pickup, new.dropoff, RideStatus::Searching, &None, T0, T0)
@@ -147,9 +156,14 @@ async fn a_ride_is_created_once_searching_and_reads_back_whole() {
         assert_eq!(store.rides.get(&new.id).await.expect("latest").map(|ride| ride.json), Some(ride.json.clone()));
 
         // The same request written again after a lost reply gets its ride, not a second one.
-        assert_eq!(store.rides.create(&new, T0).await.expect("create"), Some(ride.clone()), "a replay");
+        let replay = store.rides.create(&new, T0).await.expect("create");
+        assert_eq!(replay, CreateOutcome::Created(ride.clone()), "a replay");
         let again = NewRide { rider: id("rider-2"), ..new_ride("ride-1") };
-        assert_eq!(store.rides.create(&again, T0 + 5).await.expect("create"), None, "an id is used once");
+        assert_eq!(
+            store.rides.create(&again, T0 + 5).await.expect("create"),
+            CreateOutcome::IdTaken,
+            "an id is used once"
+        );
         assert_eq!(store.rides.get(&new.id).await.expect("read"), Some(ride), "the first ride is untouched");
         assert_eq!(store.rides.get(&id("ride-none")).await.expect("read"), None);
     })
@@ -159,7 +173,7 @@ async fn a_ride_is_created_once_searching_and_reads_back_whole() {
 #[tokio::test]
 async fn of_two_racing_assignments_exactly_one_wins_and_is_published_with_its_token() {
     in_both_backends(|store| async move {
-        let ride = store.rides.create(&new_ride("ride-1"), T0).await.expect("create").expect("a fresh id");
+        let ride = created(store.rides.create(&new_ride("ride-1"), T0).await.expect("create"));
         let mut pushes = store.watch("ride-1").await;
         let (a, b) = (assign("d-a"), assign("d-b"));
         let (first, second) = tokio::join!(
@@ -194,7 +208,7 @@ async fn of_two_racing_assignments_exactly_one_wins_and_is_published_with_its_to
 #[tokio::test]
 async fn status_versions_grow_within_one_millisecond_and_against_a_clock_behind() {
     in_both_backends(|store| async move {
-        let ride = store.rides.create(&new_ride("ride-1"), T0).await.expect("create").expect("a fresh id");
+        let ride = created(store.rides.create(&new_ride("ride-1"), T0).await.expect("create"));
         let same_ms = applied(store.rides.change(&ride.id, &assign("d-1"), T0).await.expect("assign"), "assign");
         assert_eq!(same_ms.ts, T0 + 1, "a change in the creation's millisecond");
         let behind =
@@ -202,7 +216,7 @@ async fn status_versions_grow_within_one_millisecond_and_against_a_clock_behind(
         assert_eq!(behind.ts, T0 + 2, "an instance whose clock is behind");
         assert_eq!(state(&behind).ts, behind.ts, "the JSON carries the stored ts");
 
-        let other = store.rides.create(&new_ride("ride-2"), T0 - 60_000).await.expect("create").expect("a fresh id");
+        let other = created(store.rides.create(&new_ride("ride-2"), T0 - 60_000).await.expect("create"));
         assert_eq!(other.ts, T0 - 60_000, "versions are per ride");
         let later = applied(
             store.rides.change(&other.id, &RideChange::NoDriver, T0 + 500).await.expect("no driver"),
@@ -216,7 +230,7 @@ async fn status_versions_grow_within_one_millisecond_and_against_a_clock_behind(
 #[tokio::test]
 async fn a_cancel_applies_to_searching_and_assigned_rides_only_and_keeps_the_driver_in_the_store() {
     in_both_backends(|store| async move {
-        let ride = store.rides.create(&new_ride("ride-1"), T0).await.expect("create").expect("a fresh id");
+        let ride = created(store.rides.create(&new_ride("ride-1"), T0).await.expect("create"));
         applied(store.rides.change(&ride.id, &assign("d-1"), T0 + 1).await.expect("assign"), "assign");
         let mut pushes = store.watch("ride-1").await;
         let cancelled =
@@ -232,7 +246,7 @@ async fn a_cancel_applies_to_searching_and_assigned_rides_only_and_keeps_the_dri
         let reassigned = store.rides.change(&ride.id, &assign("d-2"), T0 + 4).await.expect("assign");
         assert_eq!(reassigned, RideChangeOutcome::Refused(cancelled), "a cancelled ride is not assigned");
 
-        let unmatched = store.rides.create(&new_ride("ride-2"), T0).await.expect("create").expect("a fresh id");
+        let unmatched = created(store.rides.create(&new_ride("ride-2"), T0).await.expect("create"));
         let ended = applied(
             store.rides.change(&unmatched.id, &RideChange::NoDriver, T0 + 1).await.expect("no driver"),
             "no driver",
@@ -251,13 +265,108 @@ async fn a_cancel_applies_to_searching_and_assigned_rides_only_and_keeps_the_dri
 #[tokio::test]
 async fn a_tracking_token_is_stored_and_published_exactly_as_given() {
     in_both_backends(|store| async move {
-        let ride = store.rides.create(&new_ride("ride-1"), T0).await.expect("create").expect("a fresh id");
+        let ride = created(store.rides.create(&new_ride("ride-1"), T0).await.expect("create"));
         // Not a JWT, but a string the JSON must escape: the stores must not trust its characters.
         let token = "a\"b\\c\u{e9}".to_owned();
         let change = RideChange::Assign { driver: id("d-1"), tracking_token: token.clone() };
         let assigned = applied(store.rides.change(&ride.id, &change, T0 + 1).await.expect("assign"), "assign");
         assert_eq!(state(&assigned).tracking_token, Some(token));
         assert_eq!(assigned, store.rides.get(&ride.id).await.expect("read").expect("stored"));
+    })
+    .await;
+}
+
+fn step(step: RideStep, driver: &str) -> RideChange {
+    RideChange::Progress { step, driver: id(driver), tracking_token: format!("token.for.{driver}") }
+}
+
+#[tokio::test]
+async fn only_the_assigned_driver_moves_a_ride_forward_and_completed_drops_the_driver_from_the_json() {
+    in_both_backends(|store| async move {
+        let ride = created(store.rides.create(&new_ride("ride-1"), T0).await.expect("create"));
+        let early = store.rides.change(&ride.id, &step(RideStep::Arrived, "d-1"), T0 + 1).await.expect("arrive");
+        assert_eq!(early, RideChangeOutcome::Refused(ride.clone()), "a searching ride has no driver to arrive");
+        applied(store.rides.change(&ride.id, &assign("d-1"), T0 + 1).await.expect("assign"), "assign");
+        let mut pushes = store.watch("ride-1").await;
+
+        let stranger = store.rides.change(&ride.id, &step(RideStep::Arrived, "d-2"), T0 + 2).await.expect("arrive");
+        assert!(matches!(stranger, RideChangeOutcome::Refused(r) if r.status == RideStatus::DriverAssigned));
+        let arrived = applied(
+            store.rides.change(&ride.id, &step(RideStep::Arrived, "d-1"), T0 + 2).await.expect("arrive"),
+            "arrived",
+        );
+        assert_eq!(
+            std::str::from_utf8(&arrived.json).expect("utf-8"),
+            format!(
+                r#"{{"rideId":"ride-1","status":"driver_arrived","driverId":"d-1","trackingToken":"token.for.d-1","ts":{}}}"#,
+                T0 + 2
+            ),
+            "under way, the status still names the driver and carries a tracking token"
+        );
+        assert_eq!(pushes.next("driver_arrived").await, arrived.json);
+        let again = store.rides.change(&ride.id, &step(RideStep::Arrived, "d-1"), T0 + 3).await.expect("again");
+        assert_eq!(again, RideChangeOutcome::Refused(arrived.clone()), "a repeat changes and publishes nothing");
+
+        // Skipping ahead is allowed; going back is not.
+        let completed = applied(
+            store.rides.change(&ride.id, &step(RideStep::Completed, "d-1"), T0 + 4).await.expect("complete"),
+            "completed",
+        );
+        assert_eq!((completed.status, completed.driver.as_ref()), (RideStatus::Completed, Some(&id("d-1"))));
+        assert_eq!(
+            &completed.json[..],
+            format!(r#"{{"rideId":"ride-1","status":"completed","ts":{}}}"#, T0 + 4).as_bytes()
+        );
+        assert_eq!(pushes.next("completed").await, completed.json);
+        let back = store.rides.change(&ride.id, &step(RideStep::InProgress, "d-1"), T0 + 5).await.expect("back");
+        assert_eq!(back, RideChangeOutcome::Refused(completed.clone()), "no way back from completed");
+        let cancel = store.rides.change(&ride.id, &RideChange::Cancel, T0 + 6).await.expect("cancel");
+        assert_eq!(cancel, RideChangeOutcome::Refused(completed), "a completed ride is not cancelled");
+
+        // A ride on its way may still be cancelled by its rider.
+        let other = created(store.rides.create(&new_ride("ride-2"), T0).await.expect("create"));
+        applied(store.rides.change(&other.id, &assign("d-3"), T0 + 1).await.expect("assign"), "assign");
+        applied(store.rides.change(&other.id, &step(RideStep::InProgress, "d-3"), T0 + 2).await.expect("go"), "go");
+        let cancelled = applied(store.rides.change(&other.id, &RideChange::Cancel, T0 + 3).await.expect("x"), "x");
+        assert_eq!(cancelled.status, RideStatus::Cancelled);
+    })
+    .await;
+}
+
+fn ride_of(ride: &str, rider: &str) -> NewRide {
+    NewRide { rider: id(rider), ..new_ride(ride) }
+}
+
+#[tokio::test]
+async fn a_rider_has_one_open_ride_at_a_time_until_it_ends() {
+    in_both_backends(|store| async move {
+        let first = created(store.rides.create(&new_ride("ride-1"), T0).await.expect("create"));
+        let refused = store.rides.create(&new_ride("ride-2"), T0 + 1).await.expect("create");
+        assert_eq!(refused, CreateOutcome::RiderHasOpenRide(first.id.clone()), "searching is open");
+        assert_eq!(store.rides.get(&id("ride-2")).await.expect("read"), None, "nothing was stored");
+        created(store.rides.create(&ride_of("ride-3", "rider-2"), T0 + 1).await.expect("another rider is not held"));
+
+        applied(store.rides.change(&first.id, &assign("d-1"), T0 + 2).await.expect("assign"), "assign");
+        applied(store.rides.change(&first.id, &step(RideStep::InProgress, "d-1"), T0 + 3).await.expect("go"), "go");
+        let refused = store.rides.create(&new_ride("ride-2"), T0 + 4).await.expect("create");
+        assert_eq!(refused, CreateOutcome::RiderHasOpenRide(first.id.clone()), "in_progress is open");
+
+        // Each way a ride ends frees its rider.
+        applied(store.rides.change(&first.id, &step(RideStep::Completed, "d-1"), T0 + 5).await.expect("x"), "done");
+        let second = created(store.rides.create(&new_ride("ride-2"), T0 + 6).await.expect("after completed"));
+        applied(store.rides.change(&second.id, &RideChange::Cancel, T0 + 7).await.expect("cancel"), "cancel");
+        let third = created(store.rides.create(&new_ride("ride-4"), T0 + 8).await.expect("after cancelled"));
+        applied(store.rides.change(&third.id, &RideChange::NoDriver, T0 + 9).await.expect("no driver"), "none");
+        created(store.rides.create(&new_ride("ride-5"), T0 + 10).await.expect("after no_driver"));
+
+        // Two requests of one rider at once: exactly one ride.
+        let (ride_a, ride_b) = (ride_of("ride-a", "rider-3"), ride_of("ride-b", "rider-3"));
+        let (a, b) = tokio::join!(store.rides.create(&ride_a, T0), store.rides.create(&ride_b, T0));
+        match (a.expect("create a"), b.expect("create b")) {
+            (CreateOutcome::Created(won), CreateOutcome::RiderHasOpenRide(open))
+            | (CreateOutcome::RiderHasOpenRide(open), CreateOutcome::Created(won)) => assert_eq!(won.id, open),
+            other => panic!("expected exactly one of two racing creates to win, got {other:?}"),
+        }
     })
     .await;
 }

@@ -40,8 +40,23 @@ pub fn ride_status(ride: &Id) -> String {
 /// Store key holding a ride: who asked for it, where from and to, its status (and driver), and
 /// the status JSON as last published.
 pub fn ride_key(ride: &Id) -> String {
-    format!("ride:{{{ride}}}")
+    format!("{RIDE_KEY_PREFIX}{{{ride}}}")
 }
+
+/// Store key naming a rider's open ride (`searching` or under way), if any: what keeps a rider
+/// to one open ride at a time. Its hash tag is the rider's `sub`; the Redis ride store picks the
+/// ids of a rider's rides in the same cluster slot, so that one script sees both.
+pub fn rider_open_key(rider: &Id) -> String {
+    format!("{RIDER_OPEN_PREFIX}{{{rider}}}")
+}
+
+/// What [`rider_open_key`] puts before the hash tag (a script that reads the rider of a ride
+/// builds the key from it).
+pub const RIDER_OPEN_PREFIX: &str = "rider:open:";
+
+/// What [`ride_key`] puts before the hash tag (a script that reads a ride id from the rider's
+/// index builds the ride's key from it).
+pub const RIDE_KEY_PREFIX: &str = "ride:";
 
 /// Channel carrying notices of a ride's chat (a message was stored, someone is typing). The
 /// messages themselves are read from the ride's chat stream, never from the channel.
@@ -92,6 +107,7 @@ mod tests {
         assert_eq!(hash_tag(&driver_location(&driver)), "d-1");
         assert_eq!(hash_tag(&surge_latest_key(&zone)), "z_9");
         assert_eq!(hash_tag(&surge_zone(&zone)), "z_9");
+        assert_eq!(hash_tag(&rider_open_key(&id("rider-7"))), "rider-7");
         for name in [ride_key(&ride), ride_status(&ride), chat_ride(&ride), chat_stream_key(&ride), chat_ids_key(&ride)]
         {
             assert_eq!(hash_tag(&name), "Ride42", "{name}");

@@ -30,6 +30,8 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// The request conflicts with the current state.
     Conflict,
+    /// The ride is over (`completed` or `cancelled`): its chat takes no new messages.
+    RideEnded,
     /// A body or frame is larger than allowed.
     TooLarge,
     /// Too many requests or messages.
@@ -51,7 +53,7 @@ impl ErrorCode {
             Self::InvalidId | Self::InvalidMessage | Self::InvalidLocation | Self::InvalidSurge => 400,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
-            Self::Conflict => 409,
+            Self::Conflict | Self::RideEnded => 409,
             Self::TooLarge => 413,
             Self::UpgradeRequired => 426,
             Self::RateLimited => 429,

@@ -35,7 +35,7 @@ pub use grid::GridCell;
 pub use ids::{Id, InvalidId};
 pub use location::{InvalidLocation, Location, LocationReport};
 pub use messages::LatLng;
-pub use ride::{RideCreated, RideRequest, RideState, RideStatus};
+pub use ride::{RideCreated, RideRequest, RideState, RideStatus, RideStep};
 pub use surge::{InvalidSurge, Multiplier, Surge, SurgeRequest};
 pub use token::{Claims, Role, TokenError, TokenKeys};
 

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ErrorCode, LocationReport};
+use crate::{ErrorCode, LocationReport, ride::RideStep};
 
 /// A point on the map, as used by pickups and drop-offs.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -26,6 +26,9 @@ pub enum DriverMessage {
     Accept { offer_id: String },
     #[serde(rename_all = "camelCase")]
     Reject { offer_id: String },
+    /// The assigned driver reports a step of its ride (v1.1 lifecycle).
+    #[serde(rename_all = "camelCase")]
+    RideProgress { ride_id: String, status: RideStep },
 }
 
 /// How an offer ended, from the offered driver's point of view.
@@ -36,6 +39,20 @@ pub enum OfferResult {
     Expired,
     Taken,
     Cancelled,
+}
+
+/// How a `ride_progress` ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProgressResult {
+    /// The ride is at that step now (also when it already was: a repeat is answered `ok`).
+    Ok,
+    /// The ride is past that step, or has ended otherwise (cancelled).
+    Conflict,
+    /// The ride is not this driver's.
+    Forbidden,
+    /// No such ride (never created, or expired).
+    NotFound,
 }
 
 /// What the server sends to a driver.
@@ -54,6 +71,13 @@ pub enum ServerMessage {
     OfferResult {
         offer_id: String,
         result: OfferResult,
+    },
+    /// The answer to a `ride_progress`.
+    #[serde(rename_all = "camelCase")]
+    RideProgressResult {
+        ride_id: String,
+        status: RideStep,
+        result: ProgressResult,
     },
     Error {
         code: ErrorCode,
@@ -84,7 +108,10 @@ pub enum MessageError {
     NotAnObject,
     /// Offer ids are the server's, and follow the id rule; anything else is no offer.
     #[error("offerId is not a valid id: {0}")]
-    OfferId(#[from] crate::InvalidId),
+    OfferId(#[source] crate::InvalidId),
+    /// Ride ids follow the id rule too.
+    #[error("rideId is not a valid id: {0}")]
+    RideId(#[source] crate::InvalidId),
 }
 
 impl MessageError {
@@ -92,7 +119,7 @@ impl MessageError {
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::Unreadable(_) | Self::NotAnObject => ErrorCode::InvalidMessage,
-            Self::OfferId(_) => ErrorCode::InvalidId,
+            Self::OfferId(_) | Self::RideId(_) => ErrorCode::InvalidId,
         }
     }
 }
@@ -101,7 +128,7 @@ impl MessageError {
 ///
 /// # Errors
 /// [`MessageError`] when the text is not JSON, has no known `type`, misses a field, or names
-/// an offer with something that is not an id.
+/// an offer or a ride with something that is not an id.
 pub fn parse_driver_message(text: &str) -> Result<DriverMessage, MessageError> {
     if !crate::is_json_object(text) {
         return Err(MessageError::NotAnObject);
@@ -111,7 +138,10 @@ pub fn parse_driver_message(text: &str) -> Result<DriverMessage, MessageError> {
     | DriverMessage::Accept { offer_id }
     | DriverMessage::Reject { offer_id } = &message
     {
-        crate::Id::parse(offer_id)?;
+        crate::Id::parse(offer_id).map_err(MessageError::OfferId)?;
+    }
+    if let DriverMessage::RideProgress { ride_id, .. } = &message {
+        crate::Id::parse(ride_id).map_err(MessageError::RideId)?;
     }
     Ok(message)
 }
@@ -160,6 +190,30 @@ mod tests {
             parse_driver_message(r#"{"type":"reject","offerId":"o1"}"#),
             Ok(DriverMessage::Reject { .. })
         ));
+        assert_eq!(
+            parse_driver_message(r#"{"type":"ride_progress","rideId":"r1","status":"in_progress"}"#).expect("progress"),
+            DriverMessage::RideProgress { ride_id: "r1".into(), status: RideStep::InProgress }
+        );
+    }
+
+    #[test]
+    fn ride_progress_names_a_valid_ride_and_a_known_step() {
+        let bad_id = parse_driver_message(r#"{"type":"ride_progress","rideId":"a.b","status":"arrived"}"#);
+        assert_eq!(bad_id.expect_err("a bad ride id").code(), ErrorCode::InvalidId);
+        for status in ["driver_arrived", "searching", "cancelled", "done"] {
+            let frame = format!(r#"{{"type":"ride_progress","rideId":"r1","status":"{status}"}}"#);
+            let error = parse_driver_message(&frame).expect_err(&frame);
+            assert_eq!(error.code(), ErrorCode::InvalidMessage, "{frame}: not a driver's step");
+        }
+        let answer = ServerMessage::RideProgressResult {
+            ride_id: "r1".into(),
+            status: RideStep::Completed,
+            result: ProgressResult::NotFound,
+        };
+        assert_eq!(
+            answer.to_json(),
+            r#"{"type":"ride_progress_result","rideId":"r1","status":"completed","result":"not_found"}"#
+        );
     }
 
     #[test]

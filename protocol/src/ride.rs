@@ -5,8 +5,14 @@
 //! A ride's status as riders see it (SSE data of `GET /api/sse/rides/{rideId}`, the answer of
 //! `DELETE /api/rides/{rideId}`):
 //! `{"rideId":"...","status":"driver_assigned","driverId":"d-1","trackingToken":"...","ts":1764240000123}`.
-//! `driverId` and `trackingToken` are present only while the status is `driver_assigned`, and
-//! left out (never `null`) otherwise, as a location's optional fields are.
+//! `driverId` and `trackingToken` are present only while the ride is under way with its driver
+//! (`driver_assigned`, `driver_arrived`, `in_progress`), and left out (never `null`) otherwise,
+//! as a location's optional fields are.
+//!
+//! The lifecycle (v1.1): `searching` → `driver_assigned` (a driver accepted) → `driver_arrived`
+//! → `in_progress` → `completed`, the last three reported by the assigned driver
+//! ([`RideStep`]); steps only go forward, skipping ahead is allowed. `no_driver` ends a search,
+//! `cancelled` (the rider) ends a ride at any step before `completed`.
 //!
 //! In a request body, fields other than `pickup` and `dropoff` (and, inside them, other than
 //! `lat` and `lng`) are ignored, so that newer clients can send more; anything missing or of the
@@ -16,8 +22,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Id, InvalidLocation, messages::LatLng};
 
-/// Where a ride stands. Every ride starts `searching`; the other three are reached from there
-/// (`cancelled` also from `driver_assigned`), and `no_driver` and `cancelled` are final.
+/// Where a ride stands. Every ride starts `searching`; `no_driver`, `cancelled` and
+/// `completed` are final (see the module docs for the order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RideStatus {
@@ -25,11 +31,28 @@ pub enum RideStatus {
     Searching,
     /// A driver took the ride; the rider may track it.
     DriverAssigned,
+    /// The driver is at the pickup.
+    DriverArrived,
+    /// The rider is on board.
+    InProgress,
+    /// The driver dropped the rider off.
+    Completed,
     /// Nobody took the ride.
     NoDriver,
     /// The rider cancelled.
     Cancelled,
 }
+
+/// Every status, in the lifecycle's order (the final side-exits last).
+pub const RIDE_STATUSES: [RideStatus; 7] = [
+    RideStatus::Searching,
+    RideStatus::DriverAssigned,
+    RideStatus::DriverArrived,
+    RideStatus::InProgress,
+    RideStatus::Completed,
+    RideStatus::NoDriver,
+    RideStatus::Cancelled,
+];
 
 impl RideStatus {
     /// The contract's spelling.
@@ -37,6 +60,9 @@ impl RideStatus {
         match self {
             Self::Searching => "searching",
             Self::DriverAssigned => "driver_assigned",
+            Self::DriverArrived => "driver_arrived",
+            Self::InProgress => "in_progress",
+            Self::Completed => "completed",
             Self::NoDriver => "no_driver",
             Self::Cancelled => "cancelled",
         }
@@ -44,7 +70,52 @@ impl RideStatus {
 
     /// Whether nothing can follow this status.
     pub fn is_final(self) -> bool {
-        matches!(self, Self::NoDriver | Self::Cancelled)
+        matches!(self, Self::Completed | Self::NoDriver | Self::Cancelled)
+    }
+
+    /// Whether a driver has the ride and it has not ended: what a tracking token needs.
+    pub fn is_under_way(self) -> bool {
+        matches!(self, Self::DriverAssigned | Self::DriverArrived | Self::InProgress)
+    }
+
+    /// Whether the ride still counts as its rider's open ride (searching or under way): a rider
+    /// has at most one.
+    pub fn is_open(self) -> bool {
+        !self.is_final()
+    }
+}
+
+/// A step the assigned driver reports (`ride_progress`), in its frame's spelling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RideStep {
+    /// At the pickup: the ride becomes `driver_arrived`.
+    Arrived,
+    /// The rider is on board: `in_progress`.
+    InProgress,
+    /// Dropped off: `completed`.
+    Completed,
+}
+
+impl RideStep {
+    /// The ride status the step leads to.
+    pub fn status(self) -> RideStatus {
+        match self {
+            Self::Arrived => RideStatus::DriverArrived,
+            Self::InProgress => RideStatus::InProgress,
+            Self::Completed => RideStatus::Completed,
+        }
+    }
+
+    /// The statuses the step may be taken from: every earlier one of the ride under way
+    /// (skipping ahead is allowed, going back is not). The step's own status is not among them:
+    /// repeating it changes nothing (its caller answers `ok` again).
+    pub fn from_statuses(self) -> &'static [RideStatus] {
+        match self {
+            Self::Arrived => &[RideStatus::DriverAssigned],
+            Self::InProgress => &[RideStatus::DriverAssigned, RideStatus::DriverArrived],
+            Self::Completed => &[RideStatus::DriverAssigned, RideStatus::DriverArrived, RideStatus::InProgress],
+        }
     }
 }
 
@@ -61,6 +132,9 @@ impl std::str::FromStr for RideStatus {
         match s {
             "searching" => Ok(Self::Searching),
             "driver_assigned" => Ok(Self::DriverAssigned),
+            "driver_arrived" => Ok(Self::DriverArrived),
+            "in_progress" => Ok(Self::InProgress),
+            "completed" => Ok(Self::Completed),
             "no_driver" => Ok(Self::NoDriver),
             "cancelled" => Ok(Self::Cancelled),
             other => Err(format!("unknown ride status {other:?}")),
@@ -125,11 +199,12 @@ impl RideRequest {
 pub struct RideState {
     pub ride_id: Id,
     pub status: RideStatus,
-    /// The assigned driver: present only while `status` is `driver_assigned`.
+    /// The assigned driver: present only while the ride is under way
+    /// ([`RideStatus::is_under_way`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub driver_id: Option<Id>,
     /// A rider token with `drv` set to the driver (and `ride` to the ride): what opens the
-    /// driver's location stream. Present only while `status` is `driver_assigned`.
+    /// driver's location stream while the ride is under way. Present only then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracking_token: Option<String>,
     pub ts: u64,
@@ -239,12 +314,27 @@ mod tests {
 
     #[test]
     fn statuses_use_the_contract_spelling() {
-        for status in [RideStatus::Searching, RideStatus::DriverAssigned, RideStatus::NoDriver, RideStatus::Cancelled] {
+        for status in RIDE_STATUSES {
             let json = serde_json::to_string(&status).expect("serializes");
             assert_eq!(json, format!("\"{}\"", status.as_str()));
             assert_eq!(status.as_str().parse::<RideStatus>(), Ok(status));
         }
         assert!("assigned".parse::<RideStatus>().is_err());
+    }
+
+    #[test]
+    fn steps_only_go_forward_and_lead_to_their_status() {
+        for step in [RideStep::Arrived, RideStep::InProgress, RideStep::Completed] {
+            let to = step.status();
+            let order = |status| RIDE_STATUSES.iter().position(|s| *s == status).expect("listed");
+            for from in step.from_statuses() {
+                assert!(from.is_under_way() && order(*from) < order(to), "{step:?} from {from}");
+            }
+            assert!(!step.from_statuses().contains(&to), "{step:?}: a repeat is not a change");
+        }
+        assert_eq!(serde_json::to_string(&RideStep::InProgress).expect("json"), r#""in_progress""#);
+        assert!(RideStatus::Completed.is_final() && !RideStatus::Completed.is_open());
+        assert!(RideStatus::Searching.is_open() && !RideStatus::Searching.is_under_way());
     }
 
     #[test]

@@ -111,14 +111,15 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     eprintln!("[offer-latency] {drivers} drivers online; requesting {rides} rides, {concurrency} at a time");
 
-    let rider = mint(&claims(Role::Rider, "bench-rider"));
     let base = origins[1].url("");
     let mut latencies_us = Vec::with_capacity(rides);
     let mut missed = 0usize;
     let started = Instant::now();
     for batch in (0..rides).collect::<Vec<_>>().chunks(concurrency) {
         let requests = batch.iter().map(|&k| {
-            let (base, rider, offers) = (base.clone(), rider.clone(), offers.clone());
+            let (base, offers) = (base.clone(), offers.clone());
+            // A rider per ride: a rider has one open ride at a time (v1.1).
+            let rider = mint(&claims(Role::Rider, &format!("bench-rider-{k}")));
             async move {
                 let pickup = scatter(k * 7919 % rides.max(1), rides.max(1), 2_000.0, 1.0);
                 let body = json!({"pickup": {"lat": pickup.0, "lng": pickup.1},

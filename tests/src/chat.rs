@@ -439,7 +439,8 @@ pub struct AssignedRide {
     pub driver_token: String,
     /// The driver's `/ws/rides` socket, kept open for the ride's life.
     pub driver_socket: DriverSocket,
-    /// The `trackingToken` of the ride's `driver_assigned` status (`drv` and `ride` claims).
+    /// The `trackingToken` of the ride's `driver_assigned` status (`drv` and `ride` claims): it
+    /// opens the driver's position while the ride is under way, and no ride.
     pub tracking_token: String,
 }
 

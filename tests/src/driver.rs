@@ -175,6 +175,29 @@ impl DriverSocket {
         }
     }
 
+    /// Reports a step of `ride` (`{"type":"ride_progress",..}`, `status` `arrived`,
+    /// `in_progress` or `completed`) and returns the `result` of the `ride_progress_result`
+    /// that answers it, after checking that the answer names the same ride and step.
+    ///
+    /// # Panics
+    /// If no answer arrives within [`EXPECT`], or anything but resent offers comes first (an
+    /// origin that does not know the frame answers with an error frame).
+    pub async fn report_step(&mut self, ride: &str, status: &str) -> String {
+        let frame = serde_json::json!({ "type": "ride_progress", "rideId": ride, "status": status });
+        self.send_text(frame.to_string()).await;
+        let what = format!("the answer to ride_progress {status} of ride {ride}");
+        let answer = self.next_frame_where(EXPECT, &what, |f| f["type"] == "ride_progress_result").await;
+        assert_eq!(
+            (answer["rideId"].as_str(), answer["status"].as_str()),
+            (Some(ride), Some(status)),
+            "{what}: {answer}"
+        );
+        let result = answer["result"].as_str().unwrap_or_else(|| panic!("{what}: no result in {answer}"));
+        let keys: Vec<&str> = answer.as_object().map(|o| o.keys().map(String::as_str).collect()).unwrap_or_default();
+        assert_eq!(keys.len(), 4, "{what}: exactly type, rideId, status and result: {answer}");
+        result.to_owned()
+    }
+
     /// The next frame, which must be `{"type":"error","code":..,"message":..}`.
     ///
     /// # Panics

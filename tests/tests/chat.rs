@@ -4,7 +4,8 @@
 //! instance dies comes back elsewhere and misses nothing; a retried `clientMsgId` is stored once;
 //! anyone else is refused before the upgrade, in the contract's order of checks; typing is
 //! relayed and never stored; bad, oversized and flooding messages get the contract's errors; and
-//! messages outlive every origin.
+//! messages outlive every origin. Once the ride is over, new messages are refused as
+//! `ride_ended` while the history is still returned.
 //!
 //! Contract: PROTOCOL.md, "Chat WebSocket", "Errors" (WebSocket errors), "Tokens", "Precise
 //! points / Who is who, Chat echo, WebSocket auth, Order of checks, Numbers".
@@ -101,6 +102,7 @@ in_both_modes!(
     a_bad_message_gets_an_error_frame_and_the_socket_stays_open,
     a_4_kib_frame_is_a_message_and_a_bigger_one_closes_the_socket_with_1009,
     a_flood_is_rate_limited_and_only_what_was_echoed_is_stored,
+    after_completed_a_new_message_is_ride_ended_and_connecting_still_returns_the_history,
 );
 
 on_a_redis_cluster_too!(
@@ -669,4 +671,31 @@ async fn messages_survive_restarting_every_origin() {
     );
     let more = rider.say("after-restart", "still here").await;
     assert_eq!(driver.next_message("a message after the restart").await, more);
+}
+
+async fn after_completed_a_new_message_is_ride_ended_and_connecting_still_returns_the_history(mode: Mode) {
+    let cluster = cluster(mode).await;
+    let mut ride = ride_on(&cluster).await;
+    let mut rider = rider_chat(cluster.rider_side(), &ride, None).await;
+    let mut driver = driver_chat(cluster.driver_side(), &ride, None).await;
+    let question = rider.say("r-1", "Which car are you?").await;
+    assert_eq!(driver.next_message("the rider's question").await, question);
+    let answer = driver.say("d-1", "The blue one.").await;
+    assert_eq!(rider.next_message("the driver's answer").await, answer);
+
+    let ride_id = ride.ride_id.clone();
+    assert_eq!(ride.driver_socket.report_step(&ride_id, "completed").await, "ok", "the drop-off");
+    // On sockets opened before the end, on both sides and instances.
+    rider.send_message("r-2", "Thanks!").await;
+    rider.expect_error("ride_ended", "the rider's message after completed").await;
+    driver.send_message("d-2", "Bye!").await;
+    driver.expect_error("ride_ended", "the driver's message after completed").await;
+    // A retry of a message stored before the end is refused too: nothing new is stored.
+    rider.send_message("r-1", "Which car are you?").await;
+    rider.expect_error("ride_ended", "a retry after completed").await;
+
+    // Connecting afterwards, on any instance, still returns the conversation, and only it.
+    for origin in &cluster.origins {
+        assert_history(origin, &ride, &[question.clone(), answer.clone()], "the history after completed").await;
+    }
 }

@@ -299,17 +299,18 @@ async fn other_api_requests_pass_through_to_the_origin() {
     let origin = cluster.rider_side();
     let rider = rider_token("r-pass", "d-pass");
 
-    // POST /api/rides: the edge answers exactly what the origin answers, body and all.
+    // POST /api/rides: the edge answers exactly what the origin answers, body and all. Two
+    // riders (one open ride each), with tokens that may request rides (no `drv`, no `ride`).
     let body = r#"{"pickup":{"lat":37.7749,"lng":-122.4194},"dropoff":{"lat":37.8044,"lng":-122.2712}}"#;
-    let post = |base: String| {
-        let rider = rider.clone();
+    let post = |base: String, requester: &str| {
+        let requester = rider_token_without_drv(requester);
         async move {
-            let response = post_json(&format!("{base}/api/rides"), Auth::Bearer(&rider), body).await;
+            let response = post_json(&format!("{base}/api/rides"), Auth::Bearer(&requester), body).await;
             (response.status().as_u16(), response.text().await.expect("a body"))
         }
     };
-    let direct = post(origin.url("")).await;
-    let through_edge = post(edge.url("")).await;
+    let direct = post(origin.url(""), "r-pass-direct").await;
+    let through_edge = post(edge.url(""), "r-pass-edge").await;
     assert_eq!(through_edge.0, direct.0, "status through the edge: {through_edge:?} vs direct {direct:?}");
     if direct.0 != 201 {
         assert_eq!(through_edge.1, direct.1, "an answer that creates nothing is passed back byte for byte");

@@ -163,11 +163,6 @@ async fn a_token_holds_at_most_the_cap_in_streams_and_the_next_one_gets_429_rate
     let origin = capped(STREAM_CAP).start().await;
     let driver = "d-capped";
     let token = rider_token("r-capped", driver);
-    // The token's rider created a ride, so the token may follow that ride's stream too.
-    let created = post_json(&origin.url("/api/rides"), Auth::Bearer(&token), RIDE_BODY).await;
-    assert_eq!(created.status().as_u16(), 201, "a ride requested with the capped token");
-    let created: Value = serde_json::from_str(&created.text().await.unwrap_or_default()).expect("ride JSON");
-    let ride = created["rideId"].as_str().expect("a rideId").to_owned();
 
     let mut held = Vec::new();
     for _ in 0..STREAM_CAP {
@@ -181,8 +176,19 @@ async fn a_token_holds_at_most_the_cap_in_streams_and_the_next_one_gets_429_rate
     expect_rate_limited(sse_get(&origin, &location, Auth::Query(&token)).await, query).await;
     let surge = "a surge stream with a token that holds its cap in location streams";
     expect_rate_limited(sse_get(&origin, "/api/sse/surge/z-1", Auth::Bearer(&token)).await, surge).await;
-    let own_ride = "the stream of the token's own ride while it holds its cap";
-    expect_rate_limited(sse_get(&origin, &ride_stream_path(&ride), Auth::Bearer(&token)).await, own_ride).await;
+    // A ride's stream counts too. A token opens a ride or a driver's position, never both
+    // (v1.1 token scopes): the ride's creator holds its cap in surge streams, then asks for it.
+    let creator = rider_token_without_drv("r-capped");
+    let created = post_json(&origin.url("/api/rides"), Auth::Bearer(&creator), RIDE_BODY).await;
+    assert_eq!(created.status().as_u16(), 201, "a ride requested by the creator");
+    let created: Value = serde_json::from_str(&created.text().await.unwrap_or_default()).expect("ride JSON");
+    let ride = created["rideId"].as_str().expect("a rideId").to_owned();
+    let mut surges = Vec::new();
+    for _ in 0..STREAM_CAP {
+        surges.push(RiderStream::open_with(&origin, "/api/sse/surge/z-1", Auth::Bearer(&creator), None).await);
+    }
+    let own_ride = "the stream of the creator's ride while its token holds its cap";
+    expect_rate_limited(sse_get(&origin, &ride_stream_path(&ride), Auth::Bearer(&creator)).await, own_ride).await;
 
     // Polling is a request, not a stream: no cap (nothing is known of the driver yet).
     let polled = poll(&origin, driver, &token, None).await;

@@ -1,9 +1,12 @@
 //! Ride offers over the driver WebSocket: the nearest available driver gets an offer, which is
 //! resent until acknowledged; the first accept wins the ride; rejects, silence and late accepts
 //! move the ride on; a cancel reaches the offered driver; and no single process dying strands
-//! a ride. Matching runs on several origin processes sharing one real Redis (and embedded).
+//! a ride. The assigned driver then reports the ride's steps (v1.1 lifecycle), forward only and
+//! only its own ride's, and is offered rides again once it is `completed`. Matching runs on
+//! several origin processes sharing one real Redis (and embedded).
 //!
-//! Contract: PROTOCOL.md, "Driver WebSocket", "Rider HTTP and SSE" and "Precise points".
+//! Contract: PROTOCOL.md, "Driver WebSocket", "Rider HTTP and SSE", "Precise points" and the
+//! v1.1 "Ride lifecycle".
 
 use std::time::Duration;
 
@@ -11,7 +14,7 @@ use ridecast_tests::http::{delete, post_json};
 use ridecast_tests::tokens::{claims, driver_token, mint, rider_token};
 use ridecast_tests::wait::now_ms;
 use ridecast_tests::{
-    Auth, Cluster, DriverSocket, EXPECT, Fix, Mode, Origin, RedisServer, RiderStream, in_both_modes,
+    Auth, Cluster, DriverSocket, EXPECT, Fix, Mode, Origin, QUIET, RedisServer, RiderStream, in_both_modes,
     on_a_redis_cluster_too, wait_until_stored,
 };
 use serde_json::{Value, json};
@@ -133,6 +136,11 @@ in_both_modes!(
     a_driver_who_won_a_ride_is_told_when_the_rider_cancels_and_is_free_again,
     an_offer_is_sent_again_until_acknowledged,
     bad_answers_to_offers_get_contract_errors,
+    the_assigned_drivers_steps_reach_the_ride_stream_on_another_instance,
+    a_step_back_is_a_conflict_and_changes_nothing,
+    a_driver_not_assigned_to_the_ride_is_forbidden_its_steps,
+    a_step_of_an_unknown_ride_is_not_found,
+    after_completed_the_driver_is_offered_rides_again_without_saying_it_is_available,
 );
 
 on_a_redis_cluster_too!(
@@ -141,6 +149,8 @@ on_a_redis_cluster_too!(
     an_unanswered_offer_expires_moves_on_and_a_late_accept_is_expired,
     a_riders_cancel_reaches_the_offered_driver,
     a_driver_who_won_a_ride_is_told_when_the_rider_cancels_and_is_free_again,
+    the_assigned_drivers_steps_reach_the_ride_stream_on_another_instance,
+    after_completed_the_driver_is_offered_rides_again_without_saying_it_is_available,
 );
 
 async fn the_nearest_driver_gets_the_offer_accepts_and_the_rider_can_track_them(mode: Mode) {
@@ -436,4 +446,92 @@ async fn a_driver_reconnecting_elsewhere_stays_online_without_saying_so_again() 
     let ride = request_ride(&cluster.origins[2], "r-back").await;
     let offer = expect_offer(&mut back, "an offer for the driver who came back").await;
     assert_eq!(offer["rideId"], ride.id.as_str());
+}
+
+/// A ride requested by `rider` (on the rider side) and won by `driver` (online on the driver
+/// side), its stream read up to `driver_assigned`, which is returned.
+async fn won_ride(cluster: &Cluster, rider: &str, driver: &str) -> (DriverSocket, RiderRide, Value) {
+    let mut socket = online_driver(cluster.driver_side(), driver, metres_north(100.0)).await;
+    let mut ride = request_ride(cluster.rider_side(), rider).await;
+    let offer = expect_offer(&mut socket, "the offer").await;
+    answer(&mut socket, "accept", &offer).await;
+    expect_result(&mut socket, &offer, "confirmed", "the accept").await;
+    let assigned = ride.expect_status("driver_assigned", "the assignment").await;
+    (socket, ride, assigned)
+}
+
+/// A ride id nobody made (it follows the id rule).
+const UNKNOWN_RIDE: &str = "0123456789abcdef0123456789abcdef";
+
+async fn the_assigned_drivers_steps_reach_the_ride_stream_on_another_instance(mode: Mode) {
+    let cluster = start(mode, 1).await;
+    let (mut driver, mut ride, assigned) = won_ride(&cluster, "r-steps", "d-steps").await;
+    let mut last_ts = assigned["ts"].as_u64().expect("a ts");
+    for (step, status) in [("arrived", "driver_arrived"), ("in_progress", "in_progress"), ("completed", "completed")] {
+        assert_eq!(driver.report_step(&ride.id, step).await, "ok", "the assigned driver reports {step}");
+        let seen = ride.expect_status(status, &format!("{status} on the rider's instance")).await;
+        let ts = seen["ts"].as_u64().expect("a ts");
+        assert!(ts > last_ts, "ids only grow: {ts} after {last_ts}");
+        last_ts = ts;
+        if status == "completed" {
+            assert!(seen.get("driverId").is_none() && seen.get("trackingToken").is_none(), "over: {seen}");
+        } else {
+            assert_eq!(seen["driverId"], "d-steps", "under way, the status names its driver: {seen}");
+            assert!(seen["trackingToken"].is_string(), "under way, the status carries a tracking token: {seen}");
+        }
+    }
+    // Retry-safe: the same step again (its answer was lost, say) is `ok` and publishes nothing.
+    assert_eq!(driver.report_step(&ride.id, "completed").await, "ok", "completed, repeated");
+    ride.stream.expect_quiet(QUIET, "a repeated step changes nothing").await;
+}
+
+async fn a_step_back_is_a_conflict_and_changes_nothing(mode: Mode) {
+    let cluster = start(mode, 1).await;
+    let (mut driver, mut ride, _) = won_ride(&cluster, "r-back", "d-back-step").await;
+    // Skipping `arrived` is allowed.
+    assert_eq!(driver.report_step(&ride.id, "in_progress").await, "ok", "straight to in_progress");
+    ride.expect_status("in_progress", "the trip").await;
+    assert_eq!(driver.report_step(&ride.id, "arrived").await, "conflict", "arrived after in_progress");
+    ride.stream.expect_quiet(QUIET, "a refused step publishes nothing").await;
+    assert_eq!(driver.report_step(&ride.id, "completed").await, "ok", "forward again");
+    ride.expect_status("completed", "the end").await;
+    assert_eq!(driver.report_step(&ride.id, "in_progress").await, "conflict", "in_progress after completed");
+}
+
+async fn a_driver_not_assigned_to_the_ride_is_forbidden_its_steps(mode: Mode) {
+    let cluster = start(mode, 1).await;
+    let (mut driver, mut ride, _) = won_ride(&cluster, "r-mine", "d-mine").await;
+    let mut stranger = DriverSocket::connect(cluster.rider_side(), &driver_token("d-stranger")).await;
+    for step in ["arrived", "in_progress", "completed"] {
+        assert_eq!(stranger.report_step(&ride.id, step).await, "forbidden", "another driver reports {step}");
+    }
+    ride.stream.expect_quiet(QUIET, "nothing a stranger says moves the ride").await;
+    // A ride still searching has no driver yet: nobody's step.
+    let searching = request_ride(cluster.rider_side(), "r-unmatched").await;
+    assert_eq!(stranger.report_step(&searching.id, "arrived").await, "forbidden", "a searching ride");
+    assert_eq!(driver.report_step(&ride.id, "arrived").await, "ok", "its own driver still may");
+    ride.expect_status("driver_arrived", "the real driver's step").await;
+}
+
+async fn a_step_of_an_unknown_ride_is_not_found(mode: Mode) {
+    let cluster = start(mode, 1).await;
+    let mut driver = DriverSocket::connect(cluster.driver_side(), &driver_token("d-lost")).await;
+    for step in ["arrived", "in_progress", "completed"] {
+        assert_eq!(driver.report_step(UNKNOWN_RIDE, step).await, "not_found", "{step} of a ride nobody made");
+    }
+    driver.send_text(json!({"type": "ride_progress", "rideId": "a.b", "status": "arrived"}).to_string()).await;
+    assert_eq!(driver.expect_error_frame("a step of a malformed ride id").await.code, "invalid_id");
+    driver.send_text(json!({"type": "ride_progress", "rideId": UNKNOWN_RIDE, "status": "cancelled"}).to_string()).await;
+    assert_eq!(driver.expect_error_frame("a status a driver cannot report").await.code, "invalid_message");
+}
+
+async fn after_completed_the_driver_is_offered_rides_again_without_saying_it_is_available(mode: Mode) {
+    let cluster = start(mode, 1).await;
+    let (mut driver, mut ride, _) = won_ride(&cluster, "r-first-trip", "d-shift").await;
+    assert_eq!(driver.report_step(&ride.id, "completed").await, "ok", "the drop-off");
+    ride.expect_status("completed", "the first trip's end").await;
+    // No `availability` sent since the accept (the session sends only what the test writes).
+    let next = request_ride(cluster.rider_side(), "r-second-trip").await;
+    let offer = expect_offer(&mut driver, "an offer after completing, with no new availability").await;
+    assert_eq!(offer["rideId"], next.id.as_str());
 }

@@ -1,21 +1,31 @@
 //! The polling endpoint, `GET /api/drivers/{id}/location`: 404 before anything is known, the
 //! location with an `ETag`, 304 for `If-None-Match`, a new tag for a newer update, and the same
-//! tokens as the location stream.
+//! tokens as the location stream. A ride's tracking token works only while the ride is under way
+//! (`driver_assigned`, `driver_arrived`, `in_progress`): after `completed` it is refused and the
+//! streams it opened end.
 //!
-//! Contract: PROTOCOL.md, "Rider HTTP and SSE" and "Precise points / Who is who".
+//! Contract: PROTOCOL.md, "Rider HTTP and SSE", "Precise points / Who is who", and the v1.1
+//! "Ride lifecycle" and "Token scopes".
 
+use ridecast_tests::chat::AssignedRide;
 use ridecast_tests::http::{Auth, expect_error, get};
 use ridecast_tests::rider::polling_path;
 use ridecast_tests::tokens::{
     GARBAGE_TOKEN, bad_signature_rider_token, driver_token, expired_rider_token, rider_token, rider_token_without_drv,
 };
-use ridecast_tests::{Cluster, DriverSocket, Fix, Mode, Route, TsClock, in_both_modes, poll, wait_until_stored};
+use ridecast_tests::{
+    Cluster, DriverSocket, EXPECT, Fix, Mode, RiderStream, Route, TsClock, in_both_modes, on_a_redis_cluster_too, poll,
+    wait_until_stored,
+};
 
 in_both_modes!(
     polling_is_404_before_any_location,
     polling_answers_the_location_with_an_etag_and_304_when_it_matches,
     a_newer_update_gets_a_new_etag,
+    a_tracking_token_works_through_the_trip_and_is_refused_once_the_ride_is_completed,
 );
+
+on_a_redis_cluster_too!(a_tracking_token_works_through_the_trip_and_is_refused_once_the_ride_is_completed,);
 
 async fn polling_is_404_before_any_location(mode: Mode) {
     let cluster = Cluster::start_default(mode).await;
@@ -104,4 +114,38 @@ async fn polling_takes_the_same_tokens_as_the_location_stream() {
     }
     let by_query = get(&url, Auth::Query(&token), &[]).await;
     assert_eq!(by_query.status().as_u16(), 200, "polling with ?token=");
+}
+
+async fn a_tracking_token_works_through_the_trip_and_is_refused_once_the_ride_is_completed(mode: Mode) {
+    let cluster = Cluster::start_default(mode).await;
+    let mut ride = AssignedRide::start(cluster.rider_side(), cluster.driver_side(), "r-trip", "d-trip").await;
+    let (ride_id, driver, tracking) = (ride.ride_id.clone(), ride.driver.clone(), ride.tracking_token.clone());
+    for step in ["arrived", "in_progress"] {
+        assert_eq!(ride.driver_socket.report_step(&ride_id, step).await, "ok", "the driver reports {step}");
+        for origin in &cluster.origins {
+            let polled = poll(origin, &driver, &tracking, None).await;
+            assert_eq!(polled.status, 200, "polling with the tracking token after {step}: {polled:?}");
+        }
+    }
+    let mut stream = RiderStream::open(cluster.rider_side(), &driver, &tracking).await;
+    stream.next_location("the driver's position while the trip is on").await;
+
+    assert_eq!(ride.driver_socket.report_step(&ride_id, "completed").await, "ok", "the drop-off");
+    let _clean_or_not = stream.expect_end(EXPECT, "the tracking stream once its ride is completed").await;
+    for origin in &cluster.origins {
+        let refused = poll(origin, &driver, &tracking, None).await;
+        assert_eq!(refused.status, 403, "polling with the tracking token of a completed ride: {refused:?}");
+        let reopened = RiderStream::try_open(
+            origin,
+            &ridecast_tests::rider::location_path(&driver),
+            Auth::Bearer(&tracking),
+            None,
+        )
+        .await;
+        assert_eq!(
+            reopened.map(|_| 200).unwrap_or_else(|(status, _)| status),
+            403,
+            "the stream, reopened after completed"
+        );
+    }
 }

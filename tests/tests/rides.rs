@@ -1,23 +1,29 @@
 //! Rides on the origin: a rider requests a ride on any instance, follows its status on any
 //! other, and cancels it on a third. The status stream keeps everything the other streams promise
 //! (current value on connect, `Last-Event-ID`, ids that only grow). Only the ride's creator, or
-//! a token scoped to the ride, may follow or cancel it.
+//! a token scoped to the ride, may follow or cancel it; a token is exactly as wide as its claims
+//! say (a ride's token opens that ride only and requests none, a tracking token opens no ride).
+//! A rider has one open ride at a time: another request while one is `searching` or under way
+//! is 409, naming it.
 //!
 //! Contract: PROTOCOL.md, "Rider HTTP and SSE" (`POST /api/rides`, `DELETE /api/rides/{rideId}`,
-//! `GET /api/sse/rides/{rideId}`), "Tokens", "Errors" and "Precise points / Who is who, Order
-//! of checks, Numbers".
+//! `GET /api/sse/rides/{rideId}`), "Tokens", "Errors", "Precise points / Who is who, Order of
+//! checks, Numbers" and the v1.1 "Token scopes".
 
 use std::time::Duration;
 
 use ridecast_protocol::{Claims, Id, Role, TokenKeys};
+use ridecast_tests::chat::AssignedRide;
 use ridecast_tests::http::{Auth, delete, expect_error, get, header, post_json};
+use ridecast_tests::rider::location_path;
 use ridecast_tests::tokens::{
-    GARBAGE_TOKEN, TEST_SECRET, driver_token, edge_token, expired_rider_token, ops_token, ride_token, rider_token,
+    GARBAGE_TOKEN, TEST_SECRET, driver_token, edge_token, expired_rider_token, ops_token, ride_token,
     rider_token_without_drv,
 };
 use ridecast_tests::wait::{now_ms, now_secs, poll_until};
 use ridecast_tests::{
-    Cluster, EXPECT, Mode, Origin, QUIET, RawSse, RedisServer, RiderStream, in_both_modes, on_a_redis_cluster_too,
+    ChatSocket, Cluster, EXPECT, Mode, Origin, QUIET, RawSse, RedisServer, RiderStream, in_both_modes,
+    on_a_redis_cluster_too,
 };
 use serde::Deserialize;
 
@@ -163,9 +169,15 @@ in_both_modes!(
     a_last_event_id_equal_to_the_current_status_suppresses_the_replay,
     ride_requests_are_checked_in_the_contracts_order,
     only_the_creator_or_a_token_scoped_to_the_ride_follows_or_cancels_it,
+    a_ride_token_requests_no_ride_and_opens_none_of_the_riders_other_rides,
+    a_tracking_token_opens_its_drivers_position_but_not_the_ride_stream_cancel_or_chat,
+    a_second_ride_while_one_is_open_is_409_naming_it_and_requesting_works_again_once_it_ends,
 );
 
-on_a_redis_cluster_too!(a_cancel_on_another_instance_reaches_the_stream_and_a_second_cancel_changes_nothing,);
+on_a_redis_cluster_too!(
+    a_cancel_on_another_instance_reaches_the_stream_and_a_second_cancel_changes_nothing,
+    a_second_ride_while_one_is_open_is_409_naming_it_and_requesting_works_again_once_it_ends,
+);
 
 async fn a_requested_ride_is_searching_at_once_on_its_stream_with_the_returned_token(mode: Mode) {
     let cluster = cluster(mode).await;
@@ -181,7 +193,7 @@ async fn a_requested_ride_is_searching_at_once_on_its_stream_with_the_returned_t
     with_ride_token.expect_quiet(QUIET, "nothing but the current status is sent").await;
 
     // The creator's own token, without a `ride` claim, in the query as EventSource sends it.
-    let creator = rider_token("r1", "d-any");
+    let creator = rider_token_without_drv("r1");
     let mut with_creator_token = follow(cluster.rider_side(), ride, Auth::Query(&creator), None).await;
     assert_eq!(next_ride(&mut with_creator_token, ride, "the status for the creator").await, first);
 
@@ -402,8 +414,8 @@ async fn while_redis_is_down_rides_are_503_and_their_streams_ask_to_come_back() 
         (origin.readyz().await == Some(503)).then_some(())
     })
     .await;
-    let answer =
-        expect_error(post_ride(&origin, Auth::Bearer(&created.token), BODY).await, 503, "POST, no store").await;
+    let creator = rider_token_without_drv("r1");
+    let answer = expect_error(post_ride(&origin, Auth::Bearer(&creator), BODY).await, 503, "POST, no store").await;
     assert_eq!(answer.code, "unavailable");
     let answer =
         expect_error(delete_ride(&origin, ride, Auth::Bearer(&created.token)).await, 503, "DELETE, no store").await;
@@ -427,4 +439,93 @@ async fn while_redis_is_down_rides_are_503_and_their_streams_ask_to_come_back() 
     let answer = expect_error(delete_ride(&origin, ride, Auth::Bearer(&created.token)).await, 404, "a lost ride").await;
     assert_eq!(answer.code, "not_found");
     request_ride(&origin, &rider_token_without_drv("r1")).await;
+}
+
+/// Asserts `auth` is refused with 403 `forbidden` by the stream, `DELETE` and chat of `ride`.
+async fn refused_everywhere(origin: &Origin, ride: &str, token: &str, what: &str) {
+    let stream = get(&origin.url(&stream_path(ride)), Auth::Bearer(token), &[]).await;
+    assert_eq!(expect_error(stream, 403, &format!("the ride stream, {what}")).await.code, "forbidden");
+    let cancel = delete_ride(origin, ride, Auth::Bearer(token)).await;
+    assert_eq!(expect_error(cancel, 403, &format!("DELETE, {what}")).await.code, "forbidden");
+    match ChatSocket::try_connect(origin, ride, Auth::Bearer(token), None).await {
+        Ok(_) => panic!("the ride's chat opened, {what}"),
+        Err(refusal) => assert_eq!(refusal.status, 403, "the ride's chat, {what}: {}", refusal.body),
+    }
+}
+
+async fn a_ride_token_requests_no_ride_and_opens_none_of_the_riders_other_rides(mode: Mode) {
+    let cluster = cluster(mode).await;
+    let origin = cluster.rider_side();
+    let creator = rider_token_without_drv("r1");
+    let first = request_ride(cluster.driver_side(), &creator).await;
+    // A rider has one open ride at a time: the first ends before the second is requested.
+    cancel(cluster.driver_side(), &first.ride_id, &first.token).await;
+    let second = request_ride(cluster.driver_side(), &creator).await;
+
+    let answer = expect_error(post_ride(origin, Auth::Bearer(&first.token), BODY).await, 403, "a ride token").await;
+    assert_eq!(answer.code, "forbidden", "a ride-scoped token requests no ride: {}", answer.message);
+    refused_everywhere(origin, &second.ride_id, &first.token, "with the token of the rider's other ride").await;
+
+    // Its own ride it still opens; the creator's unscoped token opens both.
+    let mut own = follow(origin, &first.ride_id, Auth::Bearer(&first.token), None).await;
+    assert_eq!(next_ride(&mut own, &first.ride_id, "its own ride").await.status, "cancelled");
+    let mut by_creator = follow(origin, &second.ride_id, Auth::Bearer(&creator), None).await;
+    assert_eq!(next_ride(&mut by_creator, &second.ride_id, "the creator's").await.status, "searching");
+    assert_eq!(counted(&cluster.origins, "rides_created_total").await, 2, "the refused request created nothing");
+}
+
+async fn a_tracking_token_opens_its_drivers_position_but_not_the_ride_stream_cancel_or_chat(mode: Mode) {
+    let cluster = cluster(mode).await;
+    let origin = cluster.rider_side();
+    let ride = AssignedRide::start(origin, cluster.driver_side(), "r-tracked", "d-tracked").await;
+    let tracking = ride.tracking_token.as_str();
+
+    refused_everywhere(origin, &ride.ride_id, tracking, "with the ride's tracking token").await;
+    let answer = expect_error(post_ride(origin, Auth::Bearer(tracking), BODY).await, 403, "a tracking token").await;
+    assert_eq!(answer.code, "forbidden", "a tracking token requests no ride: {}", answer.message);
+
+    // What it is for: the driver's position.
+    let mut position = RiderStream::open(origin, &ride.driver, tracking).await;
+    position.next_location("the driver's position through the tracking token").await;
+    let other = RiderStream::try_open(origin, &location_path("d-someone-else"), Auth::Bearer(tracking), None).await;
+    assert_eq!(other.err().map(|(status, _)| status), Some(403), "another driver's position");
+    // And the ride is untouched by the refusals.
+    let mut status = follow(origin, &ride.ride_id, Auth::Bearer(&ride.ride_token), None).await;
+    assert_eq!(next_ride(&mut status, &ride.ride_id, "the ride, still assigned").await.status, "driver_assigned");
+}
+
+/// Asserts that `token`'s rider may not request a ride on `origin` now: 409 `conflict`, the
+/// message naming `open`.
+async fn expect_open_ride(origin: &Origin, token: &str, open: &str, what: &str) {
+    let answer = expect_error(post_ride(origin, Auth::Bearer(token), BODY).await, 409, what).await;
+    assert_eq!(answer.code, "conflict", "{what}: {}", answer.message);
+    assert!(answer.message.contains(open), "{what}: the message names the open ride {open}: {}", answer.message);
+}
+
+async fn a_second_ride_while_one_is_open_is_409_naming_it_and_requesting_works_again_once_it_ends(mode: Mode) {
+    let cluster = cluster(mode).await;
+    let third = cluster.origins.last().expect("an origin");
+    let creator = rider_token_without_drv("r1");
+    let first = request_ride(cluster.driver_side(), &creator).await;
+    // The same rider, on every instance, while the first is searching.
+    for origin in &cluster.origins {
+        expect_open_ride(origin, &creator, &first.ride_id, "a second request while the first searches").await;
+    }
+    let other_rider = request_ride(cluster.rider_side(), &rider_token_without_drv("r2")).await;
+    assert_ne!(other_rider.ride_id, first.ride_id, "another rider is not held back");
+    cancel(third, &first.ride_id, &first.token).await;
+    let second = request_ride(cluster.rider_side(), &creator).await;
+    assert_ne!(second.ride_id, first.ride_id, "a new ride once the first was cancelled");
+    cancel(cluster.rider_side(), &second.ride_id, &second.token).await;
+
+    // Under way counts as open too; `completed` ends it.
+    let mut ride = AssignedRide::start(cluster.rider_side(), cluster.driver_side(), "r-busy", "d-busy").await;
+    let busy = rider_token_without_drv("r-busy");
+    expect_open_ride(third, &busy, &ride.ride_id, "a request while a driver is assigned").await;
+    let ride_id = ride.ride_id.clone();
+    assert_eq!(ride.driver_socket.report_step(&ride_id, "in_progress").await, "ok", "the trip starts");
+    expect_open_ride(third, &busy, &ride_id, "a request during the trip").await;
+    assert_eq!(ride.driver_socket.report_step(&ride_id, "completed").await, "ok", "the drop-off");
+    request_ride(third, &busy).await;
+    assert_eq!(counted(&cluster.origins, "rides_created_total").await, 5, "no refused request created a ride");
 }

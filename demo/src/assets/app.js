@@ -783,10 +783,14 @@ const STATUS_LABELS = {
   requesting: 'Requesting…',
   searching: 'Searching',
   driver_assigned: 'Driver assigned',
+  driver_arrived: 'Driver here',
+  in_progress: 'On the trip',
+  completed: 'Completed',
   no_driver: 'No driver',
   cancelled: 'Cancelled',
 };
 const STEPS = ['requested', 'assigned', 'arriving', 'trip', 'arrived'];
+const UNDER_WAY = ['driver_assigned', 'driver_arrived', 'in_progress'];
 
 async function riderPage() {
   const wire = new WireLog($('#wire-log'), $('#wire-count'));
@@ -925,14 +929,31 @@ async function riderPage() {
     current.status = status.status;
     if (status.status === 'searching') {
       setStatus('searching', 'Finding you a driver…');
-    } else if (status.status === 'driver_assigned') {
-      setStatus('driver_assigned', `${status.driverId} accepted your ride.`);
-      if (previous !== 'driver_assigned' || current.driverId !== status.driverId) {
+    } else if (UNDER_WAY.includes(status.status)) {
+      // Connecting mid-ride (a reload) starts from the current status: the driver is shown then.
+      if (!UNDER_WAY.includes(previous) || current.driverId !== status.driverId) {
         const waited = ((Date.now() - current.requestedAt) / 1000).toFixed(1);
         current.driverId = status.driverId;
         setStep('assigned', { assigned: `${status.driverId}, ${waited} s after the request` });
         showDriver(current, status);
       }
+      if (status.status === 'driver_assigned') {
+        setStatus('driver_assigned', `${status.driverId} accepted your ride.`);
+      } else if (status.status === 'driver_arrived') {
+        setStatus('driver_arrived', `${status.driverId} is at the pickup.`);
+        setStep('arriving', { arriving: `${clock()} · your driver is here` });
+        $('#driver-distance').textContent = 'Your driver is at the pickup.';
+        setApproach(null);
+      } else {
+        setStatus('in_progress', 'On the way to your drop-off.');
+        setStep('trip', { trip: `${clock()} · on board` });
+        setApproach(null);
+      }
+    } else if (status.status === 'completed') {
+      setStatus('completed', 'You have arrived. Thanks for riding!');
+      setStep('arrived', { arrived: `${clock()} · at your drop-off` });
+      $('#driver-distance').textContent = 'You have arrived.';
+      endRide(current, 'New ride', { keepSteps: true });
     } else if (status.status === 'no_driver') {
       setStatus('no_driver', 'No driver could take this ride. Try again, or pick another spot.');
       endRide(current, 'Try again');
@@ -942,14 +963,15 @@ async function riderPage() {
     }
   }
 
-  function endRide(current, label) {
-    // The ride stream stays open (a final status is final); the location stream ends here.
+  function endRide(current, label, { keepSteps = false } = {}) {
+    // The ride stream stays open (a final status is final); the location stream ends here (the
+    // origin ends it too: a tracking token works only while the ride is under way).
     for (const s of current.streams.slice(1)) s.close();
     cancelButton.hidden = true;
     requestButton.hidden = false;
     requestButton.disabled = false;
     requestButton.textContent = label;
-    $('#steps').hidden = true;
+    $('#steps').hidden = !keepSteps;
     car?.hide();
     setApproach(null);
   }
@@ -962,7 +984,6 @@ async function riderPage() {
     $('#driver-distance').textContent = 'waiting for its position…';
     car?.remove();
     car = new Marker(map, map.layers.cars, { color: 'var(--state-to_pickup)', classes: 'tracked', testid: 'driver-marker', label: status.driverId });
-    const phase = { arriving: false, trip: false, arrived: false };
     let lastTs = null;
     let updates = 0;
     const source = new EventSource(`/api/sse/drivers/${status.driverId}/location?token=${encodeURIComponent(status.trackingToken)}`);
@@ -980,26 +1001,16 @@ async function riderPage() {
       car.moveTo(p, glide);
       car.node.dataset.updates = String((updates += 1));
       wire.add('sse', 'location', `${fmtLatLng(p)}${Number.isFinite(loc.speed) ? ` · ${loc.speed.toFixed(1)} m/s` : ''} (id ${event.lastEventId})`);
-      // v1 has no trip statuses after driver_assigned: the steps below are read off the map.
+      // The step is the ride stream's (the driver reports it); the distances are the map's.
       const toPickup = distanceM(p, current.pickup);
       const toDropoff = distanceM(p, current.dropoff);
-      if (!phase.arriving && toPickup < 90) phase.arriving = true;
-      if (phase.arriving && !phase.trip && toPickup > 150) phase.trip = true;
-      if (phase.trip && !phase.arrived && toDropoff < 90) phase.arrived = true;
       const speed = loc.speed > 2 ? loc.speed : 9;
-      if (phase.arrived) {
-        setStep('arrived', { arrived: 'at your drop-off' });
-        $('#driver-distance').textContent = 'You have arrived.';
-        setApproach(null);
-      } else if (phase.trip) {
-        setStep('trip', { trip: `${fmtDistance(toDropoff)} to go · ${fmtEta(toDropoff, speed)}` });
+      if (current.status === 'in_progress') {
+        $('#steps li[data-step="trip"] .sub').textContent = `${fmtDistance(toDropoff)} to go · ${fmtEta(toDropoff, speed)}`;
         $('#driver-distance').textContent = `Heading to your drop-off · ${fmtDistance(toDropoff)}`;
-        setApproach(null);
-      } else if (phase.arriving) {
-        setStep('arriving', { arriving: 'your driver is here' });
+      } else if (current.status === 'driver_arrived') {
         $('#driver-distance').textContent = 'Your driver is at the pickup.';
-        setApproach(null);
-      } else {
+      } else if (current.status === 'driver_assigned') {
         $('#driver-distance').textContent = `${fmtDistance(toPickup)} away · ${fmtEta(toPickup, speed)}`;
         setApproach(map.graph.route(p, current.pickup));
       }
@@ -1178,7 +1189,10 @@ async function driverPage() {
   function onFrame(frame) {
     if (frame.type === 'offer') onOffer(frame);
     else if (frame.type === 'offer_result') onResult(frame);
-    else if (frame.type === 'error') {
+    else if (frame.type === 'ride_progress_result') {
+      wire.add('ws', 'rides ↓', `ride_progress_result ${frame.status} ${frame.result}`);
+      if (frame.result !== 'ok') toast(`The ride could not go to ${frame.status}: ${frame.result}`);
+    } else if (frame.type === 'error') {
       wire.add('err', 'rides ↓', `${frame.code}: ${frame.message}`);
       toast(`Server: ${frame.message}`);
     }
@@ -1296,6 +1310,11 @@ async function driverPage() {
     const ride = state.ride;
     if (!ride) return;
     stopDriving();
+    // Pressed again at the pickup: the rider is on board.
+    if (ride.phase === 'to_dropoff' && !ride.onBoard) {
+      ride.onBoard = true;
+      send({ type: 'ride_progress', rideId: ride.rideId, status: 'in_progress' });
+    }
     const path = map.graph.route(state.position, ride.phase === 'to_pickup' ? ride.pickup : ride.dropoff);
     const tickMs = 200;
     let leg = 1;
@@ -1320,6 +1339,7 @@ async function driverPage() {
       stopDriving();
       if (ride.phase === 'to_pickup') {
         ride.phase = 'to_dropoff';
+        send({ type: 'ride_progress', rideId: ride.rideId, status: 'arrived' });
         driveButton.textContent = 'Rider on board: drive to the drop-off';
         pickupPin.hide();
       } else {
@@ -1332,9 +1352,10 @@ async function driverPage() {
     }, tickMs);
   });
 
-  // v1 has no "ride completed": saying "online" again frees a driver (as the simulator does).
+  // `completed` ends the ride for the rider and frees the driver for offers (v1.1 lifecycle).
   $('#finish-ride').addEventListener('click', () => {
     stopDriving();
+    if (state.ride) send({ type: 'ride_progress', rideId: state.ride.rideId, status: 'completed' });
     state.ride = null;
     rideCard.hidden = true;
     chat.close();

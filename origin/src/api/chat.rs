@@ -6,6 +6,10 @@
 //! the ride's order, each exactly once: it keeps the id of the last message it sent and, whenever
 //! it is woken (a notice, its own message stored, a ping), sends what the store holds after it.
 //!
+//! Once the ride has ended (`completed`, `cancelled`, `no_driver`, or expired from the store) a
+//! new message is refused with a `ride_ended` error frame; connecting still sends the history,
+//! for as long as the chat store keeps it.
+//!
 //! A bad frame gets an error frame and the socket lives on; only abuse closes it: a frame over
 //! 4 KiB (1009), a long run of refused messages (1008), silence past the idle limit (1008).
 
@@ -228,6 +232,21 @@ impl ChatSession {
     /// Stores a message and acknowledges it with its echo, which comes in the ride's order: the
     /// catch-up after storing sends it together with anything stored before it.
     async fn on_chat(&mut self, client_msg_id: &str, text: &str, socket: &mut WebSocket) -> Next {
+        // Read from the ride store each time, so that an end on any instance counts at once.
+        // A message racing the end by less than this read's round trip may still be stored.
+        match self.state.rides.get(&self.ride).await {
+            Ok(Some(ride)) if !ride.status.is_final() => {}
+            Ok(ended) => {
+                let why = ended.map_or_else(|| "expired".to_owned(), |ride| ride.status.to_string());
+                let message = format!("ride {} has ended ({why}); its chat takes no new messages", self.ride);
+                return self.reject(socket, ErrorCode::RideEnded, message).await;
+            }
+            Err(error) => {
+                tracing::warn!(ride.id = %self.ride, %error, "ride not read before a chat message");
+                let message = "the message could not be stored; send it again with the same clientMsgId";
+                return self.reject(socket, ErrorCode::Unavailable, message.into()).await;
+            }
+        }
         if !self.state.chat.allow_message(&self.ride, self.role) {
             let flooding = self.refused.add();
             let message = self.state.chat.rate().refusal("messages", "this one was not stored, send it again later");

@@ -6,6 +6,10 @@
 //! `--ingest-interval-ms`, always the newest. Other frames (availability, offer answers) each
 //! cost store work, so they are rate limited (`--driver-rate`, `--driver-burst`).
 //!
+//! Ride steps: the assigned driver's `ride_progress` goes to the dispatcher, which records it on
+//! the ride and frees the driver for offers once the ride is `completed`; the answer is a
+//! `ride_progress_result`.
+//!
 //! Offers: the session registers with the [`DriverPost`](crate::dispatch::post::DriverPost) so
 //! offers and results reach it from any instance, sends the driver's pending offer on connect
 //! (a reconnecting driver gets the same offer id again), and resends an offer every
@@ -284,7 +288,7 @@ impl DriverSession {
                 self.unacked = Some(Unacked::boxed(frame.clone(), offer_id.clone(), self.resend_interval()));
             }
             ServerMessage::OfferResult { offer_id, .. } => self.settle(offer_id),
-            ServerMessage::Error { .. } => {}
+            ServerMessage::RideProgressResult { .. } | ServerMessage::Error { .. } => {}
         }
         self.send(socket, &frame).await
     }
@@ -334,8 +338,11 @@ impl DriverSession {
                 self.refused.clear();
             } else {
                 let flooding = self.refused.add();
-                let message =
-                    self.state.config.driver_rate.refusal("availability and offer frames", "this one was dropped");
+                let message = self
+                    .state
+                    .config
+                    .driver_rate
+                    .refusal("availability, offer and ride frames", "this one was dropped");
                 let next = self.reject(socket, ErrorCode::RateLimited, message).await;
                 return if flooding { FLOODING } else { next };
             }
@@ -358,18 +365,26 @@ impl DriverSession {
                 let reply = self.state.dispatcher.reject(&self.driver, &offer_id).await;
                 self.answer(reply, socket).await
             }
+            DriverMessage::RideProgress { ride_id, status } => {
+                // The parser checked the id rule; a failure here would be a parser bug.
+                let Ok(ride) = Id::parse(&ride_id) else {
+                    return self.reject(socket, ErrorCode::InvalidId, format!("rideId {ride_id:?} is not an id")).await;
+                };
+                let reply = self.state.dispatcher.ride_progress(&self.driver, &ride, status).await;
+                self.answer(reply, socket).await
+            }
         }
     }
 
-    /// Sends the dispatcher's reply, or an `unavailable` error when the store failed.
+    /// Sends the dispatcher's reply, or an `unavailable` error when a store failed.
     async fn answer(&self, reply: Result<Option<ServerMessage>, BackendError>, socket: &mut WebSocket) -> Next {
         match reply {
             Ok(Some(frame)) => self.send(socket, &frame).await,
             Ok(None) => Next::Continue,
             Err(error) => {
-                tracing::warn!(driver.id = %self.driver, %error, "offer answer not processed");
-                self.reject(socket, ErrorCode::Unavailable, "offers cannot be processed right now; try again".into())
-                    .await
+                tracing::warn!(driver.id = %self.driver, %error, "offer answer or ride step not processed");
+                let message = "offers and ride steps cannot be processed right now; try again";
+                self.reject(socket, ErrorCode::Unavailable, message.into()).await
             }
         }
     }

@@ -90,6 +90,7 @@ impl From<RideError> for ApiError {
     fn from(error: RideError) -> Self {
         match error {
             RideError::Backend(source) => Self::Backend(source),
+            open @ RideError::RiderHasOpenRide(_) => Self::Conflict(open.to_string()),
             other => Self::Ride(other),
         }
     }
@@ -111,7 +112,8 @@ impl ApiError {
                 | AuthError::WrongDriver(_)
                 | AuthError::NotThisRide(_)
                 | AuthError::NotInRide(_)
-                | AuthError::RideEnded(_),
+                | AuthError::RideEnded(_)
+                | AuthError::ScopedToken,
             ) => ErrorCode::Forbidden,
             Self::InvalidId { .. } | Self::InvalidMessageId(_) => ErrorCode::InvalidId,
             Self::NotFound(_) => ErrorCode::NotFound,

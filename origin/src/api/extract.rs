@@ -38,8 +38,8 @@ impl FromRequestParts<AppState> for Principal {
 /// (401) whose `drv` (403) is that well-formed id (400). What the location stream and the
 /// polling endpoint both take.
 ///
-/// A tracking token (one that also names a `ride`, as a ride's `driver_assigned` status hands
-/// out) works only while that ride is on with that driver: once it is cancelled, reassigned or
+/// A tracking token (one that also names a `ride`, as a ride's status under way hands out) works
+/// only while that ride is under way with that driver: once it is completed, cancelled or
 /// expired, the token is refused (403), and streams opened with it end ([`TrackedDriver::ride`]).
 /// A `drv`-only token (minted by an operator) is bound by its `exp` alone.
 #[derive(Debug, Clone)]
@@ -110,8 +110,8 @@ impl FromRequestParts<AppState> for FollowedZone {
 
 /// A ride the caller may follow and cancel, from a `/{ride_id}` path segment, checked in the
 /// contract's order: a verified token (401), a well-formed ride id (400), the `rider` role (403),
-/// a ride the store knows (404), then that the token may have it (403: its `sub` created the
-/// ride or its `ride` claim names it). An unknown ride is 404 for every rider token: whose it
+/// a ride the store knows (404), then that the token may have it (403, [`Ride::allows`]: its
+/// `ride` claim names the ride, or it has neither `ride` nor `drv` and its `sub` created it). An unknown ride is 404 for every rider token: whose it
 /// would be cannot be known. A store that cannot be read is [`ApiError::Backend`].
 #[derive(Debug, Clone)]
 pub struct AuthorizedRide(pub Ride);

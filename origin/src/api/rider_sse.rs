@@ -15,7 +15,7 @@ use std::{
 use axum::{body::Body, extract::State, response::Response};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use ridecast_protocol::{Id, RideState, RideStatus, sse};
+use ridecast_protocol::{Id, RideState, sse};
 use tokio::{net::TcpStream, sync::watch, time::Instant};
 
 use super::stream_signals::StreamSignal;
@@ -238,9 +238,11 @@ struct RideWatch {
     subscription: Subscription,
 }
 
-/// Whether a ride status value still has the ride under way.
+/// Whether a ride status value still has the ride under way (`driver_assigned`,
+/// `driver_arrived` or `in_progress`). A tracking token is bound to its ride's driver, and the
+/// driver of a ride never changes once assigned, so the status alone decides.
 fn still_on(value: &HubValue) -> bool {
-    serde_json::from_slice::<RideState>(&value.json).is_ok_and(|state| state.status == RideStatus::DriverAssigned)
+    serde_json::from_slice::<RideState>(&value.json).is_ok_and(|state| state.status.is_under_way())
 }
 
 /// Resolves when the watched ride ends; never without a watch.

@@ -7,7 +7,7 @@ use axum::{
 };
 use bytes::Bytes;
 use http::{StatusCode, header};
-use ridecast_protocol::{RideCreated, RideRequest, RideStatus, Role};
+use ridecast_protocol::{RideCreated, RideRequest, RideStatus};
 
 use crate::rides::RideChangeOutcome;
 use crate::{
@@ -16,7 +16,9 @@ use crate::{
 };
 
 /// A rider asks for a ride. Checks, in the contract's order: the token (401), the body (400:
-/// `invalid_message`, or `invalid_location` for a point off the map), the `rider` role (403).
+/// `invalid_message`, or `invalid_location` for a point off the map), the `rider` role and a
+/// token without `ride` or `drv` (403); then that the rider has no other ride `searching` or
+/// under way (409 `conflict`, whose message names that ride).
 /// Answers 201 with the new ride's id, `searching` and its ride-scoped token; 503 when the
 /// store is unreachable.
 pub async fn create(
@@ -25,7 +27,7 @@ pub async fn create(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let request = RideRequest::parse(&body?)?;
-    principal.require_role(Role::Rider)?;
+    principal.require_ride_creator()?;
     let created = state.rides.create(&principal.claims.sub, request).await?;
     tracing::info!(ride.id = %created.ride.id, rider.sub = %created.ride.rider, "ride requested");
     // Offered before the answer: a rider who got 201 has a ride that is being matched (a
@@ -36,8 +38,9 @@ pub async fn create(
 }
 
 /// The ride's creator (or a token scoped to the ride) cancels it: 200 with the ride's status
-/// JSON, `cancelled`, also when it already was (a repeated `DELETE` changes nothing). A ride with
-/// a driver can still be cancelled; one that ended as `no_driver` cannot (409 `conflict`).
+/// JSON, `cancelled`, also when it already was (a repeated `DELETE` changes nothing). A ride
+/// with a driver can still be cancelled, up to and including `in_progress`; one that ended as
+/// `no_driver` or `completed` cannot (409 `conflict`).
 pub async fn cancel(State(state): State<AppState>, AuthorizedRide(ride): AuthorizedRide) -> Result<Response, ApiError> {
     let json = match state.rides.cancel(&ride.id).await? {
         RideChangeOutcome::Applied(ride) => {

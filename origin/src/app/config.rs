@@ -81,7 +81,7 @@ pub struct ServeArgs {
     pub ride_ttl_secs: u64,
 
     /// Lifetime of the ride-scoped rider token `POST /api/rides` answers with, and of the
-    /// tracking token a ride's `driver_assigned` status carries.
+    /// tracking token a ride's status under way carries.
     #[arg(long, env = "RIDECAST_RIDE_TOKEN_TTL_SECS", default_value_t = 7_200)]
     pub ride_token_ttl_secs: u64,
 

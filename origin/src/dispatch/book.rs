@@ -58,8 +58,8 @@ pub struct Book {
 
 impl Book {
     /// The driver went online for offers (or offline). Going online also ends the ride it
-    /// won, if any: the contract has no "ride completed", and a driver asking for offers is
-    /// free by its own word.
+    /// won, if any: a v1 app never sends `ride_progress` `completed`, and a driver asking for
+    /// offers is free by its own word.
     pub fn set_available(&mut self, driver: &Id, available: bool, now: u64) {
         let entry = self.drivers.entry(driver.clone()).or_default();
         entry.available = available;

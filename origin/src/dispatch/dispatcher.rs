@@ -6,8 +6,8 @@
 use std::{sync::Arc, time::Duration};
 
 use ridecast_protocol::{
-    ErrorCode, Id, RideStatus,
-    messages::{OfferResult, ServerMessage},
+    ErrorCode, Id, RideStatus, RideStep,
+    messages::{OfferResult, ProgressResult, ServerMessage},
 };
 use tokio_util::sync::CancellationToken;
 
@@ -267,6 +267,36 @@ impl Dispatcher {
             let _ = self.post.send(&offer.driver, offer.result(OfferResult::Cancelled)).await;
         }
         Ok(())
+    }
+
+    /// `ride_progress` from `driver`: the step goes to the ride ([`Rides::progress`]), and once
+    /// the ride is `completed` the driver is free for offers again, without a new
+    /// `availability` (it said it was online before it won the ride). Freeing is repeated with
+    /// every `ok` to `completed`, so a driver retrying after a failure here is freed then.
+    ///
+    /// # Errors
+    /// [`BackendError`] when a store is unreachable.
+    pub async fn ride_progress(&self, driver: &Id, ride: &Id, step: RideStep) -> Result<Reply, BackendError> {
+        let result = match self.rides.progress(driver, ride, step).await {
+            Ok(result) => result,
+            Err(RideError::Backend(error)) => return Err(error),
+            Err(other) => {
+                tracing::error!(error = %other, ride.id = %ride, "could not record a ride's step");
+                let message = "the step could not be recorded; send it again";
+                return Ok(Some(ServerMessage::error(ErrorCode::Internal, message)));
+            }
+        };
+        if result == ProgressResult::Ok && step == RideStep::Completed {
+            // No offer of a ride under way is live; should one be (a race with its accept), its
+            // driver hears the ride is off. The winner is the one completing: nothing to tell it.
+            for offer in self.store.close_ride(ride, clock::now_ms()).await? {
+                if &offer.driver != driver {
+                    let _ = self.post.send(&offer.driver, offer.result(OfferResult::Cancelled)).await;
+                }
+            }
+        }
+        let answer = ServerMessage::RideProgressResult { ride_id: ride.to_string(), status: step, result };
+        Ok(Some(answer))
     }
 
     /// Expires the offers past their deadline (exactly one instance wins each), tells their

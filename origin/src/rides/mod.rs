@@ -12,26 +12,24 @@
 //! ride, and the new status JSON is stored and published together, so that every instance's
 //! riders see each change once, in order.
 //!
-//! Who may follow and cancel a ride ([`Ride::allows`]): a rider token whose `sub` created it, or
-//! whose `ride` claim is it (PROTOCOL, "Who is who").
+//! Who may follow and cancel a ride ([`Ride::allows`], PROTOCOL v1.1 "Token scopes"): a rider
+//! token whose `ride` claim is it, or one with neither `ride` nor `drv` whose `sub` created it.
+//! A tracking token (`drv` and `ride`) opens only its driver's position, while the ride is under
+//! way ([`Ride::is_on_with`]).
 
 pub mod ride;
 pub mod store;
 
 use std::{sync::Arc, time::Duration};
 
-use ridecast_protocol::{Claims, Id, RideRequest, Role, TokenError, TokenKeys};
+use ridecast_protocol::{Claims, Id, RideRequest, RideStep, Role, TokenError, TokenKeys, messages::ProgressResult};
 
-pub use self::ride::{NewRide, Ride, RideChange, RideChangeOutcome};
+pub use self::ride::{CreateOutcome, NewRide, Ride, RideChange, RideChangeOutcome, new_ride_id};
 use self::store::RideStore;
 use crate::{
     base::{clock, metrics::Metrics},
     bus::BackendError,
 };
-
-/// Random bytes in a ride id: 128 bits, so that ids cannot be guessed (a ride's id is not a
-/// secret, but knowing one should not be how anyone finds a stranger's ride).
-const RIDE_ID_BYTES: usize = 16;
 
 /// How many fresh ids `create` tries before giving up. With 128 random bits a second try
 /// already means a broken random source.
@@ -55,6 +53,9 @@ pub enum RideError {
     Random(#[source] getrandom::Error),
     #[error("no unused ride id after {CREATE_ATTEMPTS} tries")]
     NoFreeId,
+    /// The rider has this ride open (`searching` or under way): one at a time.
+    #[error("ride {0} is still open; a rider has one open ride at a time (cancel it, or wait for it to end)")]
+    RiderHasOpenRide(Id),
 }
 
 /// The rides of the whole deployment, as this instance reaches them. Cheap to clone.
@@ -76,19 +77,25 @@ impl Rides {
     /// ride-scoped token: a rider token with `rider` as `sub`, the new id as `ride`, no `drv`.
     ///
     /// # Errors
-    /// [`RideError::Backend`] when the store is unreachable (nothing is created), others when
-    /// the random source or signing fails.
+    /// [`RideError::RiderHasOpenRide`] while the rider has a ride `searching` or under way
+    /// (nothing is created); [`RideError::Backend`] when the store is unreachable (nothing is
+    /// created); others when the random source or signing fails.
     pub async fn create(&self, rider: &Id, request: RideRequest) -> Result<CreatedRide, RideError> {
         for _ in 0..CREATE_ATTEMPTS {
-            let id = new_ride_id().map_err(RideError::Random)?;
+            let id = self.store.new_id(rider).map_err(RideError::Random)?;
             let token = self.mint(rider, None, &id)?;
             let new = NewRide { id, rider: rider.clone(), pickup: request.pickup, dropoff: request.dropoff };
             let created = self.store.create(&new, clock::now_ms()).await;
-            if let Some(ride) = self.counted(created)? {
-                Metrics::inc(&self.metrics.values().rides_created_total);
-                return Ok(CreatedRide { ride, token });
+            match self.counted(created)? {
+                CreateOutcome::Created(ride) => {
+                    Metrics::inc(&self.metrics.values().rides_created_total);
+                    return Ok(CreatedRide { ride, token });
+                }
+                CreateOutcome::RiderHasOpenRide(open) => return Err(RideError::RiderHasOpenRide(open)),
+                CreateOutcome::IdTaken => {
+                    tracing::warn!(ride.id = %new.id, "a fresh ride id was taken; trying another")
+                }
             }
-            tracing::warn!(ride.id = %new.id, "a fresh ride id was taken; trying another");
         }
         Err(RideError::NoFreeId)
     }
@@ -123,8 +130,37 @@ impl Rides {
         self.change(id, &RideChange::NoDriver).await
     }
 
-    /// Cancels a `searching` or `driver_assigned` ride. A ride already `cancelled` (or
-    /// `no_driver`) comes back [`RideChangeOutcome::Refused`], unchanged.
+    /// The assigned `driver` reports `step` of ride `id`: [`ProgressResult::Ok`] when the ride is
+    /// at that step now, also when it already was (a repeat after a lost answer changes and
+    /// publishes nothing); `Conflict` when it is past it or ended; `Forbidden` when it is not
+    /// this driver's ride (also a ride still searching); `NotFound` for no such ride. While the
+    /// ride stays under way, its status carries a fresh tracking token.
+    ///
+    /// # Errors
+    /// [`RideError::Backend`] when the store is unreachable, [`RideError::Token`] if signing fails.
+    pub async fn progress(&self, driver: &Id, id: &Id, step: RideStep) -> Result<ProgressResult, RideError> {
+        let Some(ride) = self.get(id).await? else { return Ok(ProgressResult::NotFound) };
+        if ride.driver.as_ref() != Some(driver) {
+            return Ok(ProgressResult::Forbidden);
+        }
+        if ride.status == step.status() {
+            return Ok(ProgressResult::Ok);
+        }
+        let tracking_token = self.tracking_token(&ride, driver)?;
+        let change = RideChange::Progress { step, driver: driver.clone(), tracking_token };
+        Ok(match self.change(id, &change).await? {
+            RideChangeOutcome::Applied(_) => ProgressResult::Ok,
+            // Changed between the read and the change: judged again on what it is now.
+            RideChangeOutcome::Refused(now) if now.driver.as_ref() != Some(driver) => ProgressResult::Forbidden,
+            RideChangeOutcome::Refused(now) if now.status == step.status() => ProgressResult::Ok,
+            RideChangeOutcome::Refused(_) => ProgressResult::Conflict,
+            RideChangeOutcome::Unknown => ProgressResult::NotFound,
+        })
+    }
+
+    /// Cancels a ride that has not ended (`searching`, `driver_assigned`, `driver_arrived` or
+    /// `in_progress`). A ride already `cancelled` (or `no_driver`, `completed`) comes back
+    /// [`RideChangeOutcome::Refused`], unchanged.
     ///
     /// # Errors
     /// [`BackendError`] when the store is unreachable.
@@ -137,7 +173,7 @@ impl Rides {
     }
 
     /// A rider token for `ride`'s creator that tracks `driver`: `drv` = `driver`, `ride` = the
-    /// ride, valid for the ride token TTL. What a `driver_assigned` status carries.
+    /// ride, valid for the ride token TTL. What a status under way carries.
     ///
     /// # Errors
     /// [`TokenError::Signing`] if signing fails.
@@ -166,16 +202,6 @@ impl Rides {
         }
         result
     }
-}
-
-/// A fresh ride id: `RIDE_ID_BYTES` (16) from the OS's random source, as lowercase hex (32
-/// characters of the id alphabet).
-///
-/// # Errors
-/// When the OS has no randomness to give.
-pub fn new_ride_id() -> Result<Id, getrandom::Error> {
-    let hex = crate::base::random::hex::<RIDE_ID_BYTES>()?;
-    Ok(Id::parse(&hex).expect("32 hex digits are a valid id"))
 }
 
 #[cfg(test)]
@@ -287,7 +313,7 @@ mod tests {
     }
 
     #[test]
-    fn the_creator_or_a_token_scoped_to_the_ride_may_have_it_and_only_as_riders() {
+    fn a_token_opens_only_what_its_claims_name_and_only_as_a_rider() {
         let ride = Ride {
             id: id("ride1"),
             rider: id("r-1"),
@@ -301,11 +327,15 @@ mod tests {
         };
         let claims =
             |role, sub: &str, ride: Option<&str>| Claims { sub: id(sub), role, exp: 0, drv: None, ride: ride.map(id) };
+        let tracking =
+            |sub: &str, ride: Option<&str>| Claims { drv: Some(id("d-1")), ..claims(Role::Rider, sub, ride) };
         assert!(ride.allows(&claims(Role::Rider, "r-1", None)), "the creator");
-        assert!(ride.allows(&claims(Role::Rider, "r-1", Some("other"))), "the creator, with a token of another ride");
+        assert!(!ride.allows(&claims(Role::Rider, "r-1", Some("other"))), "the creator's token of another ride");
         assert!(ride.allows(&claims(Role::Rider, "someone", Some("ride1"))), "a token scoped to the ride");
         assert!(!ride.allows(&claims(Role::Rider, "r-2", None)), "another rider");
         assert!(!ride.allows(&claims(Role::Rider, "r-2", Some("other"))), "a token scoped to another ride");
+        assert!(!ride.allows(&tracking("r-1", Some("ride1"))), "the ride's own tracking token");
+        assert!(!ride.allows(&tracking("r-1", None)), "the creator's sub with a drv");
         assert!(!ride.allows(&claims(Role::Driver, "r-1", Some("ride1"))), "not a rider token");
     }
 

@@ -2,7 +2,21 @@
 //! handle, its stores and whoever reads a ride.
 
 use bytes::Bytes;
-use ridecast_protocol::{Claims, Id, LatLng, RideState, RideStatus, Role, chat::ChatRole};
+use ridecast_protocol::{Claims, Id, LatLng, RideState, RideStatus, RideStep, Role, chat::ChatRole};
+
+/// Random bytes in a ride id: 128 bits, so that ids cannot be guessed (a ride's id is not a
+/// secret, but knowing one should not be how anyone finds a stranger's ride).
+const RIDE_ID_BYTES: usize = 16;
+
+/// A fresh ride id: `RIDE_ID_BYTES` (16) from the OS's random source, as lowercase hex (32
+/// characters of the id alphabet).
+///
+/// # Errors
+/// When the OS has no randomness to give.
+pub fn new_ride_id() -> Result<Id, getrandom::Error> {
+    let hex = crate::base::random::hex::<RIDE_ID_BYTES>()?;
+    Ok(Id::parse(&hex).expect("32 hex digits are a valid id"))
+}
 
 /// What a new ride is made of; the store adds status, times and JSON.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,16 +51,25 @@ pub struct Ride {
 }
 
 impl Ride {
-    /// Whether `claims` may follow and cancel this ride: a rider token whose `sub` created the
-    /// ride, or whose `ride` claim names it. A `ride` claim adds that ride to what its `sub` may
-    /// do; it takes nothing away.
+    /// Whether `claims` may follow, cancel and chat on this ride (PROTOCOL v1.1, "Token
+    /// scopes"): a rider token with a `ride` claim opens that ride only, whatever its `sub`; a
+    /// rider token with neither `ride` nor `drv` opens the rides its `sub` created. A token with
+    /// `drv` (a tracking token, or an operator's) opens no ride: it is for one driver's position,
+    /// and is the one a rider is most likely to share.
     pub fn allows(&self, claims: &Claims) -> bool {
-        claims.role == Role::Rider && (claims.sub == self.rider || claims.ride.as_ref() == Some(&self.id))
+        if claims.role != Role::Rider || claims.drv.is_some() {
+            return false;
+        }
+        match &claims.ride {
+            Some(ride) => ride == &self.id,
+            None => claims.sub == self.rider,
+        }
     }
 
-    /// Whether the ride is under way with `driver` (its tracking token still works).
+    /// Whether the ride is under way with `driver` (`driver_assigned`, `driver_arrived` or
+    /// `in_progress`): while it is, its tracking token works.
     pub fn is_on_with(&self, driver: &Id) -> bool {
-        self.status == RideStatus::DriverAssigned && self.driver.as_ref() == Some(driver)
+        self.status.is_under_way() && self.driver.as_ref() == Some(driver)
     }
 
     /// Who `claims` is in this ride's chat: its rider (as [`Ride::allows`]) or the driver
@@ -63,15 +86,26 @@ impl Ride {
     }
 }
 
-/// A change of a ride's status, as the matcher and the cancel endpoint ask for it.
+/// The statuses a rider may cancel from: any before the ride ended. `in_progress` included: a
+/// rider whose driver's app died mid-trip must be able to end the ride (one open ride per
+/// rider would otherwise keep them from requesting another until it expired).
+const CANCELLABLE: &[RideStatus] =
+    &[RideStatus::Searching, RideStatus::DriverAssigned, RideStatus::DriverArrived, RideStatus::InProgress];
+
+/// A change of a ride's status, as the matcher, the assigned driver and the cancel endpoint ask
+/// for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RideChange {
     /// `searching` → `driver_assigned`: `driver` took the ride; `tracking_token` (a rider
     /// token with `drv` = `driver`, see [`Rides::tracking_token`](super::Rides::tracking_token)) goes out with the status.
     Assign { driver: Id, tracking_token: String },
+    /// The assigned `driver` reports `step` ([`RideStep::from_statuses`]: forward only). Only
+    /// the ride's own driver may: the store checks it in the same atomic step. While the ride
+    /// is still under way afterwards, `tracking_token` goes out with the status again.
+    Progress { step: RideStep, driver: Id, tracking_token: String },
     /// `searching` → `no_driver`: nobody took it.
     NoDriver,
-    /// `searching` or `driver_assigned` → `cancelled`: the rider cancelled.
+    /// Any status before the ride ended → `cancelled`: the rider cancelled ([`CANCELLABLE`]).
     Cancel,
 }
 
@@ -80,6 +114,7 @@ impl RideChange {
     pub fn target(&self) -> RideStatus {
         match self {
             Self::Assign { .. } => RideStatus::DriverAssigned,
+            Self::Progress { step, .. } => step.status(),
             Self::NoDriver => RideStatus::NoDriver,
             Self::Cancel => RideStatus::Cancelled,
         }
@@ -89,23 +124,47 @@ impl RideChange {
     pub fn from_statuses(&self) -> &'static [RideStatus] {
         match self {
             Self::Assign { .. } | Self::NoDriver => &[RideStatus::Searching],
-            Self::Cancel => &[RideStatus::Searching, RideStatus::DriverAssigned],
+            Self::Progress { step, .. } => step.from_statuses(),
+            Self::Cancel => CANCELLABLE,
         }
     }
 
-    /// Whether a ride in `status` may take this change.
-    pub fn applies_to(&self, status: RideStatus) -> bool {
-        self.from_statuses().contains(&status)
+    /// The driver the ride must be assigned to for the change to apply, if any.
+    pub fn required_driver(&self) -> Option<&Id> {
+        match self {
+            Self::Progress { driver, .. } => Some(driver),
+            Self::Assign { .. } | Self::NoDriver | Self::Cancel => None,
+        }
+    }
+
+    /// Whether a ride in `status`, assigned to `driver`, may take this change.
+    pub fn applies_to(&self, status: RideStatus, driver: Option<&Id>) -> bool {
+        self.from_statuses().contains(&status) && self.required_driver().is_none_or(|required| Some(required) == driver)
     }
 
     /// The status value the change publishes for `ride` at `ts`.
     pub fn state(&self, ride: &Id, ts: u64) -> RideState {
         let (driver_id, tracking_token) = match self {
             Self::Assign { driver, tracking_token } => (Some(driver.clone()), Some(tracking_token.clone())),
-            Self::NoDriver | Self::Cancel => (None, None),
+            Self::Progress { step, driver, tracking_token } if step.status().is_under_way() => {
+                (Some(driver.clone()), Some(tracking_token.clone()))
+            }
+            Self::Progress { .. } | Self::NoDriver | Self::Cancel => (None, None),
         };
         RideState { ride_id: ride.clone(), status: self.target(), driver_id, tracking_token, ts }
     }
+}
+
+/// What [`RideStore::create`](super::store::RideStore::create) did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CreateOutcome {
+    /// Stored and published (or found stored by this very request, replayed): the new ride.
+    Created(Ride),
+    /// A ride with this id exists already: nothing stored; try another id.
+    IdTaken,
+    /// The rider has this ride open (`searching` or under way): nothing stored. A rider has
+    /// one open ride at a time.
+    RiderHasOpenRide(Id),
 }
 
 /// What [`RideStore::change`](super::store::RideStore::change) did.

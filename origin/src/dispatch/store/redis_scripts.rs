@@ -60,7 +60,7 @@ end
 ";
 
 /// ARGV: driver, available (0/1), now, ttl. Going offline leaves the GEO set; going online
-/// also ends the ride the driver won, if any (the contract has no "ride completed").
+/// also ends the ride the driver won, if any (as `completed` does: a v1 app never sends it).
 pub const SET_AVAILABLE: &str = r"
 local d, available, now, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local k = dkey(d)

@@ -1,5 +1,6 @@
-//! One process's rides: a map behind a mutex, each change one critical section of its lock.
-//! Publishing goes through the bus (the embedded one hands it straight to this instance's hubs).
+//! One process's rides: a map behind a mutex, each change one critical section of its lock, with
+//! each rider's open ride beside it under the same lock. Publishing goes through the bus (the
+//! embedded one hands it straight to this instance's hubs).
 
 use std::{
     collections::HashMap,
@@ -16,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::RideStore;
 use crate::{
     bus::{Backend, BackendError},
-    rides::ride::{NewRide, Ride, RideChange, RideChangeOutcome},
+    rides::ride::{CreateOutcome, NewRide, Ride, RideChange, RideChangeOutcome},
 };
 
 #[derive(Debug)]
@@ -25,10 +26,31 @@ struct StoredRide {
     expires_at: Instant,
 }
 
+#[derive(Debug, Default)]
+struct Book {
+    rides: HashMap<Id, StoredRide>,
+    /// Each rider's open ride, by the rider's `sub`. An entry whose ride ended or expired counts
+    /// for nothing (and is swept).
+    open: HashMap<Id, Id>,
+}
+
+impl Book {
+    /// The live (unexpired) ride `id`.
+    fn live(&self, id: &Id, now: Instant) -> Option<&StoredRide> {
+        self.rides.get(id).filter(|stored| stored.expires_at > now)
+    }
+
+    /// `rider`'s open ride, if it still is open.
+    fn open_ride_of(&self, rider: &Id, now: Instant) -> Option<&Id> {
+        let ride = self.open.get(rider)?;
+        self.live(ride, now).is_some_and(|stored| stored.ride.status.is_open()).then_some(ride)
+    }
+}
+
 /// Rides in this process's memory. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct EmbeddedRides {
-    rides: Arc<Mutex<HashMap<Id, StoredRide>>>,
+    book: Arc<Mutex<Book>>,
     bus: Arc<dyn Backend>,
     /// How long a ride is kept after its last change.
     ttl: Duration,
@@ -38,7 +60,7 @@ impl EmbeddedRides {
     /// Rides kept `ttl` after their last change and published through `bus`, with a sweeper
     /// task (stopped by `shutdown`) so that rides long over do not hold memory.
     pub fn new(bus: Arc<dyn Backend>, ttl: Duration, shutdown: CancellationToken) -> Self {
-        let store = Self { rides: Arc::default(), bus, ttl };
+        let store = Self { book: Arc::default(), bus, ttl };
         let sweeper = store.clone();
         let period = ttl.min(Duration::from_secs(30));
         tokio::spawn(async move {
@@ -55,12 +77,15 @@ impl EmbeddedRides {
 
     fn sweep(&self) {
         let now = Instant::now();
-        self.lock().retain(|_, stored| stored.expires_at > now);
+        let mut book = self.lock();
+        book.rides.retain(|_, stored| stored.expires_at > now);
+        let Book { rides, open } = &mut *book;
+        open.retain(|_, ride| rides.get(ride).is_some_and(|stored| stored.ride.status.is_open()));
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<Id, StoredRide>> {
+    fn lock(&self) -> MutexGuard<'_, Book> {
         // Critical sections are single map operations; see `Hubs::lock` on poisoning.
-        self.rides.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.book.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     async fn publish(&self, ride: &Ride) -> Result<(), BackendError> {
@@ -71,14 +96,17 @@ impl EmbeddedRides {
 
 #[async_trait]
 impl RideStore for EmbeddedRides {
-    async fn create(&self, new: &NewRide, now_ms: u64) -> Result<Option<Ride>, BackendError> {
+    async fn create(&self, new: &NewRide, now_ms: u64) -> Result<CreateOutcome, BackendError> {
         let now = Instant::now();
         let ride = {
-            let mut rides = self.lock();
-            if let Some(stored) = rides.get(&new.id).filter(|stored| stored.expires_at > now) {
+            let mut book = self.lock();
+            if let Some(stored) = book.live(&new.id, now) {
                 // The same request again (as a Redis client may write it twice): its ride.
                 let replay = stored.ride.rider == new.rider && stored.ride.created_ms == now_ms;
-                return Ok(replay.then(|| stored.ride.clone()));
+                return Ok(if replay { CreateOutcome::Created(stored.ride.clone()) } else { CreateOutcome::IdTaken });
+            }
+            if let Some(open) = book.open_ride_of(&new.rider, now) {
+                return Ok(CreateOutcome::RiderHasOpenRide(open.clone()));
             }
             let state = RideState {
                 ride_id: new.id.clone(),
@@ -98,26 +126,27 @@ impl RideStore for EmbeddedRides {
                 ts: now_ms,
                 json: Bytes::from(state.to_json()),
             };
-            rides.insert(new.id.clone(), StoredRide { ride: ride.clone(), expires_at: now + self.ttl });
+            book.rides.insert(new.id.clone(), StoredRide { ride: ride.clone(), expires_at: now + self.ttl });
+            book.open.insert(new.rider.clone(), new.id.clone());
             ride
         };
         self.publish(&ride).await?;
-        Ok(Some(ride))
+        Ok(CreateOutcome::Created(ride))
     }
 
     async fn get(&self, id: &Id) -> Result<Option<Ride>, BackendError> {
         let now = Instant::now();
-        Ok(self.lock().get(id).filter(|stored| stored.expires_at > now).map(|stored| stored.ride.clone()))
+        Ok(self.lock().live(id, now).map(|stored| stored.ride.clone()))
     }
 
     async fn change(&self, id: &Id, change: &RideChange, now_ms: u64) -> Result<RideChangeOutcome, BackendError> {
         let now = Instant::now();
         let ride = {
-            let mut rides = self.lock();
-            let Some(stored) = rides.get_mut(id).filter(|stored| stored.expires_at > now) else {
+            let mut book = self.lock();
+            let Some(stored) = book.rides.get_mut(id).filter(|stored| stored.expires_at > now) else {
                 return Ok(RideChangeOutcome::Unknown);
             };
-            if !change.applies_to(stored.ride.status) {
+            if !change.applies_to(stored.ride.status, stored.ride.driver.as_ref()) {
                 return Ok(RideChangeOutcome::Refused(stored.ride.clone()));
             }
             let ts = next_ts(now_ms, Some(stored.ride.ts));
@@ -130,7 +159,11 @@ impl RideStore for EmbeddedRides {
             ride.ts = ts;
             ride.json = Bytes::from(state.to_json());
             stored.expires_at = now + self.ttl;
-            stored.ride.clone()
+            let ride = stored.ride.clone();
+            if ride.status.is_final() && book.open.get(&ride.rider) == Some(id) {
+                book.open.remove(&ride.rider);
+            }
+            ride
         };
         self.publish(&ride).await?;
         Ok(RideChangeOutcome::Applied(ride))
@@ -161,7 +194,7 @@ mod tests {
     async fn a_ride_is_forgotten_its_ttl_after_its_last_change() {
         let store = store();
         let new = new_ride("ride1");
-        store.create(&new, 1_000).await.expect("create").expect("a new id");
+        assert!(matches!(store.create(&new, 1_000).await.expect("create"), CreateOutcome::Created(_)));
         tokio::time::advance(Duration::from_secs(40)).await;
         let cancelled = store.change(&new.id, &RideChange::Cancel, 2_000).await.expect("cancel");
         assert!(matches!(cancelled, RideChangeOutcome::Applied(_)), "{cancelled:?}");
@@ -171,5 +204,16 @@ mod tests {
         assert_eq!(store.get(&new.id).await.expect("read"), None);
         let late = store.change(&new.id, &RideChange::Cancel, 3_000).await.expect("cancel");
         assert_eq!(late, RideChangeOutcome::Unknown);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rider_whose_open_ride_expired_may_request_another() {
+        let store = store();
+        let first = new_ride("ride1");
+        assert!(matches!(store.create(&first, 1_000).await.expect("create"), CreateOutcome::Created(_)));
+        let held = store.create(&new_ride("ride2"), 2_000).await.expect("create");
+        assert_eq!(held, CreateOutcome::RiderHasOpenRide(first.id.clone()));
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert!(matches!(store.create(&new_ride("ride2"), 3_000).await.expect("create"), CreateOutcome::Created(_)));
     }
 }

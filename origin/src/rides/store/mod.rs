@@ -7,6 +7,11 @@
 //! kept for the ride TTL after its last change, and the new status JSON is stored and published
 //! on the ride's channel together, so that every instance's riders see each change once, in
 //! order.
+//!
+//! Both also keep, per rider, the ride that rider has open (`searching` or under way): a create
+//! while it is open is refused ([`CreateOutcome::RiderHasOpenRide`]), in the same atomic step
+//! as the create, and the change that ends the ride clears it. An index entry naming a ride
+//! that has ended or expired counts for nothing, so a lost clean-up never locks a rider out.
 
 pub mod embedded;
 pub mod redis;
@@ -17,16 +22,28 @@ use async_trait::async_trait;
 use ridecast_protocol::Id;
 
 use crate::bus::BackendError;
-use crate::rides::ride::{NewRide, Ride, RideChange, RideChangeOutcome};
+use crate::rides::ride::{CreateOutcome, NewRide, Ride, RideChange, RideChangeOutcome};
 
 /// The rides of the whole deployment, changed only through atomic, conditional transitions.
 #[async_trait]
 pub trait RideStore: Send + Sync + Debug + 'static {
-    /// Stores `ride` as a new ride in `searching`, its `ts` and creation time `now_ms`, and
-    /// publishes that status on the ride's channel, atomically. `None` (and nothing stored) if a
-    /// ride with this id exists already, unless it is this very request's (same rider, same
-    /// `now_ms`: a write repeated after a lost reply), which is returned as it is now.
-    async fn create(&self, ride: &NewRide, now_ms: u64) -> Result<Option<Ride>, BackendError>;
+    /// A fresh, unguessable id for a ride of `rider`. The Redis store picks one in the rider's
+    /// cluster slot (see its module docs); anywhere else any random id does.
+    ///
+    /// # Errors
+    /// When the host has no entropy source.
+    fn new_id(&self, rider: &Id) -> Result<Id, getrandom::Error> {
+        let _ = rider;
+        crate::rides::ride::new_ride_id()
+    }
+
+    /// Stores `ride` as a new ride in `searching`, its `ts` and creation time `now_ms`, makes it
+    /// its rider's open ride, and publishes that status on the ride's channel, atomically.
+    /// [`CreateOutcome::IdTaken`] (nothing stored) if a ride with this id exists already, unless
+    /// it is this very request's (same rider, same `now_ms`: a write repeated after a lost
+    /// reply), which is returned as it is now; [`CreateOutcome::RiderHasOpenRide`] (nothing
+    /// stored) while the rider has another ride open.
+    async fn create(&self, ride: &NewRide, now_ms: u64) -> Result<CreateOutcome, BackendError>;
 
     /// The stored ride, if it exists (and has not expired).
     async fn get(&self, id: &Id) -> Result<Option<Ride>, BackendError>;

@@ -1,11 +1,32 @@
 //! Rides in Redis, shared by every instance.
 //!
 //! A ride is one hash, `ride:{id}` (fields `rider`, `pickup`, `dropoff` as `{"lat":..,"lng":..}`,
-//! `status`, `driver` once assigned, `created`, `ts`, and `json`, the status as last published),
-//! expiring `--ride-ttl-secs` after its last change. It is only ever written by the two scripts
-//! below, each of which also publishes the new status on `ride:status:{id}` (the same hash tag,
-//! so on a cluster both live on one shard), so a change and its push cannot be separated, and two
-//! instances changing one ride are ordered by Redis running one script at a time.
+//! `status`, `driver` once assigned, `created`, `ts`, `json`, the status as last published, and
+//! `indexed`, see below), expiring `--ride-ttl-secs` after its last change. It is only ever
+//! written by the two scripts below, each of which also publishes the new status on
+//! `ride:status:{id}` (the same hash tag, so on a cluster both live on one shard), so a change
+//! and its push cannot be separated, and two instances changing one ride are ordered by Redis
+//! running one script at a time.
+//!
+//! # One open ride per rider, on a cluster
+//!
+//! `rider:open:{sub}` holds the id of the rider's open ride. The create script reads it (and
+//! the ride it names) and writes it in the same step as the new ride, and the change script
+//! that ends a ride deletes it, so two racing requests of one rider cannot both create a ride,
+//! and a ride's end frees the rider at once. It expires with the ride (its TTL is renewed with
+//! every change of the ride), and an entry naming a ride that has ended or expired counts for
+//! nothing.
+//!
+//! A script may only touch keys of one cluster slot, and `ride:{id}` is in the slot of the ride
+//! id while `rider:open:{sub}` is in the slot of the rider. The two are made to meet by the id:
+//! [`RedisRides::new_id`] picks a ride's random id among those whose slot is the rider's (about
+//! 16 384 CRC16s of a 32-byte id, well under a millisecond; 104 of its 128 bits stay random).
+//! A rider's rides, their channels and chats then live on the rider's shard; rides still spread
+//! over the cluster as riders do. The alternatives were worse: a second, non-atomic round trip
+//! for the index (two racing requests could both pass), or ride keys tagged with the rider
+//! (every id would have to carry its rider). Rides created before the index existed (no
+//! `indexed` field) are never looked up through it, so a change to one never reaches across
+//! slots.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -15,23 +36,27 @@ use fred::{
     prelude::{Client, HashesInterface},
     types::scripts::Script,
 };
-use ridecast_protocol::{Id, LatLng, RideState, RideStatus, channels};
+use ridecast_protocol::{Id, LatLng, RideState, RideStatus, channels, ride::RIDE_STATUSES};
 
 use super::RideStore;
 use crate::{
     base::clock,
     bus::{BackendError, pubsub::PubSub, reply_shape},
-    rides::ride::{NewRide, Ride, RideChange, RideChangeOutcome},
+    rides::ride::{CreateOutcome, NewRide, Ride, RideChange, RideChangeOutcome},
 };
 
-/// Creates a ride in `searching` unless its key exists, with its TTL, and publishes its first
-/// status, atomically. Returns `{'taken'}` (nothing written), or `{'created', <HGETALL>}`, also
-/// when the ride exists because this very call ran before (same rider, same creation time: the
-/// client wrote it again after losing the reply).
+/// Creates a ride in `searching` unless its key exists or its rider has another ride open,
+/// makes it the rider's open ride, with its TTL, and publishes its first status, atomically.
+/// Returns `{'taken'}` (nothing written), `{'open', <ride id>}` (nothing written: the rider's
+/// open ride), or `{'created', <HGETALL>}`, also when the ride exists because this very call
+/// ran before (same rider, same creation time: the client wrote it again after losing the
+/// reply).
 ///
-/// KEYS[1] the ride's hash; ARGV: now ms (decimal), ride id, rider, pickup JSON, dropoff JSON,
-/// ttl ms, channel. Ids are validated (no character needs escaping in JSON). The JSON is the
-/// shape of `ridecast_protocol::RideState`, field for field; the caller checks it.
+/// KEYS[1] the ride's hash, KEYS[2] the rider's open-ride key (the same slot: see the module
+/// docs); ARGV: now ms (decimal), ride id, rider, pickup JSON, dropoff JSON, ttl ms, channel,
+/// the prefix of ride keys, the open statuses (space-separated, with a space before and after
+/// each). Ids are validated (no character needs escaping in JSON). The JSON is the shape of
+/// `ridecast_protocol::RideState`, field for field; the caller checks it.
 const CREATE_RIDE_LUA: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then
   local stored = redis.call('HMGET', KEYS[1], 'rider', 'created')
@@ -40,10 +65,19 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   end
   return {'taken'}
 end
+local open = redis.call('GET', KEYS[2])
+if open then
+  -- The rider's earlier ride: its id was picked in this slot too.
+  local status = redis.call('HGET', ARGV[8] .. '{' .. open .. '}', 'status')
+  if status and string.find(ARGV[9], ' ' .. status .. ' ', 1, true) then
+    return {'open', open}
+  end
+end
 local json = '{"rideId":"' .. ARGV[2] .. '","status":"searching","ts":' .. ARGV[1] .. '}'
 redis.call('HSET', KEYS[1], 'rider', ARGV[3], 'pickup', ARGV[4], 'dropoff', ARGV[5],
-  'status', 'searching', 'created', ARGV[1], 'ts', ARGV[1], 'json', json)
+  'status', 'searching', 'created', ARGV[1], 'ts', ARGV[1], 'json', json, 'indexed', '1')
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[6])
 redis.call(publish_command, ARGV[7], json)
 return {'created', unpack(redis.call('HGETALL', KEYS[1]))}
 "#;
@@ -53,15 +87,21 @@ return {'created', unpack(redis.call('HGETALL', KEYS[1]))}
 /// for surge), the status JSON stored and published, the TTL renewed; all or nothing. Returns
 /// `{'unknown'}`, `{'refused', <HGETALL>}` (unchanged) or `{'applied', <HGETALL>}`.
 ///
+/// The rider's open-ride key, if it names this ride, is cleared when the new status is final
+/// and has its TTL renewed with the ride's otherwise (only for rides created with the index:
+/// `indexed`; its key is in this slot, see the module docs).
+///
 /// KEYS[1] the ride's hash; ARGV: now ms, ride id, new status, the statuses it applies to
-/// (space-separated, with a space before and after each), driver id ('' for none), tracking
-/// token as a JSON string ('' for none), ttl ms, channel.
+/// (space-separated, with a space before and after each), driver id to publish and store (''
+/// for none), tracking token as a JSON string ('' for none), ttl ms, channel, the driver the
+/// ride must be assigned to ('' for any: only a driver's own steps need one), '1' if the new
+/// status is final, the prefix of open-ride keys.
 const CHANGE_RIDE_LUA: &str = r#"
-local stored = redis.call('HMGET', KEYS[1], 'status', 'ts')
+local stored = redis.call('HMGET', KEYS[1], 'status', 'ts', 'driver', 'rider', 'indexed')
 if not stored[1] then
   return {'unknown'}
 end
-if not string.find(ARGV[4], ' ' .. stored[1] .. ' ', 1, true) then
+if not string.find(ARGV[4], ' ' .. stored[1] .. ' ', 1, true) or (ARGV[9] ~= '' and stored[3] ~= ARGV[9]) then
   return {'refused', unpack(redis.call('HGETALL', KEYS[1]))}
 end
 local ts = tonumber(ARGV[1])
@@ -78,6 +118,16 @@ end
 json = json .. ',"ts":' .. ts .. '}'
 redis.call('HSET', KEYS[1], 'status', ARGV[3], 'ts', ts, 'json', json)
 redis.call('PEXPIRE', KEYS[1], ARGV[7])
+if stored[5] == '1' then
+  local index = ARGV[11] .. '{' .. stored[4] .. '}'
+  if redis.call('GET', index) == ARGV[2] then
+    if ARGV[10] == '1' then
+      redis.call('DEL', index)
+    else
+      redis.call('PEXPIRE', index, ARGV[7])
+    end
+  end
+end
 redis.call(publish_command, ARGV[8], json)
 return {'applied', unpack(redis.call('HGETALL', KEYS[1]))}
 "#;
@@ -112,7 +162,15 @@ impl RedisRides {
 
 #[async_trait]
 impl RideStore for RedisRides {
-    async fn create(&self, new: &NewRide, now_ms: u64) -> Result<Option<Ride>, BackendError> {
+    /// A random id in `rider`'s cluster slot (see the module docs).
+    fn new_id(&self, rider: &Id) -> Result<Id, getrandom::Error> {
+        id_in_slot_of(rider)
+    }
+
+    async fn create(&self, new: &NewRide, now_ms: u64) -> Result<CreateOutcome, BackendError> {
+        // On a cluster the two keys must share a slot, as ids from `new_id` make them; any other
+        // id is refused there by Redis (CROSSSLOT), and works on a single Redis.
+        let (ride_key, index_key) = (channels::ride_key(&new.id), channels::rider_open_key(&new.rider));
         let args: Vec<fred::types::Value> = vec![
             now_ms.to_string().into(),
             new.id.as_str().into(),
@@ -121,15 +179,21 @@ impl RideStore for RedisRides {
             point_json(&new.dropoff).into(),
             self.ttl_ms.to_string().into(),
             channels::ride_status(&new.id).into(),
+            channels::RIDE_KEY_PREFIX.into(),
+            spaced(RIDE_STATUSES.into_iter().filter(|status| status.is_open())).into(),
         ];
         let reply: Vec<String> =
-            self.create.evalsha_with_reload(&self.commands, channels::ride_key(&new.id), args).await?;
+            self.create.evalsha_with_reload(&self.commands, vec![ride_key, index_key], args).await?;
         match reply.split_first() {
-            Some((outcome, _)) if outcome == "taken" => Ok(None),
+            Some((outcome, _)) if outcome == "taken" => Ok(CreateOutcome::IdTaken),
+            Some((outcome, [open])) if outcome == "open" => match Id::parse(open) {
+                Ok(open) => Ok(CreateOutcome::RiderHasOpenRide(open)),
+                Err(_) => Err(BackendError::UnexpectedReply(reply_shape(&reply))),
+            },
             Some((outcome, fields)) if outcome == "created" => {
                 let ride = ride_from_fields(&new.id, pairs(fields)?)?;
                 expect_status(&ride, RideStatus::Searching)?;
-                Ok(Some(ride))
+                Ok(CreateOutcome::Created(ride))
             }
             _ => Err(BackendError::UnexpectedReply(reply_shape(&reply))),
         }
@@ -144,14 +208,17 @@ impl RideStore for RedisRides {
     }
 
     async fn change(&self, id: &Id, change: &RideChange, now_ms: u64) -> Result<RideChangeOutcome, BackendError> {
-        let from: String = change.from_statuses().iter().map(|status| format!(" {status} ")).collect();
-        let (driver, tracking_token) = match change {
-            // A JSON string, quoted and escaped by serde: the script inserts it as it is.
-            RideChange::Assign { driver, tracking_token } => {
-                (driver.as_str(), serde_json::to_string(tracking_token).unwrap_or_default())
-            }
-            RideChange::NoDriver | RideChange::Cancel => ("", String::new()),
-        };
+        let from = spaced(change.from_statuses().iter().copied());
+        // What the change publishes (the `ts` is the script's): its driver and tracking token.
+        let published = change.state(id, 0);
+        let driver = published.driver_id.as_ref().map_or("", Id::as_str);
+        // A JSON string, quoted and escaped by serde: the script inserts it as it is.
+        let tracking_token = published
+            .tracking_token
+            .as_ref()
+            .map(|token| serde_json::to_string(token).unwrap_or_default())
+            .unwrap_or_default();
+        let required_driver = change.required_driver().map_or("", Id::as_str);
         let args: Vec<fred::types::Value> = vec![
             now_ms.to_string().into(),
             id.as_str().into(),
@@ -161,6 +228,9 @@ impl RideStore for RedisRides {
             tracking_token.into(),
             self.ttl_ms.to_string().into(),
             channels::ride_status(id).into(),
+            required_driver.into(),
+            if change.target().is_final() { "1" } else { "0" }.into(),
+            channels::RIDER_OPEN_PREFIX.into(),
         ];
         let reply: Vec<String> = self.change.evalsha_with_reload(&self.commands, channels::ride_key(id), args).await?;
         match reply.split_first() {
@@ -176,6 +246,42 @@ impl RideStore for RedisRides {
             _ => Err(BackendError::UnexpectedReply(reply_shape(&reply))),
         }
     }
+}
+
+/// Statuses as a script matches them: each with a space before and after.
+fn spaced(statuses: impl IntoIterator<Item = RideStatus>) -> String {
+    statuses.into_iter().map(|status| format!(" {status} ")).collect()
+}
+
+/// A fresh ride id whose cluster slot is `rider`'s: 26 random hex digits, then 6 more counted
+/// up from a random start until the slot matches (expected 16 384 tries; a 24-bit counter
+/// covers every slot many times over).
+///
+/// # Errors
+/// When the host has no entropy source.
+pub fn id_in_slot_of(rider: &Id) -> Result<Id, getrandom::Error> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let target = fred::util::redis_keyslot(channels::rider_open_key(rider).as_bytes());
+    let mut random = [0u8; 16];
+    getrandom::fill(&mut random)?;
+    let mut id = [0u8; 32];
+    for (at, byte) in random.iter().enumerate() {
+        id[2 * at] = HEX[usize::from(byte >> 4)];
+        id[2 * at + 1] = HEX[usize::from(byte & 0x0f)];
+    }
+    let start = u32::from_be_bytes([0, random[13], random[14], random[15]]);
+    for step in 0..(1u32 << 24) {
+        let counter = (start.wrapping_add(step)) & 0x00ff_ffff;
+        for (k, slot) in id[26..].iter_mut().enumerate() {
+            *slot = HEX[((counter >> (20 - 4 * k)) & 0xf) as usize];
+        }
+        // The id has no braces: its slot is the CRC16 of all of it, as in `ride:{id}`.
+        if fred::util::redis_keyslot(&id) == target {
+            break;
+        }
+    }
+    let hex = std::str::from_utf8(&id).expect("hex digits are ASCII");
+    Ok(Id::parse(hex).expect("32 hex digits are a valid id"))
 }
 
 /// A point as stored in a ride's hash.
@@ -227,5 +333,35 @@ fn expect_status(ride: &Ride, status: RideStatus) -> Result<(), BackendError> {
         Ok(())
     } else {
         Err(BackendError::UnexpectedReply(format!("ride {} is {} after a change to {status}", ride.id, ride.status)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rides_id_is_in_its_riders_slot_and_still_random() {
+        for rider in ["r1", "rider-with-a-longer-name", "web-0123456789"] {
+            let rider = Id::parse(rider).expect("id");
+            let (a, b) = (id_in_slot_of(&rider).expect("random"), id_in_slot_of(&rider).expect("random"));
+            assert_ne!(a, b);
+            for id in [&a, &b] {
+                assert_eq!(id.as_str().len(), 32, "{id}");
+                assert!(id.as_str().bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()), "{id}");
+                assert_eq!(
+                    fred::util::redis_keyslot(channels::ride_key(id).as_bytes()),
+                    fred::util::redis_keyslot(channels::rider_open_key(&rider).as_bytes()),
+                    "ride {id} of {rider}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_scripts_build_keys_as_channels_names_them() {
+        let (ride, rider) = (Id::parse("ride-1").expect("id"), Id::parse("rider-1").expect("id"));
+        assert_eq!(format!("{}{{{ride}}}", channels::RIDE_KEY_PREFIX), channels::ride_key(&ride));
+        assert_eq!(format!("{}{{{rider}}}", channels::RIDER_OPEN_PREFIX), channels::rider_open_key(&rider));
     }
 }
