@@ -14,3 +14,15 @@ pub const RIDECAST_TOKEN_SECRET_PREVIOUS: &str = "RIDECAST_TOKEN_SECRET_PREVIOUS
 pub const EDGE_HEARTBEAT_SECS: &str = "EDGE_HEARTBEAT_SECS";
 /// Optional var: seconds the upstream link stays open after the last rider left; default 10.
 pub const EDGE_LINK_GRACE_SECS: &str = "EDGE_LINK_GRACE_SECS";
+/// Optional var: browser origins allowed by CORS, comma-separated; unset or empty = no CORS
+/// headers at all. `*` counts only while the worker runs with the public dev secret.
+pub const CORS_ORIGINS: &str = "CORS_ORIGINS";
+/// Optional var: streams one token may hold open on one Durable Object; default 8 (the origin's
+/// `--max-streams-per-token`).
+pub const EDGE_MAX_STREAMS_PER_TOKEN: &str = "EDGE_MAX_STREAMS_PER_TOKEN";
+/// Optional var: rider streams one Durable Object holds; default 500 (~122 KB each in a 128 MB
+/// isolate, with room to spare).
+pub const EDGE_MAX_RIDERS_PER_OBJECT: &str = "EDGE_MAX_RIDERS_PER_OBJECT";
+/// Optional var: distinct Durable Objects one token may open through one worker isolate per
+/// minute; default 20.
+pub const EDGE_MAX_OBJECTS_PER_TOKEN: &str = "EDGE_MAX_OBJECTS_PER_TOKEN";

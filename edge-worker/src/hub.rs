@@ -7,6 +7,10 @@
 //!   workerd only learns a client is gone when a write fails) and drops the gone riders;
 //! - an alarm, set when the last rider leaves, that closes the upstream link after a grace time.
 //!
+//! Before a rider gets a stream the hub checks its room (riders per object, streams per token:
+//! [`crate::limits`]) and, for a tracking token, that the origin confirmed it
+//! ([`crate::tracking`]); a refusal to come back later is the EventSource-safe form.
+//!
 //! The upstream reconnects with exponential backoff and full jitter while riders remain; riders
 //! keep their streams meanwhile and get the latest value as soon as the link is back (the origin
 //! sends its current value first on every link).
@@ -15,12 +19,14 @@ use std::{cell::RefCell, rc::Rc, time::Duration};
 
 use futures_util::StreamExt;
 use ridecast_protocol::{Claims, Id, Role, sse};
-use worker::{Delay, Env, Headers, Request, Response, State, Url, WebSocket, WebsocketEvent};
+use worker::{Delay, Env, Request, Response, State, Url, WebSocket, WebsocketEvent};
 
 use crate::{
     auth, bindings,
     error::EdgeError,
+    limits::{self, Limits, TokenKey},
     rider_stream::{self, RiderSlot},
+    tracking::{self, ConfirmationCache},
 };
 
 /// `retry:` sent first on every stream: how long a browser waits before reconnecting, in ms.
@@ -115,15 +121,36 @@ struct Inner {
     key: Option<Id>,
     /// The latest value: its event id (`ts`) and its JSON as the origin sent it.
     latest: Option<(u64, String)>,
-    riders: Vec<RiderSlot>,
+    riders: Vec<Rider>,
+    /// Tracking tokens the origin confirmed lately, reused for at most 5 s.
+    confirmed: ConfirmationCache,
     upstream: Option<WebSocket>,
     upstream_task: bool,
     heartbeat_task: bool,
 }
 
+/// One rider's stream and the token it came with (as a key: no credential is kept).
+#[derive(Debug)]
+struct Rider {
+    token: TokenKey,
+    slot: RiderSlot,
+}
+
 impl Inner {
     fn drop_gone_riders(&mut self) {
-        self.riders.retain(|r| !r.is_gone());
+        self.riders.retain(|r| !r.slot.is_gone());
+    }
+
+    /// Whether one more stream of `token` fits, after dropping the gone riders.
+    fn room_for(&mut self, token: TokenKey, limits: &Limits) -> Result<(), EdgeError> {
+        self.drop_gone_riders();
+        if self.riders.len() >= limits.riders_per_object as usize {
+            return Err(EdgeError::ObjectFull { max: limits.riders_per_object });
+        }
+        if self.riders.iter().filter(|r| r.token == token).count() >= limits.streams_per_token as usize {
+            return Err(EdgeError::TooManyStreams { max: limits.streams_per_token });
+        }
+        Ok(())
     }
 }
 
@@ -132,6 +159,9 @@ impl Inner {
 pub struct Hub {
     kind: HubKind,
     timings: Timings,
+    limits: Limits,
+    /// Salt of this object's token keys.
+    salt: u64,
     state: Rc<State>,
     env: Env,
     inner: Rc<RefCell<Inner>>,
@@ -139,23 +169,42 @@ pub struct Hub {
 
 impl Hub {
     pub fn new(kind: HubKind, state: State, env: Env) -> Self {
-        Self { kind, timings: Timings::from_env(&env), state: Rc::new(state), env, inner: Rc::default() }
+        Self {
+            kind,
+            timings: Timings::from_env(&env),
+            limits: Limits::from_env(&env),
+            salt: limits::random_salt(),
+            state: Rc::new(state),
+            env,
+            inner: Rc::default(),
+        }
     }
 
-    /// Opens a rider stream. The worker has already checked the token and the key.
+    /// Opens a rider stream, or refuses it: an error here is answered in its SSE form.
     ///
     /// # Errors
-    /// Only if the runtime cannot build a response.
-    pub fn subscribe(&self, req: &Request) -> worker::Result<Response> {
+    /// [`EdgeError::ObjectFull`] or [`EdgeError::TooManyStreams`] past the caps; for a tracking
+    /// token, [`EdgeError::Forbidden`] when the origin refuses it and
+    /// [`EdgeError::OriginCannotConfirm`] when it cannot answer; 401s like the worker's (the
+    /// object checks the token again rather than trust what reached it).
+    pub async fn subscribe(&self, req: &Request) -> Result<Response, EdgeError> {
         let path = req.path();
-        let Some(key) = self.kind.key_from_path(&path) else {
-            return EdgeError::NotFound.into_response();
-        };
+        let key = self.kind.key_from_path(&path).ok_or(EdgeError::NotFound)?;
+        let claims = auth::verify(req, &auth::keys(&self.env)?)?;
+        let raw_token = auth::bearer(req).unwrap_or_default();
+        let token = TokenKey::new(self.salt, &raw_token);
+        // Cheap refusals first, so that a token at its cap costs the origin nothing.
+        self.inner.borrow_mut().room_for(token, &self.limits)?;
+        if self.kind == HubKind::Driver && claims.ride.is_some() {
+            self.confirm_tracking(&raw_token, token, &key).await?;
+        }
         let last_event_id = req.headers().get("last-event-id").ok().flatten().and_then(|raw| sse::parse_event_id(&raw));
 
         let mut first = sse::retry(RETRY_MS);
         let stream = {
             let mut inner = self.inner.borrow_mut();
+            // Again: other riders may have come in while the origin was being asked.
+            inner.room_for(token, &self.limits)?;
             inner.key.get_or_insert(key);
             if let Some((id, data)) = &inner.latest
                 && last_event_id != Some(*id)
@@ -163,17 +212,25 @@ impl Hub {
                 first.push_str(&sse::event(self.kind.event_name(), &id.to_string(), data));
             }
             let (slot, stream) = rider_stream::open(first);
-            inner.riders.push(slot);
+            inner.riders.push(Rider { token, slot });
             stream
         };
         self.ensure_heartbeat();
         self.ensure_upstream();
+        Ok(Response::from_stream(stream)?.with_headers(rider_stream::sse_headers()?))
+    }
 
-        let headers = Headers::new();
-        headers.set("content-type", "text/event-stream")?;
-        headers.set("cache-control", "no-cache, no-transform")?;
-        headers.set("x-accel-buffering", "no")?;
-        Ok(Response::from_stream(stream)?.with_headers(headers))
+    /// A tracking token is honoured only once the origin confirmed it, and a confirmation is
+    /// reused for at most [`tracking::CONFIRMATION_TTL`]. Fails closed: no answer is a refusal
+    /// (with a retry), never a pass.
+    async fn confirm_tracking(&self, raw_token: &str, token: TokenKey, driver: &Id) -> Result<(), EdgeError> {
+        if self.inner.borrow().confirmed.is_fresh(token) {
+            return Ok(());
+        }
+        let asked_at = tracking::now_ms();
+        tracking::ask_origin(&self.env, raw_token, driver).await.into_result()?;
+        self.inner.borrow_mut().confirmed.remember(token, asked_at);
+        Ok(())
     }
 
     /// The grace alarm: closes the upstream link if no rider came back meanwhile.
@@ -202,7 +259,7 @@ impl Hub {
         inner.latest = Some((id, json));
         inner.drop_gone_riders();
         for rider in &inner.riders {
-            rider.push_event(&frame);
+            rider.slot.push_event(&frame);
         }
     }
 
@@ -218,7 +275,7 @@ impl Hub {
                     let mut inner = hub.inner.borrow_mut();
                     inner.drop_gone_riders();
                     for rider in &inner.riders {
-                        rider.push_heartbeat();
+                        rider.slot.push_heartbeat();
                     }
                     inner.riders.is_empty()
                 };

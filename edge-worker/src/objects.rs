@@ -3,7 +3,7 @@
 
 use worker::{DurableObject, Env, Request, Response, Result, State, durable_object};
 
-use crate::hub::{Hub, HubKind};
+use crate::hub::{Hub, HubKind, RETRY_MS};
 
 /// Rider location streams of one driver (object named after the driver id).
 #[durable_object]
@@ -18,7 +18,10 @@ impl DurableObject for DriverHub {
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
-        self.hub.subscribe(&req)
+        match self.hub.subscribe(&req).await {
+            Ok(response) => Ok(response),
+            Err(refused) => refused.into_sse_response(RETRY_MS),
+        }
     }
 
     async fn alarm(&self) -> Result<Response> {
@@ -40,7 +43,10 @@ impl DurableObject for SurgeHub {
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
-        self.hub.subscribe(&req)
+        match self.hub.subscribe(&req).await {
+            Ok(response) => Ok(response),
+            Err(refused) => refused.into_sse_response(RETRY_MS),
+        }
     }
 
     async fn alarm(&self) -> Result<Response> {

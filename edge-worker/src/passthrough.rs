@@ -2,40 +2,12 @@
 //! same method, headers and body, and the origin's response body is returned as a stream, so the
 //! ride status SSE flows event by event.
 
-use ridecast_protocol::Id;
-use worker::{Env, Fetch, Headers, Method, Request, RequestInit, Response};
+use worker::{Env, Fetch, Request, RequestInit, Response};
 
-use crate::{auth, bindings, error::EdgeError};
+use crate::{bindings, error::EdgeError};
 
 fn origin_url(env: &Env) -> Result<String, EdgeError> {
     Ok(env.var(bindings::ORIGIN_URL).map_err(|_| EdgeError::Config(bindings::ORIGIN_URL))?.to_string())
-}
-
-/// A tracking token (one naming a `ride`) works only while its ride is on, which only the origin
-/// knows: asks it, through the polling endpoint with the rider's own token, which the origin
-/// refuses (403) once the ride has ended. Fails open when the origin cannot answer (an outage
-/// must not cut riders off; the token's `exp` still bounds it).
-///
-/// # Errors
-/// [`EdgeError::Forbidden`] when the origin refuses the token.
-pub async fn check_tracking(req: &Request, env: &Env, driver: &Id) -> Result<(), EdgeError> {
-    let token = auth::bearer(req).unwrap_or_default();
-    let headers = Headers::new();
-    headers.set("authorization", &format!("Bearer {token}"))?;
-    let mut init = RequestInit::new();
-    init.with_method(Method::Get).with_headers(headers);
-    let target = format!("{}/api/drivers/{driver}/location", origin_url(env)?.trim_end_matches('/'));
-    let answer = match Fetch::Request(Request::new_with_init(&target, &init)?).send().await {
-        Ok(answer) => answer,
-        Err(error) => {
-            worker::console_warn!("tracking token not checked, origin unreachable: {error}");
-            return Ok(());
-        }
-    };
-    match answer.status_code() {
-        401 | 403 => Err(EdgeError::Forbidden),
-        _ => Ok(()),
-    }
 }
 
 /// Forwards `req` to `ORIGIN_URL` with the same path and query.

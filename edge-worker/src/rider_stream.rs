@@ -83,6 +83,18 @@ impl RiderSlot {
     }
 }
 
+/// The headers every SSE response carries, refusals included.
+///
+/// # Errors
+/// Only if the runtime cannot build headers.
+pub fn sse_headers() -> worker::Result<worker::Headers> {
+    let headers = worker::Headers::new();
+    headers.set("content-type", "text/event-stream")?;
+    headers.set("cache-control", "no-cache, no-transform")?;
+    headers.set("x-accel-buffering", "no")?;
+    Ok(headers)
+}
+
 /// Heartbeat text; also says what the stream is, for a person reading it with curl.
 pub const HEARTBEAT: &str = "hb";
 

@@ -1,11 +1,19 @@
-//! The worker's `fetch` entry point: token check at the edge, then a Durable Object or the origin.
+//! The worker's `fetch` entry point: CORS preflights, the token check at the edge, then a Durable
+//! Object or the origin; CORS headers on every answer.
 //!
 //! Order of checks follows the contract: 401 (token), 400 (ids), 403 (not allowed), 404.
 
 use ridecast_protocol::{Claims, Id, Role};
 use worker::{Context, Env, Request, Response, Result, event};
 
-use crate::{auth, bindings, error::EdgeError, passthrough};
+use crate::{
+    auth, bindings,
+    cors::{self, CorsPolicy},
+    error::EdgeError,
+    hub::RETRY_MS,
+    limits::{self, Limits},
+    passthrough,
+};
 
 /// Where a request goes.
 #[derive(Debug, PartialEq, Eq)]
@@ -14,6 +22,13 @@ enum Route<'a> {
     Surge(&'a str),
     Origin,
     Unknown,
+}
+
+impl Route<'_> {
+    /// Streams terminated at the edge: their "come back later" answers take the SSE form.
+    fn is_stream(&self) -> bool {
+        matches!(self, Self::DriverLocation(_) | Self::Surge(_))
+    }
 }
 
 fn route(path: &str) -> Route<'_> {
@@ -28,10 +43,19 @@ fn route(path: &str) -> Route<'_> {
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
-    match handle(req, &env).await {
-        Ok(response) => Ok(response),
-        Err(e) => e.into_response(),
+    let policy = CorsPolicy::from_env(&env);
+    let origin = cors::request_origin(&req);
+    if cors::is_preflight(&req) {
+        return cors::preflight(&policy, origin.as_deref());
     }
+    let path = req.path();
+    let stream = route(&path).is_stream();
+    let response = match handle(req, &env).await {
+        Ok(response) => response,
+        Err(e) if stream => e.into_sse_response(RETRY_MS)?,
+        Err(e) => e.into_response()?,
+    };
+    cors::apply(&policy, origin.as_deref(), response)
 }
 
 async fn handle(req: Request, env: &Env) -> std::result::Result<Response, EdgeError> {
@@ -43,9 +67,8 @@ async fn handle(req: Request, env: &Env) -> std::result::Result<Response, EdgeEr
             if !is_rider(&claims) || claims.drv.as_ref() != Some(&id) {
                 return Err(EdgeError::Forbidden);
             }
-            if claims.ride.is_some() {
-                passthrough::check_tracking(&req, env, &id).await?;
-            }
+            // A tracking token is confirmed with the origin by the driver's object, which can
+            // reuse a confirmation for a few seconds (`crate::tracking`).
             to_object(req, env, bindings::DRIVER_HUB, &id).await
         }
         Route::Surge(raw) => {
@@ -66,12 +89,18 @@ fn is_rider(claims: &Claims) -> bool {
     claims.role == Role::Rider
 }
 
+/// Sends `req` to the object `key` of `binding`, once the token may open one more object here.
 async fn to_object(
     req: Request,
     env: &Env,
     binding: &'static str,
     key: &Id,
 ) -> std::result::Result<Response, EdgeError> {
+    let max = Limits::from_env(env).objects_per_token;
+    let token = auth::bearer(&req).unwrap_or_default();
+    if !limits::admit_object(&token, (binding, key.as_str()), max) {
+        return Err(EdgeError::TooManyObjects { max });
+    }
     let namespace = env.durable_object(binding).map_err(|_| EdgeError::Config(binding))?;
     let stub = namespace.get_by_name(key.as_str())?;
     Ok(stub.fetch_with_request(req).await?)

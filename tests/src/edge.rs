@@ -240,7 +240,12 @@ pub struct Edge {
 impl Edge {
     /// An edge in front of `origin`, with the test secret.
     pub fn builder(origin: &Origin) -> EdgeBuilder {
-        EdgeBuilder { origin_url: origin.url(""), vars: Vec::new(), runner: Runner::WranglerDev }
+        Self::builder_for_url(origin.url(""))
+    }
+
+    /// An edge whose `ORIGIN_URL` is `url` (a [`crate::StubOrigin`], say), with the test secret.
+    pub fn builder_for_url(url: impl Into<String>) -> EdgeBuilder {
+        EdgeBuilder { origin_url: url.into(), vars: Vec::new(), runner: Runner::WranglerDev }
     }
 
     /// Everything wrangler and the worker logged so far.

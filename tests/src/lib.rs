@@ -23,6 +23,7 @@
 //! | [`http`] | plain requests, the contract's error-body check, [`Endpoint`] (origin or edge) |
 //! | [`link`] | the origin's edge link as a Durable Object holds it (tokio-tungstenite) |
 //! | [`edge`] | [`Edge`]: the edge worker under real workerd (`wrangler dev --local`) |
+//! | [`stub_origin`] | [`StubOrigin`]: an origin that answers one status chosen by the test (502, 503, 429, 200) |
 //!
 //! Run with `scripts/test` (installs what is missing), or `cargo test -p ridecast-tests` given
 //! `redis-server` on `PATH`, PyJWT for Python 3 (the interop test), and for the edge tests the
@@ -48,6 +49,7 @@ pub mod raw_sse;
 pub mod redis;
 pub mod redis_cluster;
 pub mod rider;
+pub mod stub_origin;
 pub mod tokens;
 pub mod wait;
 
@@ -62,6 +64,7 @@ pub use raw_sse::{RawOptions, RawSse, SseFrame};
 pub use redis::RedisServer;
 pub use redis_cluster::RedisCluster;
 pub use rider::{Polled, RiderStream, SeenLocation, poll, wait_until_stored};
+pub use stub_origin::StubOrigin;
 pub use wait::{EXPECT, QUIET, TsClock};
 
 /// Runs an `async fn(Mode)` scenario once per deployment mode, as `<name>::embedded` and

@@ -24,6 +24,8 @@ use ridecast_tests::{
 /// Heartbeat and link grace for tests: short, so that dead riders and idle links go quickly.
 const FAST_HEARTBEAT_SECS: u64 = 1;
 const FAST_GRACE_SECS: u64 = 1;
+/// How long the edge may reuse a tracking token's confirmation (`tracking::CONFIRMATION_TTL`).
+const CONFIRMATION_TTL: Duration = Duration::from_secs(5);
 
 /// Redis with three origins (the driver's is the first), and an edge in front of the second:
 /// every value crosses the bus before it reaches the edge.
@@ -126,11 +128,12 @@ async fn five_hundred_riders_on_one_drivers_object_all_receive_each_update() {
     let driver = "d-edge-500";
     let (route, mut clock) = (Route::san_francisco(), TsClock::new());
     let mut socket = DriverSocket::connect(cluster.driver_side(), &driver_token(driver)).await;
-    let token = rider_token("r-many", driver);
-    let bearer = format!("Bearer {token}");
 
+    // 500 riders, each with its own token (one token holds at most EDGE_MAX_STREAMS_PER_TOKEN):
+    // exactly the default EDGE_MAX_RIDERS_PER_OBJECT.
     let mut riders = Vec::with_capacity(RIDERS);
-    for _ in 0..RIDERS {
+    for i in 0..RIDERS {
+        let bearer = format!("Bearer {}", rider_token(&format!("r-many-{i}"), driver));
         let rider = RawSse::open(edge.addr(), &location_path(driver), &[("authorization", &bearer)]).await;
         assert_eq!(rider.status(), 200);
         riders.push(rider);
@@ -204,12 +207,14 @@ async fn bad_missing_and_wrong_driver_tokens_are_refused_at_the_edge() {
 }
 
 /// A ride's tracking token names the ride, which only the origin knows about: the edge asks it,
-/// and refuses the token once the ride has ended, as the origin does.
+/// may reuse a confirmation for at most 5 s, and refuses the token once the ride has ended, as the
+/// origin does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tracking_token_is_refused_at_the_edge_once_its_ride_has_ended() {
     let (cluster, edge) = start_with_edge().await;
     let ride = AssignedRide::start(cluster.rider_side(), cluster.driver_side(), "r-edge-track", "d-edge-track").await;
     let path = location_path(&ride.driver);
+    let asked = std::time::Instant::now();
     let mut rider = RiderStream::open_with(&edge, &path, Auth::Bearer(&ride.tracking_token), None).await;
     rider.next_location("the driver's location through the edge while the ride is on").await;
     drop(rider);
@@ -220,9 +225,19 @@ async fn a_tracking_token_is_refused_at_the_edge_once_its_ride_has_ended() {
     )
     .await;
     assert_eq!(cancel.status().as_u16(), 200, "the rider cancels the ride");
+    // The object may still reuse the confirmation it got at connect, for 5 s at most.
     let context = "the tracking token of a cancelled ride at the edge";
-    let refused = http::get(&edge.url(&path), Auth::Bearer(&ride.tracking_token), &[]).await;
+    let refused = poll_until(CONFIRMATION_TTL + Duration::from_secs(3), context, || async {
+        let response = http::get(&edge.url(&path), Auth::Bearer(&ride.tracking_token), &[]).await;
+        (response.status().as_u16() != 200).then_some(response)
+    })
+    .await;
     assert_eq!(expect_error(refused, 403, context).await.code, "forbidden", "{context}");
+    let refused_after = asked.elapsed();
+    assert!(
+        refused_after <= CONFIRMATION_TTL + Duration::from_secs(2),
+        "{context}: refused {refused_after:?} after the confirmation; a confirmation lives at most 5 s"
+    );
     // A token naming only the driver is not tied to a ride: the edge still lets it through.
     let friend = rider_token("r-friend", &ride.driver);
     let mut rider = RiderStream::open_with(&edge, &path, Auth::Bearer(&friend), None).await;
