@@ -415,6 +415,56 @@ async fn the_first_frames_up_to_the_burst_are_processed_and_the_allowance_refill
     }
 }
 
+/// A rate so slow that nothing refills while a test reconnects: one frame per 20 s.
+const NO_REFILL_RATE: f64 = 0.05;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_that_spends_its_burst_and_reconnects_at_once_is_still_refused() {
+    let origin =
+        Origin::builder().flag("--driver-rate", NO_REFILL_RATE).flag("--driver-burst", DRIVER_BURST).start().await;
+    let token = driver_token("d-reconnects");
+    let mut socket = DriverSocket::connect(&origin, &token).await;
+    for k in 0..DRIVER_BURST {
+        let error = {
+            socket.send_text(answer_to_no_offer("offer_ack", k)).await;
+            socket.expect_error_frame(&format!("offer answer {} of the burst", k + 1)).await
+        };
+        assert_eq!(error.code, "not_found", "within the burst the answer is processed: {}", error.message);
+    }
+    drop(socket);
+
+    let mut again = DriverSocket::connect(&origin, &token).await;
+    again.send_text(answer_to_no_offer("offer_ack", DRIVER_BURST)).await;
+    let error = again.expect_error_frame("an offer answer on a new socket, right after spending the burst").await;
+    assert_eq!(
+        error.code, "rate_limited",
+        "the allowance is the driver's, not the socket's: reconnecting must not refill it ({})",
+        error.message
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_participant_that_spends_its_burst_and_reconnects_at_once_is_still_refused() {
+    const BURST: usize = 2;
+    let cluster =
+        Cluster::start(Mode::Embedded, |origin| origin.flag("--chat-rate", NO_REFILL_RATE).flag("--chat-burst", BURST))
+            .await;
+    let origin = cluster.driver_side();
+    let ride = AssignedRide::start(origin, origin, "r-chat-again", "d-chat-again").await;
+    let mut chat = ChatSocket::connect(origin, &ride.ride_id, &ride.ride_token, None).await;
+    for k in 0..BURST {
+        chat.say(&format!("burst-{k}"), "where are you?").await;
+    }
+    chat.close().await;
+
+    let mut again = ChatSocket::connect(origin, &ride.ride_id, &ride.ride_token, None).await;
+    // The history comes first; then the answer to the new message.
+    let _ = again.next_messages(BURST, "the history on reconnect").await;
+    again.send_message("after-reconnect", "hello?").await;
+    let refused = again.expect_error("rate_limited", "a message right after reconnecting with the burst spent").await;
+    assert!(refused.message.contains("not stored"), "{}", refused.message);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_driver_refused_a_hundred_times_in_a_row_is_closed_with_1008() {
     // One frame, and then (practically) none: 0.01 a second is the slowest rate the flag takes.

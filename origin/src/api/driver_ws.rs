@@ -42,7 +42,7 @@ use crate::{
     },
     bus::BackendError,
     dispatch::post::{Mailbox, Posted},
-    limits::{RefusedRun, allowance::Allowance, token_streams::StreamKey},
+    limits::{RefusedRun, token_streams::StreamKey},
 };
 
 /// Initial read buffer of a driver socket.
@@ -116,15 +116,12 @@ struct DriverSession {
     /// The offer being resent until acknowledged (boxed: rare, and every connected driver
     /// holds the field).
     unacked: Option<Box<Unacked>>,
-    /// What the driver may still send of frames other than locations.
-    allowance: Allowance,
     refused: RefusedRun,
 }
 
 impl DriverSession {
     fn new(driver: Id, state: AppState) -> Self {
         let now = Instant::now();
-        let allowance = Allowance::full(state.config.driver_rate, now);
         Self {
             driver,
             state,
@@ -137,7 +134,6 @@ impl DriverSession {
             last_position: None,
             dispatched_position: None,
             unacked: None,
-            allowance,
             refused: RefusedRun::default(),
         }
     }
@@ -328,7 +324,8 @@ impl DriverSession {
             Err(error) => return self.reject(socket, error.code(), error.to_string()).await,
         };
         if !matches!(frame, DriverMessage::Location(_)) {
-            if self.allowance.take(self.state.config.driver_rate, Instant::now()) {
+            // The driver's allowance on this instance, not this socket's: reconnecting does not refill it.
+            if self.state.driver_allowances.take(&self.driver, Instant::now()).is_ok() {
                 self.refused.clear();
             } else {
                 let flooding = self.refused.add();

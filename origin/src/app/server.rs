@@ -28,7 +28,7 @@ use crate::{
         subscriptions::{Inbound, SubscriptionManager},
     },
     ingest::Ingestor,
-    limits::token_streams::TokenStreams,
+    limits::{principal_allowances::PrincipalAllowances, token_streams::TokenStreams},
     rides::{
         Rides,
         store::{RideStore, embedded::EmbeddedRides, redis::RedisRides},
@@ -149,6 +149,7 @@ impl Instance {
             chat: Arc::new(chat),
             stream_signals: stream_signals::StreamSignals::spawn(config.api.heartbeat, shutdown),
             token_streams: TokenStreams::new(config.api.max_streams_per_token),
+            driver_allowances: PrincipalAllowances::new(config.api.driver_rate),
             config: Arc::new(config.api),
             backend,
             snapshots,
