@@ -10,7 +10,7 @@
 //! | concurrent streams and sockets per token | `--max-streams-per-token` (8) | [`token_streams`] |
 //! | driver frames other than locations, per driver (kept across reconnects) | `--driver-rate` (10/s), `--driver-burst` (20) | [`crate::api::driver_ws`], [`principal_allowances`] |
 //! | driver locations | `--ingest-interval-ms` (200): one stored per interval, newest wins | [`crate::api::driver_ws`] |
-| driver positions written to dispatch | one per second per driver (fixed), newest wins, the last one kept | [`crate::api::driver_ws`] |
+//! | driver positions written to dispatch | one per second per driver (fixed), newest wins, the last one kept | [`crate::api::driver_ws`] |
 //! | chat messages per side of a ride (kept across reconnects) | `--chat-rate` (5/s), `--chat-burst` (10) | [`crate::chat`], [`principal_allowances`] |
 //! | silent sockets | `--ws-ping-secs` (20), `--ws-idle-secs` (60) | the driver and chat sockets |
 //! | riders that stop reading | latest value only; dropped after 120 s blocked | [`crate::api::rider_sse`] |
