@@ -8,6 +8,7 @@ use axum::{
 use bytes::Bytes;
 use http::{StatusCode, header};
 use ridecast_protocol::{RideCreated, RideRequest, RideStatus, Role};
+use tokio::time::Instant;
 
 use crate::rides::RideChangeOutcome;
 use crate::{
@@ -17,8 +18,9 @@ use crate::{
 
 /// A rider asks for a ride. Checks, in the contract's order: the token (401), the body (400:
 /// `invalid_message`, or `invalid_location` for a point off the map), the `rider` role (403).
-/// Answers 201 with the new ride's id, `searching` and its ride-scoped token; 503 when the
-/// store is unreachable.
+/// Answers 201 with the new ride's id, `searching` and its ride-scoped token; 429 when the
+/// rider (`sub`) requests rides faster than `--ride-create-rate` / `--ride-create-burst` on this
+/// instance (each request sends real offers to real drivers); 503 when the store is unreachable.
 pub async fn create(
     State(state): State<AppState>,
     principal: Principal,
@@ -26,6 +28,11 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let request = RideRequest::parse(&body?)?;
     principal.require_role(Role::Rider)?;
+    let allowances = &state.ride_allowances;
+    if let Err(wait) = allowances.take(&principal.claims.sub, Instant::now()) {
+        let message = allowances.limit().refusal("ride requests", "try again later");
+        return Err(ApiError::RateLimited { message, retry_after_secs: whole_seconds(wait) });
+    }
     let created = state.rides.create(&principal.claims.sub, request).await?;
     tracing::info!(ride.id = %created.ride.id, rider.sub = %created.ride.rider, "ride requested");
     // Offered before the answer: a rider who got 201 has a ride that is being matched (a
@@ -33,6 +40,11 @@ pub async fn create(
     state.dispatcher.ride_created(&created.ride).await;
     let answer = RideCreated { ride_id: created.ride.id, status: created.ride.status, token: created.token };
     Ok((StatusCode::CREATED, Json(answer)).into_response())
+}
+
+/// `wait` rounded up to whole seconds, at least one (a `Retry-After`).
+fn whole_seconds(wait: std::time::Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 /// The ride's creator (or a token scoped to the ride) cancels it: 200 with the ride's status

@@ -37,6 +37,8 @@ pub struct AppState {
     pub token_streams: TokenStreams,
     /// Each driver's allowance for frames other than locations, kept across its reconnects.
     pub driver_allowances: PrincipalAllowances,
+    /// Each rider's (`sub`'s) allowance for requesting rides.
+    pub ride_allowances: PrincipalAllowances,
     pub metrics: Metrics,
     pub drain: Drain,
     /// Heartbeat ticks and the drain signal for every SSE stream.

@@ -150,6 +150,7 @@ impl Instance {
             stream_signals: stream_signals::StreamSignals::spawn(config.api.heartbeat, shutdown),
             token_streams: TokenStreams::new(config.api.max_streams_per_token),
             driver_allowances: PrincipalAllowances::new(config.api.driver_rate),
+            ride_allowances: PrincipalAllowances::new(config.api.ride_create_rate),
             config: Arc::new(config.api),
             backend,
             snapshots,

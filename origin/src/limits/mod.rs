@@ -7,6 +7,7 @@
 //! | time to send a request head (slowloris) | `--header-timeout-secs` (10) | [`crate::api::front`] |
 //! | request body | `--max-body-bytes` (16 KiB) | the router |
 //! | request head, WebSocket frame | 8 KiB, 4 KiB (contract) | [`crate::api::front`], sockets |
+//! | ride requests per rider `sub` | `--ride-create-rate` (0.1/s), `--ride-create-burst` (3) | [`crate::api::rides`], [`principal_allowances`] |
 //! | concurrent streams and sockets per token | `--max-streams-per-token` (8) | [`token_streams`] |
 //! | driver frames other than locations, per driver (kept across reconnects) | `--driver-rate` (10/s), `--driver-burst` (20) | [`crate::api::driver_ws`], [`principal_allowances`] |
 //! | driver locations | `--ingest-interval-ms` (200): one stored per interval, newest wins | [`crate::api::driver_ws`] |
