@@ -157,12 +157,11 @@ pub struct ServeArgs {
     #[arg(long, env = "RIDECAST_CHAT_BURST", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1_000))]
     pub chat_burst: u32,
 
-    /// Most messages kept per ride's chat; older ones are dropped (Redis trims approximately,
-    /// so a few more may stay).
+    /// Most messages kept per ride's chat; older ones are dropped, with their `clientMsgId`s.
     #[arg(long, env = "RIDECAST_CHAT_HISTORY_MAX", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub chat_history_max: u64,
 
-    /// How long a ride's chat is kept (in Redis) after its last message, in seconds.
+    /// How long a ride's chat is kept (in Redis or in memory) after its last message, in seconds.
     #[arg(long, env = "RIDECAST_CHAT_TTL_SECS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
     pub chat_ttl_secs: u64,
 

@@ -134,7 +134,7 @@ impl Instance {
         };
         let chat_store: Arc<dyn ChatStore> = match &redis {
             Some(redis) => Arc::new(RedisChat::new(redis.command_client(), config.chat.history_max, config.chat.ttl)),
-            None => Arc::new(EmbeddedChat::new(config.chat.history_max)),
+            None => Arc::new(EmbeddedChat::new(config.chat.history_max, config.chat.ttl, shutdown.clone())),
         };
         let chat = Chat::new(chat_store, inbound.chat.clone(), backend.clone(), config.chat, metrics.clone());
         let dispatcher = Dispatcher::new(dispatch_store, rides.clone(), post, config.dispatch, metrics.clone());

@@ -40,7 +40,7 @@ pub struct ChatConfig {
     pub rate: RateLimit,
     /// Most messages kept per ride.
     pub history_max: usize,
-    /// How long a ride's chat is kept after its last message (Redis).
+    /// How long a ride's chat is kept after its last message (either store).
     pub ttl: Duration,
 }
 

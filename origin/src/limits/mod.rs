@@ -13,6 +13,7 @@
 //! | driver locations | `--ingest-interval-ms` (200): one stored per interval, newest wins | [`crate::api::driver_ws`] |
 //! | driver positions written to dispatch | one per second per driver (fixed), newest wins, the last one kept | [`crate::api::driver_ws`] |
 //! | chat messages per side of a ride (kept across reconnects) | `--chat-rate` (5/s), `--chat-burst` (10) | [`crate::chat`], [`principal_allowances`] |
+//! | chat kept per ride | `--chat-history-max` (1000) messages and their dedupe ids, `--chat-ttl-secs` (86400) after the last | [`crate::chat::store`] |
 //! | silent sockets | `--ws-ping-secs` (20), `--ws-idle-secs` (60) | the driver and chat sockets |
 //! | riders that stop reading | latest value only; dropped after 120 s blocked | [`crate::api::rider_sse`] |
 //! | ids in paths and messages | the contract's id rule | [`crate::auth`], [`ridecast_protocol`] |
