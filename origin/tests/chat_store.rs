@@ -104,8 +104,8 @@ async fn the_redis_dedupe_hash_is_trimmed_with_the_stream() {
     };
     let ids = count("HLEN", chat_ids_key(&r)).await;
     let stream = count("XLEN", chat_stream_key(&r)).await;
+    assert_eq!(ids, HISTORY_MAX as i64, "the dedupe hash holds the kept messages' ids, not every message ever sent");
     assert_eq!(stream, HISTORY_MAX as i64, "the stream keeps --chat-history-max messages");
-    assert_eq!(ids, stream, "the dedupe hash names exactly the messages the stream holds, not every message ever sent");
 
     // A retry of a kept message is still stored once; one of a trimmed message is new again.
     let last = HISTORY_MAX * 5 - 1;

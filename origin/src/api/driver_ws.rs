@@ -221,6 +221,8 @@ impl DriverSession {
                 break Some((code, reason));
             }
         };
+        // A position still waiting for its second is the driver's last: dispatch gets it.
+        Box::pin(self.write_due_position()).await;
         if let Some((code, reason)) = close {
             let frame = CloseFrame { code, reason: reason.into() };
             let _ = socket.send(Message::Close(Some(frame))).await;
