@@ -596,6 +596,33 @@ async fn only_rider_tokens_request_rides() {
 }
 
 #[tokio::test]
+async fn a_rider_requesting_rides_past_its_burst_gets_429_rate_limited_with_retry_after() {
+    // Two at once, then one per 100 s: nothing refills while the test runs.
+    let api = TestApi::with_flags(&["--ride-create-rate", "0.01", "--ride-create-burst", "2"]).await;
+    let rider = api.rider("r-eager");
+    for _ in 0..2 {
+        let (ride, token) = api.request_ride(&rider).await;
+        // One open ride per rider: cancel it (or it already ended) before the next.
+        let _ = api.delete(&format!("/api/rides/{ride}")).bearer(&token).send().await;
+    }
+    let refused = api.post("/api/rides").bearer(&rider).json(RIDE_BODY).send().await;
+    let message = refused.expect_error(429, "rate_limited", "a third ride request with a burst of two");
+    let retry_after: u64 =
+        refused.header("retry-after").and_then(|v| v.parse().ok()).expect("a Retry-After in seconds");
+    assert!(
+        (1..=100).contains(&retry_after),
+        "Retry-After is the wait for one more request: {retry_after} ({message})"
+    );
+    assert_eq!(api.counter("rides_created_total").await, 2, "the refused request created no ride");
+
+    // A fresh token of the same rider does not get a fresh allowance; another rider has its own.
+    let again = api.post("/api/rides").bearer(&api.rider("r-eager")).json(RIDE_BODY).send().await;
+    again.expect_error(429, "rate_limited", "the same sub with a newly minted token");
+    api.request_ride(&api.rider("r-other")).await;
+    api.stop().await;
+}
+
+#[tokio::test]
 async fn cancelling_answers_the_ride_as_cancelled_and_a_second_cancel_changes_nothing() {
     let api = TestApi::start().await;
     let (ride, token) = api.request_ride(&api.rider("r1")).await;

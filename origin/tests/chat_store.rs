@@ -7,9 +7,11 @@ use fred::prelude::{Builder, ClientLike, Config};
 use ridecast_origin::chat::store::{ChatStore, embedded::EmbeddedChat, redis::RedisChat};
 use ridecast_protocol::{
     Id,
+    channels::{chat_ids_key, chat_stream_key},
     chat::{ChatRole, MessageId},
 };
 use ridecast_tests::RedisServer;
+use tokio_util::sync::CancellationToken;
 
 const T0: u64 = 1_764_240_000_000;
 
@@ -22,7 +24,7 @@ where
     F: Fn(Box<dyn ChatStore>) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    scenario(Box::new(EmbeddedChat::new(max_len))).await;
+    scenario(Box::new(EmbeddedChat::new(max_len, Duration::from_secs(3_600), CancellationToken::new()))).await;
     let redis = RedisServer::start().await;
     let client = Builder::from_config(Config::from_url(&redis.url()).expect("url")).build().expect("client");
     client.init().await.expect("connecting to the test redis");
@@ -68,16 +70,47 @@ async fn a_retried_client_message_id_is_stored_once_per_sender() {
 }
 
 #[tokio::test]
-async fn a_long_conversation_keeps_about_its_newest_messages() {
+async fn a_long_conversation_keeps_its_newest_messages() {
     in_both_stores(10, |store| async move {
         let r = ride("r3");
         for n in 0..200 {
             store.append(&r, ChatRole::Rider, &format!("c{n}"), "x", T0 + n).await.expect("append");
         }
         let kept = store.history(&r, None, 1_000).await.expect("history");
-        // Redis trims with MAXLEN ~ (whole nodes of the stream at a time), so "about" ten.
-        assert!((10..=110).contains(&kept.len()), "kept {}", kept.len());
+        assert_eq!(kept.len(), 10, "exactly the newest ten");
         assert_eq!(kept.last().map(|m| m.client_msg_id.as_str()), Some("c199"), "the newest is kept");
     })
     .await;
+}
+
+#[tokio::test]
+async fn the_redis_dedupe_hash_is_trimmed_with_the_stream() {
+    const HISTORY_MAX: usize = 10;
+    let redis = RedisServer::start().await;
+    let client = Builder::from_config(Config::from_url(&redis.url()).expect("url")).build().expect("client");
+    client.init().await.expect("connecting to the test redis");
+    let store = RedisChat::new(client.clone(), HISTORY_MAX, Duration::from_secs(3600));
+    let r = ride("r-trim");
+    for n in 0..HISTORY_MAX * 5 {
+        let from = if n % 2 == 0 { ChatRole::Rider } else { ChatRole::Driver };
+        store.append(&r, from, &format!("c{n}"), "x", T0 + n as u64).await.expect("append");
+    }
+    let count = |command: &'static str, key: String| {
+        let client = client.clone();
+        async move {
+            let reply: i64 = client.custom(fred::cmd!(command), vec![key]).await.expect(command);
+            reply
+        }
+    };
+    let ids = count("HLEN", chat_ids_key(&r)).await;
+    let stream = count("XLEN", chat_stream_key(&r)).await;
+    assert_eq!(ids, HISTORY_MAX as i64, "the dedupe hash holds the kept messages' ids, not every message ever sent");
+    assert_eq!(stream, HISTORY_MAX as i64, "the stream keeps --chat-history-max messages");
+
+    // A retry of a kept message is still stored once; one of a trimmed message is new again.
+    let last = HISTORY_MAX * 5 - 1;
+    let retry = store.append(&r, ChatRole::Driver, &format!("c{last}"), "x", T0).await.expect("append");
+    assert!(!retry.new, "a retried clientMsgId the stream still holds is not stored again");
+    let forgotten = store.append(&r, ChatRole::Rider, "c0", "x", T0).await.expect("append");
+    assert!(forgotten.new, "the trimmed message's dedupe entry went with it");
 }

@@ -27,7 +27,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ridecast_tests::chat::{AssignedRide, chat_path};
+use ridecast_tests::chat::{AssignedRide, DROPOFF, PICKUP, chat_path};
 use ridecast_tests::driver::{Ending, Refusal};
 use ridecast_tests::http::{Auth, client, delete, expect_error, get, header, post_json};
 use ridecast_tests::link::open_link;
@@ -419,6 +419,98 @@ async fn the_first_frames_up_to_the_burst_are_processed_and_the_allowance_refill
         // fewer than the hundred in a row that would close the socket.
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// A rate so slow that nothing refills while a test reconnects: one frame per 20 s.
+const NO_REFILL_RATE: f64 = 0.05;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_that_spends_its_burst_and_reconnects_at_once_is_still_refused() {
+    let origin =
+        Origin::builder().flag("--driver-rate", NO_REFILL_RATE).flag("--driver-burst", DRIVER_BURST).start().await;
+    let token = driver_token("d-reconnects");
+    let mut socket = DriverSocket::connect(&origin, &token).await;
+    for k in 0..DRIVER_BURST {
+        let error = {
+            socket.send_text(answer_to_no_offer("offer_ack", k)).await;
+            socket.expect_error_frame(&format!("offer answer {} of the burst", k + 1)).await
+        };
+        assert_eq!(error.code, "not_found", "within the burst the answer is processed: {}", error.message);
+    }
+    drop(socket);
+
+    let mut again = DriverSocket::connect(&origin, &token).await;
+    again.send_text(answer_to_no_offer("offer_ack", DRIVER_BURST)).await;
+    let error = again.expect_error_frame("an offer answer on a new socket, right after spending the burst").await;
+    assert_eq!(
+        error.code, "rate_limited",
+        "the allowance is the driver's, not the socket's: reconnecting must not refill it ({})",
+        error.message
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_participant_that_spends_its_burst_and_reconnects_at_once_is_still_refused() {
+    const BURST: usize = 2;
+    let cluster =
+        Cluster::start(Mode::Embedded, |origin| origin.flag("--chat-rate", NO_REFILL_RATE).flag("--chat-burst", BURST))
+            .await;
+    let origin = cluster.driver_side();
+    let ride = AssignedRide::start(origin, origin, "r-chat-again", "d-chat-again").await;
+    let mut chat = ChatSocket::connect(origin, &ride.ride_id, &ride.ride_token, None).await;
+    for k in 0..BURST {
+        chat.say(&format!("burst-{k}"), "where are you?").await;
+    }
+    chat.close().await;
+
+    let mut again = ChatSocket::connect(origin, &ride.ride_id, &ride.ride_token, None).await;
+    // The history comes first; then the answer to the new message.
+    let _ = again.next_messages(BURST, "the history on reconnect").await;
+    again.send_message("after-reconnect", "hello?").await;
+    let refused = again.expect_error("rate_limited", "a message right after reconnecting with the burst spent").await;
+    assert!(refused.message.contains("not stored"), "{}", refused.message);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_alternating_two_cells_writes_its_dispatch_position_once_a_second_and_the_last_one_counts() {
+    const FRAMES: usize = 20;
+    const GAP: Duration = Duration::from_millis(100);
+    // Only a driver at the pickup is in range; 2 km north of it is not.
+    let origin = Origin::builder().flag("--match-radius-m", 300).start().await;
+    let driver = "d-alternates";
+    let mut socket = DriverSocket::connect(&origin, &driver_token(driver)).await;
+    socket.send_text(availability(true)).await;
+    let far = (PICKUP.0 + 2_000.0 / 111_195.0, PICKUP.1);
+    let before = origin.metric("dispatch_position_writes_total").await;
+
+    // Far, pickup, far, ..., pickup: every frame changes cell, and the last one is at the pickup.
+    let mut clock = TsClock::new();
+    let started = Instant::now();
+    for k in 0..FRAMES {
+        socket.send_location(Fix::at(if k % 2 == 0 { far } else { PICKUP }, clock.tick())).await;
+        tokio::time::sleep(GAP).await;
+    }
+    let took = started.elapsed();
+    // The last position waits at most a second for its write; then nothing more is written.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let writes = origin.metric("dispatch_position_writes_total").await - before;
+    // One write at once, then at most one a second, the last one included.
+    let most = took.as_secs() + 2;
+    assert!(
+        (1..=most).contains(&writes),
+        "{FRAMES} cell changes in {took:?} must write the dispatch position at most once a second \
+         ({most} writes), not once per frame; wrote {writes}"
+    );
+
+    // The last position was written, though it came less than a second after the one before.
+    let rider = rider_token_without_drv("r-alternates");
+    let body = json!({
+        "pickup": { "lat": PICKUP.0, "lng": PICKUP.1 },
+        "dropoff": { "lat": DROPOFF.0, "lng": DROPOFF.1 },
+    });
+    let response = post_json(&origin.url("/api/rides"), Auth::Bearer(&rider), body.to_string()).await;
+    assert_eq!(response.status().as_u16(), 201, "{}", response.text().await.unwrap_or_default());
+    socket.next_frame_of("offer", EXPECT, "an offer for a ride at the driver's last position").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

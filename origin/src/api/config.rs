@@ -21,6 +21,8 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// Driver frames other than locations.
     pub driver_rate: RateLimit,
+    /// Rides one rider (`sub`) may request.
+    pub ride_create_rate: RateLimit,
     /// One location stored per driver per interval, newest wins.
     pub ingest_interval: Duration,
     /// How often sockets are pinged.

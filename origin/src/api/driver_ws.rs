@@ -46,7 +46,7 @@ use crate::{
     },
     bus::BackendError,
     dispatch::post::{Mailbox, Posted},
-    limits::{RefusedRun, allowance::Allowance, token_streams::StreamKey},
+    limits::{RefusedRun, token_streams::StreamKey},
 };
 
 /// Initial read buffer of a driver socket.
@@ -56,7 +56,12 @@ const READ_BUFFER_BYTES: usize = 512;
 /// or at least this often (which also keeps it from counting as stale).
 const POSITION_REFRESH: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Authenticates (before any upgrade: failures are plain 401/403) and upgrades. A request that
+/// At most one dispatch position write per driver in this time: each is a store round trip (a
+/// Redis script), and a driver alternating between two cells would otherwise write every frame.
+/// A position that arrives sooner waits, newest wins, and is written when the time is up.
+const POSITION_MIN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Authenticates (before any upgrade: failures are JSON 401/403) and upgrades. A request that
 /// passes and is no upgrade gets a JSON 426 (405 for another method than `GET`).
 pub async fn upgrade(
     State(state): State<AppState>,
@@ -119,18 +124,17 @@ struct DriverSession {
     last_position: Option<LatLng>,
     /// Last position written to the dispatch store, and when.
     dispatched_position: Option<(GridCell, Instant)>,
+    /// A position in a new cell waiting for [`POSITION_MIN_INTERVAL`]; newer ones replace it.
+    position_due: Option<LatLng>,
     /// The offer being resent until acknowledged (boxed: rare, and every connected driver
     /// holds the field).
     unacked: Option<Box<Unacked>>,
-    /// What the driver may still send of frames other than locations.
-    allowance: Allowance,
     refused: RefusedRun,
 }
 
 impl DriverSession {
     fn new(driver: Id, state: AppState) -> Self {
         let now = Instant::now();
-        let allowance = Allowance::full(state.config.driver_rate, now);
         Self {
             driver,
             state,
@@ -142,8 +146,8 @@ impl DriverSession {
             available: false,
             last_position: None,
             dispatched_position: None,
+            position_due: None,
             unacked: None,
-            allowance,
             refused: RefusedRun::default(),
         }
     }
@@ -179,6 +183,9 @@ impl DriverSession {
             if let Some(unacked) = &self.unacked {
                 deadline = deadline.min(unacked.resend_at);
             }
+            if let Some(write_at) = self.position_write_at() {
+                deadline = deadline.min(write_at);
+            }
             if timer.deadline() != deadline {
                 timer.as_mut().reset(deadline);
             }
@@ -205,6 +212,9 @@ impl DriverSession {
                     if self.unacked.as_ref().is_some_and(|unacked| now >= unacked.resend_at) {
                         Box::pin(self.resend(&mut socket)).await;
                     }
+                    if self.position_write_at().is_some_and(|write_at| now >= write_at) {
+                        Box::pin(self.write_due_position()).await;
+                    }
                     if now >= next_ping {
                         next_ping = now + self.state.config.ws_ping;
                         Box::pin(self.ping(&mut socket)).await
@@ -217,6 +227,8 @@ impl DriverSession {
                 break Some((code, reason));
             }
         };
+        // A position still waiting for its second is the driver's last: dispatch gets it.
+        Box::pin(self.write_due_position()).await;
         if let Some((code, reason)) = close {
             let frame = CloseFrame { code, reason: reason.into() };
             let _ = socket.send(Message::Close(Some(frame))).await;
@@ -334,7 +346,8 @@ impl DriverSession {
             Err(error) => return self.reject(socket, error.code(), error.to_string()).await,
         };
         if !matches!(frame, DriverMessage::Location(_)) {
-            if self.allowance.take(self.state.config.driver_rate, Instant::now()) {
+            // The driver's allowance on this instance, not this socket's: reconnecting does not refill it.
+            if self.state.driver_allowances.take(&self.driver, Instant::now()).is_ok() {
                 self.refused.clear();
             } else {
                 let flooding = self.refused.add();
@@ -391,7 +404,9 @@ impl DriverSession {
 
     async fn on_availability(&mut self, available: bool, socket: &mut WebSocket) -> Next {
         self.available = available;
+        // A driver going online is placed at once (availability frames are rate limited).
         self.dispatched_position = None;
+        self.position_due = None;
         let store = self.state.dispatcher.store();
         let mut result = store.set_available(&self.driver, available, clock::now_ms()).await;
         // A driver going online is placed at once if its position is known.
@@ -416,17 +431,45 @@ impl DriverSession {
     }
 
     /// Writes an online driver's position to the dispatch store when its cell changed or the
-    /// last write is getting old.
+    /// last write is getting old, at most once per [`POSITION_MIN_INTERVAL`]: sooner, it waits
+    /// (newest wins) for the session's timer.
     async fn dispatch_position(&mut self, at: LatLng) -> Result<(), BackendError> {
         let cell = GridCell::of(at.lat, at.lng);
         let due =
             self.dispatched_position.is_none_or(|(last, when)| last != cell || when.elapsed() >= POSITION_REFRESH);
         if !due {
+            // Back in the stored cell: nothing is left to write.
+            self.position_due = None;
             return Ok(());
         }
+        if self.dispatched_position.is_some_and(|(_, when)| when.elapsed() < POSITION_MIN_INTERVAL) {
+            self.position_due = Some(at);
+            return Ok(());
+        }
+        self.position_due = None;
         self.state.dispatcher.store().set_position(&self.driver, at, clock::now_ms()).await?;
+        Metrics::inc(&self.state.metrics.values().dispatch_position_writes_total);
         self.dispatched_position = Some((cell, Instant::now()));
         Ok(())
+    }
+
+    /// When the position waiting for its write may be written, if one waits.
+    fn position_write_at(&self) -> Option<Instant> {
+        self.position_due?;
+        Some(self.dispatched_position.map_or_else(Instant::now, |(_, when)| when + POSITION_MIN_INTERVAL))
+    }
+
+    /// Writes the position that waited for [`POSITION_MIN_INTERVAL`] (the driver's last one
+    /// must reach dispatch even when no frame follows it).
+    async fn write_due_position(&mut self) {
+        let Some(at) = self.position_due.take() else { return };
+        if !self.available {
+            return;
+        }
+        self.dispatched_position = None;
+        if let Err(error) = self.dispatch_position(at).await {
+            tracing::warn!(driver.id = %self.driver, %error, "position not given to dispatch");
+        }
     }
 
     async fn on_location(&mut self, report: LocationReport, socket: &mut WebSocket) -> Next {

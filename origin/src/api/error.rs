@@ -56,6 +56,10 @@ pub enum ApiError {
     Conflict(String),
     #[error(transparent)]
     TooManyStreams(#[from] TooManyStreams),
+    /// Over a principal's rate (ride creation): 429 with `Retry-After` the whole seconds until
+    /// one more is allowed.
+    #[error("{message}")]
+    RateLimited { message: String, retry_after_secs: u64 },
     /// A token this instance hands out could not be signed (500).
     #[error("could not sign a token")]
     Signing(#[source] TokenError),
@@ -128,7 +132,7 @@ impl ApiError {
             Self::RideRequest(RideRequestError::Invalid { .. }) => ErrorCode::InvalidLocation,
             Self::Ride(_) | Self::Signing(_) => ErrorCode::Internal,
             Self::Conflict(_) => ErrorCode::Conflict,
-            Self::TooManyStreams(_) => ErrorCode::RateLimited,
+            Self::TooManyStreams(_) | Self::RateLimited { .. } => ErrorCode::RateLimited,
             Self::WrongMethod | Self::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
             Self::NotAnUpgrade(_) => ErrorCode::UpgradeRequired,
         }
@@ -145,7 +149,9 @@ impl IntoResponse for ApiError {
         let code = self.code();
         let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (status, Json(ErrorBody::new(code, self.to_string()))).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
+        if let Self::RateLimited { retry_after_secs, .. } = &self {
+            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        } else if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
             response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
         }
         match &self {

@@ -8,6 +8,7 @@ use axum::{
 use bytes::Bytes;
 use http::{StatusCode, header};
 use ridecast_protocol::{RideCreated, RideRequest, RideStatus};
+use tokio::time::Instant;
 
 use crate::rides::RideChangeOutcome;
 use crate::{
@@ -17,8 +18,10 @@ use crate::{
 
 /// A rider asks for a ride. Checks, in the contract's order: the token (401), the body (400:
 /// `invalid_message`, or `invalid_location` for a point off the map), the `rider` role and a
-/// token without `ride` or `drv` (403); then that the rider has no other ride `searching` or
-/// under way (409 `conflict`, whose message names that ride).
+/// token without `ride` or `drv` (403); then the rider's request rate (429 when the `sub`
+/// requests rides faster than `--ride-create-rate` / `--ride-create-burst` on this instance:
+/// each request sends real offers to real drivers); then that the rider has no other ride
+/// `searching` or under way (409 `conflict`, whose message names that ride).
 /// Answers 201 with the new ride's id, `searching` and its ride-scoped token; 503 when the
 /// store is unreachable.
 pub async fn create(
@@ -28,6 +31,11 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let request = RideRequest::parse(&body?)?;
     principal.require_ride_creator()?;
+    let allowances = &state.ride_allowances;
+    if let Err(wait) = allowances.take(&principal.claims.sub, Instant::now()) {
+        let message = allowances.limit().refusal("ride requests", "try again later");
+        return Err(ApiError::RateLimited { message, retry_after_secs: whole_seconds(wait) });
+    }
     let created = state.rides.create(&principal.claims.sub, request).await?;
     tracing::info!(ride.id = %created.ride.id, rider.sub = %created.ride.rider, "ride requested");
     // Offered before the answer: a rider who got 201 has a ride that is being matched (a
@@ -35,6 +43,11 @@ pub async fn create(
     state.dispatcher.ride_created(&created.ride).await;
     let answer = RideCreated { ride_id: created.ride.id, status: created.ride.status, token: created.token };
     Ok((StatusCode::CREATED, Json(answer)).into_response())
+}
+
+/// `wait` rounded up to whole seconds, at least one (a `Retry-After`).
+fn whole_seconds(wait: std::time::Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 /// The ride's creator (or a token scoped to the ride) cancels it: 200 with the ride's status

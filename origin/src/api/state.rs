@@ -12,7 +12,7 @@ use crate::{
     dispatch::dispatcher::Dispatcher,
     fanout::{hubs::Hubs, snapshots::Snapshots},
     ingest::Ingestor,
-    limits::token_streams::TokenStreams,
+    limits::{principal_allowances::PrincipalAllowances, token_streams::TokenStreams},
     rides::Rides,
 };
 
@@ -35,6 +35,10 @@ pub struct AppState {
     pub chat: Arc<Chat>,
     /// Concurrent streams and sockets per token.
     pub token_streams: TokenStreams,
+    /// Each driver's allowance for frames other than locations, kept across its reconnects.
+    pub driver_allowances: PrincipalAllowances,
+    /// Each rider's (`sub`'s) allowance for requesting rides.
+    pub ride_allowances: PrincipalAllowances,
     pub metrics: Metrics,
     pub drain: Drain,
     /// Heartbeat ticks and the drain signal for every SSE stream.

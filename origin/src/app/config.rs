@@ -139,6 +139,15 @@ pub struct ServeArgs {
     #[arg(long, env = "RIDECAST_DRIVER_BURST", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1_000))]
     pub driver_burst: u32,
 
+    /// Rides one rider (token `sub`) may request per second on an instance, sustained; over it
+    /// `POST /api/rides` answers 429 `rate_limited` with `Retry-After`. Default: one per 10 s.
+    #[arg(long, env = "RIDECAST_RIDE_CREATE_RATE", default_value_t = 0.1, value_parser = rate)]
+    pub ride_create_rate: f64,
+
+    /// Rides one rider may request at once after a quiet spell.
+    #[arg(long, env = "RIDECAST_RIDE_CREATE_BURST", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub ride_create_burst: u32,
+
     /// Messages per second each side of a ride's chat may send (sustained); over it a message
     /// is refused with `rate_limited` and not stored.
     #[arg(long, env = "RIDECAST_CHAT_RATE", default_value_t = 5.0, value_parser = rate)]
@@ -148,12 +157,11 @@ pub struct ServeArgs {
     #[arg(long, env = "RIDECAST_CHAT_BURST", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1_000))]
     pub chat_burst: u32,
 
-    /// Most messages kept per ride's chat; older ones are dropped (Redis trims approximately,
-    /// so a few more may stay).
+    /// Most messages kept per ride's chat; older ones are dropped, with their `clientMsgId`s.
     #[arg(long, env = "RIDECAST_CHAT_HISTORY_MAX", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub chat_history_max: u64,
 
-    /// How long a ride's chat is kept (in Redis) after its last message, in seconds.
+    /// How long a ride's chat is kept (in Redis or in memory) after its last message, in seconds.
     #[arg(long, env = "RIDECAST_CHAT_TTL_SECS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
     pub chat_ttl_secs: u64,
 
@@ -335,6 +343,7 @@ impl Config {
             max_streams_per_token: args.max_streams_per_token,
             max_body_bytes: usize::try_from(args.max_body_bytes).unwrap_or(usize::MAX),
             driver_rate: RateLimit { per_second: args.driver_rate, burst: args.driver_burst },
+            ride_create_rate: RateLimit { per_second: args.ride_create_rate, burst: args.ride_create_burst },
             ingest_interval: Duration::from_millis(args.ingest_interval_ms),
             ws_ping: Duration::from_secs(args.ws_ping_secs.max(1)),
             ws_idle: Duration::from_secs(args.ws_idle_secs.max(2)),

@@ -28,7 +28,7 @@ use crate::{
         subscriptions::{Inbound, SubscriptionManager},
     },
     ingest::Ingestor,
-    limits::token_streams::TokenStreams,
+    limits::{principal_allowances::PrincipalAllowances, token_streams::TokenStreams},
     rides::{
         Rides,
         store::{RideStore, embedded::EmbeddedRides, redis::RedisRides},
@@ -134,7 +134,7 @@ impl Instance {
         };
         let chat_store: Arc<dyn ChatStore> = match &redis {
             Some(redis) => Arc::new(RedisChat::new(redis.command_client(), config.chat.history_max, config.chat.ttl)),
-            None => Arc::new(EmbeddedChat::new(config.chat.history_max)),
+            None => Arc::new(EmbeddedChat::new(config.chat.history_max, config.chat.ttl, shutdown.clone())),
         };
         let chat = Chat::new(chat_store, inbound.chat.clone(), backend.clone(), config.chat, metrics.clone());
         let dispatcher = Dispatcher::new(dispatch_store, rides.clone(), post, config.dispatch, metrics.clone());
@@ -149,6 +149,8 @@ impl Instance {
             chat: Arc::new(chat),
             stream_signals: stream_signals::StreamSignals::spawn(config.api.heartbeat, shutdown),
             token_streams: TokenStreams::new(config.api.max_streams_per_token),
+            driver_allowances: PrincipalAllowances::new(config.api.driver_rate),
+            ride_allowances: PrincipalAllowances::new(config.api.ride_create_rate),
             config: Arc::new(config.api),
             backend,
             snapshots,

@@ -83,6 +83,8 @@ metric_set! {
     counter chat_messages_total;
     /// Chat messages refused because their sender went over the rate.
     counter chat_refused_total;
+    /// Driver positions written to the dispatch store (at most one a second per driver).
+    counter dispatch_position_writes_total;
     /// Local hubs (channels with at least one local subscriber).
     gauge hubs;
     /// Backend (Redis) operations that failed.

@@ -30,7 +30,7 @@ use crate::{
     base::{clock, metrics::Metrics},
     bus::{Backend, BackendError},
     fanout::chat_rooms::{ChatRooms, Notice, Seat},
-    limits::allowance::RateLimit,
+    limits::{allowance::RateLimit, principal_allowances::PrincipalAllowances},
 };
 
 /// A ride chat's limits and retention.
@@ -40,7 +40,7 @@ pub struct ChatConfig {
     pub rate: RateLimit,
     /// Most messages kept per ride.
     pub history_max: usize,
-    /// How long a ride's chat is kept after its last message (Redis).
+    /// How long a ride's chat is kept after its last message (either store).
     pub ttl: Duration,
 }
 
@@ -51,6 +51,8 @@ pub struct Chat {
     rooms: ChatRooms,
     backend: Arc<dyn Backend>,
     config: ChatConfig,
+    /// Each side of each ride's message allowance on this instance, kept across reconnects.
+    allowances: PrincipalAllowances,
     metrics: Metrics,
 }
 
@@ -62,7 +64,8 @@ impl Chat {
         config: ChatConfig,
         metrics: Metrics,
     ) -> Self {
-        Self { store, rooms, backend, config, metrics }
+        let allowances = PrincipalAllowances::new(config.rate);
+        Self { store, rooms, backend, config, allowances, metrics }
     }
 
     /// A seat in `ride`'s room: wakes on its notices.
@@ -75,9 +78,10 @@ impl Chat {
         self.config.rate
     }
 
-    /// Whether `from` may send another message in `ride` now (its allowance on this instance).
+    /// Whether `from` may send another message in `ride` now (its allowance on this instance,
+    /// which a reconnect does not refill).
     pub fn allow_message(&self, ride: &Id, from: ChatRole) -> bool {
-        let allowed = self.rooms.allow_message(ride, from, self.config.rate, Instant::now());
+        let allowed = self.allowances.take(&(ride, from), Instant::now()).is_ok();
         if !allowed {
             Metrics::inc(&self.metrics.values().chat_refused_total);
         }

@@ -18,10 +18,9 @@ use ridecast_protocol::{
     chat::{ChatRole, MessageId},
 };
 use serde::{Deserialize, Serialize};
-use tokio::{sync::broadcast, time::Instant};
+use tokio::sync::broadcast;
 
 use crate::fanout::requests::SubscriptionRequests;
-use crate::limits::allowance::{Allowance, RateLimit};
 
 /// What travels on a ride's chat channel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,8 +56,6 @@ const ROOM_EVENTS: usize = 16;
 struct Room {
     events: broadcast::Sender<RoomEvent>,
     seats: usize,
-    /// Each side's message allowance on this instance.
-    allowances: HashMap<ChatRole, Allowance>,
 }
 
 /// The instance's chat rooms. Cheap to clone.
@@ -84,7 +81,7 @@ impl ChatRooms {
         let mut rooms = self.lock();
         let room = rooms.entry(ride.clone()).or_insert_with(|| {
             self.inner.requests.reconcile(channels::chat_ride(ride));
-            Room { events: broadcast::channel(ROOM_EVENTS).0, seats: 0, allowances: HashMap::new() }
+            Room { events: broadcast::channel(ROOM_EVENTS).0, seats: 0 }
         });
         room.seats += 1;
         let events = room.events.subscribe();
@@ -120,13 +117,6 @@ impl ChatRooms {
         for room in self.lock().values() {
             let _ = room.events.send(RoomEvent::Stored(None));
         }
-    }
-
-    /// Takes one message from `from`'s allowance in `ride` at `now`; `false` when it has none.
-    pub fn allow_message(&self, ride: &Id, from: ChatRole, limit: RateLimit, now: Instant) -> bool {
-        let mut rooms = self.lock();
-        let Some(room) = rooms.get_mut(ride) else { return true };
-        room.allowances.entry(from).or_insert_with(|| Allowance::full(limit, now)).take(limit, now)
     }
 
     /// Number of rooms (rides with participants here).
@@ -235,15 +225,5 @@ mod tests {
             rooms.deliver("r1", &Notice::Typing { from: ChatRole::Driver }.to_bytes());
         }
         assert_eq!(seat.next().await, RoomEvent::Stored(None));
-    }
-
-    #[tokio::test]
-    async fn each_side_has_its_own_allowance() {
-        let rooms = ChatRooms::new(requests::channel().0);
-        let _seat = rooms.join(&ride("r1"));
-        let limit = RateLimit { per_second: 1.0, burst: 2 };
-        let now = Instant::now();
-        let sent = |from| (0..5).filter(|_| rooms.allow_message(&ride("r1"), from, limit, now)).count();
-        assert_eq!((sent(ChatRole::Rider), sent(ChatRole::Driver)), (2, 2));
     }
 }

@@ -1,6 +1,8 @@
 //! How many messages a sender may send: a token bucket, `burst` deep, refilled at
 //! `per_second`. Pure: the caller passes the time.
 
+use std::time::Duration;
+
 use tokio::time::Instant;
 
 /// The configured message rate of one chat participant.
@@ -35,22 +37,37 @@ impl Allowance {
 
     /// Takes one message's worth at `now`; `false` (and nothing taken) when the bucket is empty.
     pub fn take(&mut self, limit: RateLimit, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * limit.per_second).min(f64::from(limit.burst));
+        self.take_or_wait(limit, now).is_ok()
+    }
+
+    /// Takes one message's worth at `now`.
+    ///
+    /// # Errors
+    /// The time until one more refills, when the bucket is empty (nothing taken).
+    pub fn take_or_wait(&mut self, limit: RateLimit, now: Instant) -> Result<(), Duration> {
+        self.tokens = self.tokens_at(limit, now);
         self.at = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
-            true
+            Ok(())
         } else {
-            false
+            Err(Duration::try_from_secs_f64((1.0 - self.tokens) / limit.per_second).unwrap_or(Duration::MAX))
         }
+    }
+
+    /// Whether the bucket has refilled to `burst` by `now` (the same as a new one).
+    pub fn is_full(&self, limit: RateLimit, now: Instant) -> bool {
+        self.tokens_at(limit, now) >= f64::from(limit.burst)
+    }
+
+    fn tokens_at(&self, limit: RateLimit, now: Instant) -> f64 {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        (self.tokens + elapsed * limit.per_second).min(f64::from(limit.burst))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     const LIMIT: RateLimit = RateLimit { per_second: 5.0, burst: 10 };

@@ -47,6 +47,7 @@ pub trait ChatStore: Send + Sync + Debug + 'static {
     ) -> Result<Vec<ChatMessage>, BackendError>;
 }
 
+/// `<side>:<clientMsgId>`; the Redis script builds the same key from an entry's fields.
 pub(super) fn dedupe_key(from: ChatRole, client_msg_id: &str) -> String {
     format!("{}:{client_msg_id}", from.as_str())
 }

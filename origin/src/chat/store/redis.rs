@@ -1,5 +1,13 @@
 //! Chat in Redis: a Stream per ride (one total order for every instance) and a hash of the
 //! `clientMsgId`s it holds, both changed by one script.
+//!
+//! The hash is trimmed with the stream: the script removes the oldest entries itself (instead of
+//! `XADD MAXLEN ~`, which drops entries the script never sees) and deletes each one's dedupe
+//! entry with it, so the hash names exactly the messages the stream holds, at most `max_len`.
+//! Once a chat is full that is one entry out per entry in, O(1) per message, where sweeping the
+//! hash for ids older than the oldest kept entry would cost O(`max_len`) per message. A lowered
+//! `--chat-history-max` is caught up [`TRIM_BATCH`] entries per message, so no single script
+//! blocks Redis for long.
 
 use std::{collections::HashMap, fmt::Debug, sync::Arc, time::Duration};
 
@@ -17,16 +25,36 @@ use ridecast_protocol::{
 use super::{Appended, ChatStore, dedupe_key};
 use crate::bus::BackendError;
 
+/// Most old entries one append removes (see the module docs).
+pub const TRIM_BATCH: usize = 100;
+
 /// Appends once per sender and `clientMsgId`: KEYS stream, dedupe hash; ARGV dedupe key, from,
-/// text, clientMsgId, ts, max len, ttl ms. Returns {new (0/1), id, fields}.
+/// text, clientMsgId, ts, max len, ttl ms, trim batch. Returns {new (0/1), id, fields}. Before
+/// adding, removes the oldest entries beyond `max len - 1` (at most `trim batch`) and their dedupe
+/// entries (`<from>:<cid>`, the key `dedupe_key` builds, when it still names that entry).
 const APPEND_LUA: &str = r"
 local earlier = redis.call('HGET', KEYS[2], ARGV[1])
 if earlier then
   local entry = redis.call('XRANGE', KEYS[1], earlier, earlier)
   if entry[1] then return {0, entry[1][1], entry[1][2]} end
 end
+local excess = redis.call('XLEN', KEYS[1]) + 1 - tonumber(ARGV[6])
+if excess > 0 then
+  local old = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', math.min(excess, tonumber(ARGV[8])))
+  for _, e in ipairs(old) do
+    local f, from, cid = e[2], nil, nil
+    for i = 1, #f, 2 do
+      if f[i] == 'from' then from = f[i + 1] elseif f[i] == 'cid' then cid = f[i + 1] end
+    end
+    if from and cid then
+      local key = from .. ':' .. cid
+      if redis.call('HGET', KEYS[2], key) == e[1] then redis.call('HDEL', KEYS[2], key) end
+    end
+    redis.call('XDEL', KEYS[1], e[1])
+  end
+end
 local fields = {'from', ARGV[2], 'text', ARGV[3], 'cid', ARGV[4], 'ts', ARGV[5]}
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[6], '*', unpack(fields))
+local id = redis.call('XADD', KEYS[1], '*', unpack(fields))
 redis.call('HSET', KEYS[2], ARGV[1], id)
 redis.call('PEXPIRE', KEYS[1], ARGV[7])
 redis.call('PEXPIRE', KEYS[2], ARGV[7])
@@ -109,6 +137,7 @@ impl ChatStore for RedisChat {
             now_ms.to_string(),
             self.max_len.to_string(),
             self.ttl_ms.to_string(),
+            TRIM_BATCH.to_string(),
         ];
         let reply: Value = self
             .append
