@@ -11,13 +11,23 @@
 //! [`crate::limits`]) and, for a tracking token, that the origin confirmed it
 //! ([`crate::tracking`]); a refusal to come back later is the EventSource-safe form.
 //!
+//! While it holds streams of tracking tokens, a third task asks the origin again about each such
+//! token as its confirmation runs out (one shared task, one question per token per 5 s however
+//! many streams the token has). A refusal (401, 403, a 404 not the origin's own) ends every
+//! stream of that token with a comment, so an EventSource reconnects and gets the 403. When the
+//! origin cannot answer, the streams it confirmed stay open and it is asked again 5 s later:
+//! cutting every rider of every ride during an origin outage would do more harm than a few more
+//! seconds of a position to a rider whose ride just ended, and a new stream is still refused
+//! (fail-closed) meanwhile. The object keeps such a token in memory (never in storage) only while
+//! a stream of it is open, since asking again needs it.
+//!
 //! The upstream reconnects with exponential backoff and full jitter while riders remain; riders
 //! keep their streams meanwhile and get the latest value as soon as the link is back (the origin
 //! sends its current value first on every link).
 
-use std::{cell::RefCell, rc::Rc, time::Duration};
+use std::{cell::RefCell, collections::HashMap, rc::Rc, time::Duration};
 
-use futures_util::StreamExt;
+use futures_util::{StreamExt, future::join_all};
 use ridecast_protocol::{Claims, Id, Role, sse};
 use worker::{Delay, Env, Request, Response, State, Url, WebSocket, WebsocketEvent};
 
@@ -26,8 +36,13 @@ use crate::{
     error::EdgeError,
     limits::{self, Limits, TokenKey},
     rider_stream::{self, RiderSlot},
-    tracking::{self, ConfirmationCache},
+    tracking::{self, Confirmation, ConfirmationCache},
 };
+
+/// The comment that ends a stream whose tracking token the origin now refuses (the origin's own).
+pub const RIDE_ENDED: &str = "the ride this stream tracked has ended";
+/// The shortest sleep of the re-confirmation task, so that it can never spin.
+const RECHECK_MIN_WAIT: Duration = Duration::from_millis(200);
 
 /// `retry:` sent first on every stream: how long a browser waits before reconnecting, in ms.
 pub const RETRY_MS: u64 = 3_000;
@@ -127,6 +142,18 @@ struct Inner {
     upstream: Option<WebSocket>,
     upstream_task: bool,
     heartbeat_task: bool,
+    /// The tracking tokens of the open streams, kept to ask the origin again.
+    tracked: HashMap<TokenKey, Tracked>,
+    recheck_task: bool,
+}
+
+/// A tracking token with open streams.
+#[derive(Debug)]
+struct Tracked {
+    /// The token itself: the origin is asked with it. Held in memory only, while streams are open.
+    raw: String,
+    /// When the object last asked about it (answered or not).
+    last_asked_ms: u64,
 }
 
 /// One rider's stream and the token it came with (as a key: no credential is kept).
@@ -151,6 +178,30 @@ impl Inner {
             return Err(EdgeError::TooManyStreams { max: limits.streams_per_token });
         }
         Ok(())
+    }
+
+    /// Forgets the tracking tokens that have no open stream left.
+    fn prune_tracked(&mut self) {
+        self.drop_gone_riders();
+        let riders = &self.riders;
+        self.tracked.retain(|token, _| riders.iter().any(|r| r.token == *token));
+    }
+
+    /// When `token` is next due for a question: [`tracking::CONFIRMATION_TTL`] after the later of
+    /// its last confirmation and its last question.
+    fn due_ms(&self, token: TokenKey, tracked: &Tracked) -> u64 {
+        let confirmed = self.confirmed.confirmed_at(token).unwrap_or(0);
+        confirmed.max(tracked.last_asked_ms).saturating_add(tracking::ttl_ms())
+    }
+
+    /// Ends every stream of `token`, which the origin refused, and forgets it.
+    fn end_token(&mut self, token: TokenKey) {
+        for rider in self.riders.iter().filter(|r| r.token == token) {
+            rider.slot.end_with_comment(RIDE_ENDED);
+        }
+        self.confirmed.forget(token);
+        self.tracked.remove(&token);
+        self.drop_gone_riders();
     }
 }
 
@@ -195,7 +246,8 @@ impl Hub {
         let token = TokenKey::new(self.salt, &raw_token);
         // Cheap refusals first, so that a token at its cap costs the origin nothing.
         self.inner.borrow_mut().room_for(token, &self.limits)?;
-        if self.kind == HubKind::Driver && claims.ride.is_some() {
+        let tracking = self.kind == HubKind::Driver && claims.ride.is_some();
+        if tracking {
             self.confirm_tracking(&raw_token, token, &key).await?;
         }
         let last_event_id = req.headers().get("last-event-id").ok().flatten().and_then(|raw| sse::parse_event_id(&raw));
@@ -213,8 +265,15 @@ impl Hub {
             }
             let (slot, stream) = rider_stream::open(first);
             inner.riders.push(Rider { token, slot });
+            if tracking {
+                let now = tracking::now_ms();
+                inner.tracked.entry(token).or_insert(Tracked { raw: raw_token, last_asked_ms: now });
+            }
             stream
         };
+        if tracking {
+            self.ensure_recheck();
+        }
         self.ensure_heartbeat();
         self.ensure_upstream();
         Ok(Response::from_stream(stream)?.with_headers(rider_stream::sse_headers()?))
@@ -228,9 +287,82 @@ impl Hub {
             return Ok(());
         }
         let asked_at = tracking::now_ms();
-        tracking::ask_origin(&self.env, raw_token, driver).await.into_result()?;
-        self.inner.borrow_mut().confirmed.remember(token, asked_at);
-        Ok(())
+        let answer = tracking::ask_origin(&self.env, raw_token, driver).await;
+        let mut inner = self.inner.borrow_mut();
+        match answer {
+            Confirmation::Confirmed => inner.confirmed.remember(token, asked_at),
+            // The same token's open streams end too, without waiting for their own question.
+            Confirmation::Refused(_) => inner.end_token(token),
+            Confirmation::Unanswered(_) => {}
+        }
+        answer.into_result()
+    }
+
+    /// Starts the task that asks the origin again about the tracking tokens of open streams, unless
+    /// it runs. One task per object, sleeping until the next confirmation runs out: an idle stream
+    /// costs nothing between questions. It ends when no tracking token has a stream left.
+    fn ensure_recheck(&self) {
+        if std::mem::replace(&mut self.inner.borrow_mut().recheck_task, true) {
+            return;
+        }
+        let hub = self.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            loop {
+                let wait_ms = {
+                    let mut inner = hub.inner.borrow_mut();
+                    inner.prune_tracked();
+                    let now = tracking::now_ms();
+                    let next = inner.tracked.iter().map(|(token, t)| inner.due_ms(*token, t)).min();
+                    let Some(next) = next else {
+                        inner.recheck_task = false;
+                        return;
+                    };
+                    next.saturating_sub(now)
+                };
+                Delay::from(Duration::from_millis(wait_ms).max(RECHECK_MIN_WAIT)).await;
+                hub.recheck_due().await;
+            }
+        });
+    }
+
+    /// Asks the origin, all at once, about every tracking token whose confirmation ran out.
+    async fn recheck_due(&self) {
+        let (driver, due) = {
+            let mut inner = self.inner.borrow_mut();
+            inner.prune_tracked();
+            let now = tracking::now_ms();
+            let due: Vec<(TokenKey, String)> = inner
+                .tracked
+                .iter()
+                .filter(|(token, t)| inner.due_ms(**token, t) <= now)
+                .map(|(token, t)| (*token, t.raw.clone()))
+                .collect();
+            for (token, _) in &due {
+                if let Some(t) = inner.tracked.get_mut(token) {
+                    t.last_asked_ms = now;
+                }
+            }
+            (inner.key.clone(), due)
+        };
+        let Some(driver) = driver else { return };
+        let questions = due.into_iter().map(|(token, raw)| {
+            let (env, driver) = (&self.env, &driver);
+            async move {
+                let asked_at = tracking::now_ms();
+                (token, asked_at, tracking::ask_origin(env, &raw, driver).await)
+            }
+        });
+        for (token, asked_at, answer) in join_all(questions).await {
+            let mut inner = self.inner.borrow_mut();
+            match answer {
+                Confirmation::Confirmed => inner.confirmed.remember(token, asked_at),
+                Confirmation::Refused(_) => inner.end_token(token),
+                // Kept open, asked again in 5 s (see the module's documentation).
+                Confirmation::Unanswered(why) => {
+                    worker::console_warn!("the origin could not confirm a tracking token again: {why}");
+                }
+            }
+        }
     }
 
     /// The grace alarm: closes the upstream link if no rider came back meanwhile.

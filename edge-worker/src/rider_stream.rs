@@ -77,6 +77,21 @@ impl RiderSlot {
         }
     }
 
+    /// Ends the stream with a comment saying why, after whatever is pending (a client that
+    /// reconnects then learns the rest from the refusal).
+    pub fn end_with_comment(&self, why: &str) {
+        let mut p = self.0.borrow_mut();
+        let comment = ridecast_protocol::sse::comment(why);
+        match &mut p.frame {
+            Some(pending) => pending.push_str(&comment),
+            slot => *slot = Some(comment),
+        }
+        p.closed = true;
+        if let Some(w) = p.waker.take() {
+            w.wake();
+        }
+    }
+
     /// True once workerd dropped the body (the client went away) or the hub closed it.
     pub fn is_gone(&self) -> bool {
         self.0.borrow().closed

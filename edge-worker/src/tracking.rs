@@ -5,6 +5,11 @@
 //! checks 401, 400, 403 — ride ended — before 404) and keeps a positive answer for at most
 //! [`CONFIRMATION_TTL`], so that a reconnecting rider does not cost an origin request each time.
 //! A refusal is never cached: it is final for the token anyway.
+//!
+//! While an object holds streams of a tracking token it asks again as each confirmation runs out
+//! (one question per token per [`CONFIRMATION_TTL`], however many streams the token has), and a
+//! refusal ends every stream of that token ([`crate::hub`]). An unanswered question leaves the
+//! confirmed streams open: see [`crate::hub`] for why.
 
 use std::{collections::HashMap, time::Duration};
 
@@ -116,6 +121,16 @@ impl ConfirmationCache {
         self.confirmed_at_ms.retain(|_, at| now.saturating_sub(*at) < ttl_ms());
         self.confirmed_at_ms.insert(token, asked_at_ms);
     }
+
+    /// When `token` was last confirmed (the time of the question), if it still is in the cache.
+    pub fn confirmed_at(&self, token: TokenKey) -> Option<u64> {
+        self.confirmed_at_ms.get(&token).copied()
+    }
+
+    /// Forgets a token the origin refused: no reconnect may ride on its old confirmation.
+    pub fn forget(&mut self, token: TokenKey) {
+        self.confirmed_at_ms.remove(&token);
+    }
 }
 
 /// The runtime's clock in milliseconds.
@@ -123,6 +138,7 @@ pub fn now_ms() -> u64 {
     Date::now().as_millis()
 }
 
-fn ttl_ms() -> u64 {
+/// [`CONFIRMATION_TTL`] in milliseconds.
+pub fn ttl_ms() -> u64 {
     u64::try_from(CONFIRMATION_TTL.as_millis()).unwrap_or(u64::MAX)
 }

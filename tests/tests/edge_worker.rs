@@ -244,6 +244,52 @@ async fn a_tracking_token_is_refused_at_the_edge_once_its_ride_has_ended() {
     rider.next_location("the driver's location for a drv-only token after the cancel").await;
 }
 
+/// Old behaviour caught: a stream opened through the edge with a tracking token stayed open after
+/// its ride was cancelled (the driver's object never asked the origin again), handing the rider
+/// the driver's positions until it left. Now the object asks again as the 5 s confirmation runs
+/// out and ends every stream of a refused token with a comment; other riders keep streaming.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_edge_stream_of_a_tracking_token_ends_once_its_ride_is_cancelled() {
+    let (cluster, edge) = start_with_edge().await;
+    let mut ride = AssignedRide::start(cluster.rider_side(), cluster.driver_side(), "r-edge-end", "d-edge-end").await;
+    let path = location_path(&ride.driver);
+    let tracking = format!("Bearer {}", ride.tracking_token);
+    let mut tracked = RawSse::open(edge.addr(), &path, &[("authorization", &tracking)]).await;
+    tracked.next_event(EXPECT, "the driver's location through the edge while the ride is on").await;
+    let friend = format!("Bearer {}", rider_token("r-edge-end-friend", &ride.driver));
+    let mut other = RawSse::open(edge.addr(), &path, &[("authorization", &friend)]).await;
+    other.next_event(EXPECT, "the driver's location for another rider of the same driver").await;
+
+    let cancel = http::delete(
+        &cluster.rider_side().url(&format!("/api/rides/{}", ride.ride_id)),
+        Auth::Bearer(&ride.ride_token),
+    )
+    .await;
+    assert_eq!(cancel.status().as_u16(), 200, "the rider cancels the ride");
+    let cancelled = std::time::Instant::now();
+
+    // At most one confirmation (5 s) is reused, then the origin is asked and refuses.
+    let limit = 2 * CONFIRMATION_TTL + Duration::from_secs(2);
+    let (frames, clean) = tracked.expect_end(limit, "the tracking token's stream after the cancel").await;
+    let ended_after = cancelled.elapsed();
+    println!("the edge ended the tracking stream {ended_after:?} after the cancel");
+    assert!(clean, "the stream ends cleanly, not cut: {frames:?}");
+    let why = frames.iter().flat_map(|f| f.comments.iter()).find(|c| c.contains("ride"));
+    assert!(why.is_some_and(|c| c.contains("ended")), "the last comment says the ride ended: {frames:?}");
+    assert!(ended_after <= 2 * CONFIRMATION_TTL, "ended {ended_after:?} after the cancel; at most ~10 s");
+
+    // The EventSource reconnects and is refused for good.
+    let context = "a reconnect with the cancelled ride's tracking token";
+    let response = http::get(&edge.url(&path), Auth::Bearer(&ride.tracking_token), &[]).await;
+    assert_eq!(expect_error(response, 403, context).await.code, "forbidden", "{context}");
+
+    // The other rider of the same driver was not touched: its stream carries the next position.
+    let fix = Fix::at(Route::san_francisco().point(1), now_ms());
+    ride.driver_socket.send_location(fix).await;
+    let next = other.next_event(EXPECT, "the next position for the other rider after the cancel").await;
+    assert_eq!(location_of(&next, "the other rider's next position")["ts"], fix.ts);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn riders_recover_the_latest_value_after_the_origin_restarts_without_reconnecting() {
     let (mut cluster, edge) = start_with_edge().await;

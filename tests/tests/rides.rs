@@ -69,8 +69,13 @@ fn ride_path(ride: &str) -> String {
     format!("/api/rides/{ride}")
 }
 
+/// These tests request more rides per rider than the default `--ride-create-burst` (3) allows
+/// on one instance; that limit has its own test (`origin/tests/api.rs`).
 async fn cluster(mode: Mode) -> Cluster {
-    Cluster::start(mode, |origin| origin.flag("--ride-token-ttl-secs", RIDE_TOKEN_TTL_SECS)).await
+    Cluster::start(mode, |origin| {
+        origin.flag("--ride-token-ttl-secs", RIDE_TOKEN_TTL_SECS).flag("--ride-create-burst", 20)
+    })
+    .await
 }
 
 /// `POST /api/rides` with `body`.
