@@ -3,9 +3,10 @@
 //! Invariants:
 //! - a frame that does not open as a JSON object is `NotAnObject` (serde alone would read an
 //!   array as a message); otherwise the verdict is `Unreadable` exactly when the generic serde
-//!   reading refuses the frame, and `OfferId` exactly when it reads but its `offerId` breaks the
-//!   id rule (offer ids are ids);
-//! - an accepted frame is what serde reads, and its `offerId`, if any, follows the id rule;
+//!   reading refuses the frame, `OfferId` exactly when it reads but its `offerId` breaks the id
+//!   rule (offer ids are ids), and `RideId` exactly when its `rideId` does;
+//! - an accepted frame is what serde reads, and its `offerId` or `rideId`, if any, follows the
+//!   id rule;
 //! - its `type`, read by a generic JSON parser, is the variant's tag (no duplicate or shadowed tag);
 //! - it serialises, the result parses back to the same message, and serialising that again gives
 //!   the same text (one canonical form);
@@ -22,7 +23,15 @@ fn offer_id(message: &DriverMessage) -> Option<&str> {
         DriverMessage::OfferAck { offer_id }
         | DriverMessage::Accept { offer_id }
         | DriverMessage::Reject { offer_id } => Some(offer_id),
-        DriverMessage::Location(_) | DriverMessage::Availability { .. } => None,
+        DriverMessage::Location(_) | DriverMessage::Availability { .. } | DriverMessage::RideProgress { .. } => None,
+    }
+}
+
+/// The ride a frame reports a step of, if it reports one.
+fn ride_id(message: &DriverMessage) -> Option<&str> {
+    match message {
+        DriverMessage::RideProgress { ride_id, .. } => Some(ride_id),
+        _ => None,
     }
 }
 
@@ -41,11 +50,17 @@ fuzz_target!(|data: &[u8]| {
         (Err(MessageError::OfferId(_)), Ok(read)) => {
             assert!(offer_id(&read).is_some_and(|id| !is_contract_id(id)), "{frame:?} refused for its offerId");
         }
+        (Err(MessageError::RideId(_)), Ok(read)) => {
+            assert!(ride_id(&read).is_some_and(|id| !is_contract_id(id)), "{frame:?} refused for its rideId");
+        }
         (Ok(accepted), Ok(read)) => assert_eq!(accepted, &read, "{frame:?}"),
     }
     let Ok(message) = verdict else { return };
     if let Some(id) = offer_id(&message) {
         assert!(is_contract_id(id), "accepted {frame:?} with offerId {id:?}");
+    }
+    if let Some(id) = ride_id(&message) {
+        assert!(is_contract_id(id), "accepted {frame:?} with rideId {id:?}");
     }
 
     let tag = match &message {
@@ -54,6 +69,7 @@ fuzz_target!(|data: &[u8]| {
         DriverMessage::OfferAck { .. } => "offer_ack",
         DriverMessage::Accept { .. } => "accept",
         DriverMessage::Reject { .. } => "reject",
+        DriverMessage::RideProgress { .. } => "ride_progress",
     };
     assert_eq!(type_tag(frame).as_deref(), Some(tag), "accepted {frame:?} as {message:?}");
 
