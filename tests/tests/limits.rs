@@ -1024,3 +1024,46 @@ async fn a_driver_that_answers_pings_stays_connected_past_the_idle_limit() {
     let what = "a location after a long quiet spell";
     wait_until_stored(&origin, driver, &rider_token("r1", driver), &fix, what).await;
 }
+
+/// Each `POST /api/rides` sends real offers to real drivers, so a rider's requests are limited
+/// per `sub` on an instance: past `--ride-create-burst` it gets 429 with `Retry-After`, also
+/// with a freshly minted token and also when the requests were refused for its open ride.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rider_requesting_rides_past_its_burst_gets_429_even_with_a_new_token() {
+    let origin = Origin::builder().flag("--ride-create-burst", 3).flag("--ride-create-rate", 0.01).start().await;
+    let url = origin.url("/api/rides");
+    let first = post_json(&url, Auth::Bearer(&rider_token_without_drv("r-spam")), RIDE_BODY).await;
+    assert_eq!(first.status().as_u16(), 201, "the first request is served");
+    for k in 2..=3 {
+        let again = post_json(&url, Auth::Bearer(&rider_token_without_drv("r-spam")), RIDE_BODY).await;
+        expect_refusal(again, 409, "conflict", &format!("request {k} while the first ride is open")).await;
+    }
+    // Another token of the same rider: the allowance is the rider's, not the token's.
+    let fresh = post_json(&url, Auth::Bearer(&rider_token_without_drv("r-spam")), RIDE_BODY).await;
+    expect_rate_limited(fresh, "the fourth request of one rider, with a new token").await;
+    let other = post_json(&url, Auth::Bearer(&rider_token_without_drv("r-other")), RIDE_BODY).await;
+    assert_eq!(other.status().as_u16(), 201, "another rider is not held back");
+}
+
+/// The embedded store keeps a ride's chat `--chat-ttl-secs` after its last message, as
+/// SECURITY.md promises, then forgets it: a participant connecting afterwards gets no history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_chat_is_forgotten_its_ttl_after_the_last_message() {
+    const TTL: Duration = Duration::from_secs(2);
+    let cluster = Cluster::start(Mode::Embedded, |origin| origin.flag("--chat-ttl-secs", TTL.as_secs())).await;
+    let origin = cluster.driver_side();
+    let ride = AssignedRide::start(origin, origin, "r-forget", "d-forget").await;
+    let mut chat = ChatSocket::connect(origin, &ride.ride_id, &ride.ride_token, None).await;
+    chat.say("kept-for-a-while", "I'm at the corner").await;
+    chat.close().await;
+
+    let mut soon = ChatSocket::connect(origin, &ride.ride_id, &ride.ride_token, None).await;
+    let kept = soon.next_messages(1, "the history within the TTL").await;
+    assert_eq!(kept[0].text, "I'm at the corner");
+    soon.close().await;
+
+    // The sweeper runs every min(TTL, 30 s): past TTL plus one sweep the chat must be gone.
+    tokio::time::sleep(TTL * 2 + Duration::from_millis(500)).await;
+    let mut late = ChatSocket::connect(origin, &ride.ride_id, &ride.ride_token, None).await;
+    late.expect_quiet(Duration::from_millis(500), "no history once the chat's TTL has passed").await;
+}
