@@ -53,6 +53,21 @@ impl Drain {
     }
 }
 
+/// Runs `tick` every `period` (10 ms at the least) until `shutdown` fires: how each embedded
+/// store's sweeper forgets what has expired, without a task that outlives the instance.
+pub fn every_until(period: Duration, shutdown: CancellationToken, mut tick: impl FnMut() + Send + 'static) {
+    let period = period.max(Duration::from_millis(10));
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(period);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = every.tick() => tick(),
+            }
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

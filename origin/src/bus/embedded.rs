@@ -17,6 +17,8 @@ use ridecast_protocol::{GridCell, Id, Multiplier, Surge, surge::next_ts};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::base::shutdown;
+
 use super::{Backend, BackendError, Deliveries, IngestOutcome, LocationUpdate, Topic};
 
 #[derive(Debug)]
@@ -50,15 +52,7 @@ impl EmbeddedBackend {
         let backend = Self { locations: Arc::default(), surges: Arc::default(), deliveries, location_ttl };
         let sweeper = backend.clone();
         let period = location_ttl.min(Duration::from_secs(30));
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(period);
-            loop {
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    _ = every.tick() => sweeper.sweep(),
-                }
-            }
-        });
+        shutdown::every_until(period, shutdown, move || sweeper.sweep());
         backend
     }
 

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{Appended, ChatStore, dedupe_key};
-use crate::bus::BackendError;
+use crate::{base::shutdown, bus::BackendError};
 
 #[derive(Debug)]
 struct RideChat {
@@ -47,16 +47,8 @@ impl EmbeddedChat {
     pub fn new(max_len: usize, ttl: Duration, shutdown: CancellationToken) -> Self {
         let store = Self { rides: Arc::default(), max_len: max_len.max(1), ttl };
         let sweeper = store.clone();
-        let period = ttl.clamp(Duration::from_millis(10), Duration::from_secs(30));
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(period);
-            loop {
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    _ = every.tick() => sweeper.sweep(),
-                }
-            }
-        });
+        let period = ttl.min(Duration::from_secs(30));
+        shutdown::every_until(period, shutdown, move || sweeper.sweep());
         store
     }
 

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::RideStore;
 use crate::{
+    base::shutdown,
     bus::{Backend, BackendError},
     rides::ride::{CreateOutcome, NewRide, Ride, RideChange, RideChangeOutcome},
 };
@@ -63,15 +64,7 @@ impl EmbeddedRides {
         let store = Self { book: Arc::default(), bus, ttl };
         let sweeper = store.clone();
         let period = ttl.min(Duration::from_secs(30));
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(period);
-            loop {
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    _ = every.tick() => sweeper.sweep(),
-                }
-            }
-        });
+        shutdown::every_until(period, shutdown, move || sweeper.sweep());
         store
     }
 
