@@ -53,7 +53,7 @@ pub struct ServeArgs {
     /// nodes (redis-cluster://host:port,host:port,...; Redis 7+, sharded Pub/Sub). Unset:
     /// embedded in-process bus and store, one instance only.
     #[arg(long, env = "RIDECAST_REDIS_URL")]
-    pub redis_url: Option<String>,
+    pub redis_url: Option<RedisUrl>,
 
     /// Browser origins allowed by CORS, comma-separated. Default: `*` in dev mode, none otherwise.
     #[arg(long, env = "RIDECAST_CORS_ORIGINS", value_delimiter = ',')]
@@ -291,11 +291,40 @@ pub enum UnsafeConfig {
     OpenCorsWithSecret,
 }
 
+/// A Redis URL as given. It may carry a password, so its `Debug` form leaves out everything
+/// before an `@` (a `?config` in a log line must not print it).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(String);
+
+impl RedisUrl {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for RedisUrl {
+    type Err = std::convert::Infallible;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        Ok(Self(raw.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (scheme, rest) = self.0.split_once("://").unwrap_or(("", &self.0));
+        match rest.rsplit_once('@') {
+            Some((_credentials, hosts)) => write!(f, "\"{scheme}://<credentials>@{hosts}\""),
+            None => write!(f, "{:?}", self.0),
+        }
+    }
+}
+
 /// Everything the server needs, resolved.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
-    pub redis_url: Option<String>,
+    pub redis_url: Option<RedisUrl>,
     pub drain: Duration,
     pub location_ttl: Duration,
     pub ride_ttl: Duration,
@@ -335,7 +364,7 @@ impl Config {
         } else {
             args.cors_origins.into_iter().map(|o| o.trim().to_owned()).filter(|o| !o.is_empty()).collect()
         };
-        let redis_url = args.redis_url.filter(|u| !u.is_empty());
+        let redis_url = args.redis_url.filter(|u| !u.as_str().is_empty());
         let api = ApiConfig {
             cors_origins,
             heartbeat: Duration::from_secs(args.heartbeat_secs),
@@ -390,6 +419,19 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_redis_password_never_shows_in_the_debug_form() {
+        let url: RedisUrl = "redis://user:hunter2@10.0.0.1:6379/0".parse().expect("any text");
+        let shown = format!("{url:?}");
+        assert!(!shown.contains("hunter2") && !shown.contains("user"), "{shown}");
+        assert!(shown.contains("10.0.0.1:6379"), "the host is still shown: {shown}");
+        let config = Config::new(
+            Cli::parse_from(["ridecast-origin", "--redis-url", "redis://:hunter2@h:1"]).serve,
+            Secrets::load(|_| Some("a-real-secret-of-enough-length".to_owned())).expect("secrets"),
+        );
+        assert!(!format!("{config:?}").contains("hunter2"), "{config:?}");
+    }
 
     #[test]
     fn without_a_secret_the_origin_is_in_dev_mode_with_open_cors() {

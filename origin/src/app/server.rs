@@ -109,9 +109,14 @@ impl Instance {
         let deliveries: Arc<dyn Deliveries> = Arc::new(inbound.clone());
         let (backend, redis): (Arc<dyn Backend>, Option<RedisBackend>) = match &config.redis_url {
             Some(url) => {
-                let redis =
-                    RedisBackend::connect(url, config.location_ttl, deliveries, metrics.clone(), shutdown.clone())
-                        .await?;
+                let redis = RedisBackend::connect(
+                    url.as_str(),
+                    config.location_ttl,
+                    deliveries,
+                    metrics.clone(),
+                    shutdown.clone(),
+                )
+                .await?;
                 (Arc::new(redis.clone()), Some(redis))
             }
             None => (Arc::new(EmbeddedBackend::new(deliveries, config.location_ttl, shutdown.clone())), None),
