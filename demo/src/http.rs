@@ -23,12 +23,27 @@ use axum::{
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
 use ridecast_origin::base::clock;
-use ridecast_protocol::{Claims, ErrorBody, ErrorCode, Id, InvalidId, Role, TokenError, sse};
+use ridecast_protocol::{Claims, ErrorBody, ErrorCode, Id, InvalidId, Role, TokenError, TokenKeys, sse};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::Demo;
+use super::{city::City, feed::FleetFeed, fleet::Fleet};
+
+/// What the demo's routes use. Shared behind an `Arc`.
+#[derive(Debug)]
+pub struct Demo {
+    pub city: Arc<City>,
+    /// `GET /demo/city.json`, serialized once.
+    pub city_json: Bytes,
+    pub fleet: Fleet,
+    pub feed: FleetFeed,
+    /// Signs the tokens of `POST /demo/token` (the dev secret).
+    pub keys: TokenKeys,
+    /// Fires when the instance starts draining.
+    pub shutdown: CancellationToken,
+    pub sse_retry_ms: u64,
+}
 
 /// Lifetime of a token from `POST /demo/token`: a day of playing with the demo.
 const TOKEN_TTL_SECS: u64 = 86_400;

@@ -40,25 +40,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use ridecast_origin::{Config, Extension, Listening, base::clock};
-use ridecast_protocol::{Id, TokenKeys};
+use ridecast_protocol::Id;
 use tokio_util::sync::CancellationToken;
 
-use self::{city::City, cli::DemoArgs, client::OriginClient, feed::FleetFeed, fleet::Fleet, simulator::Simulation};
-
-/// What the demo's routes use. Shared behind an `Arc`.
-#[derive(Debug)]
-pub struct Demo {
-    pub city: Arc<City>,
-    /// `GET /demo/city.json`, serialized once.
-    pub city_json: Bytes,
-    pub fleet: Fleet,
-    pub feed: FleetFeed,
-    /// Signs the tokens of `POST /demo/token` (the dev secret).
-    pub keys: TokenKeys,
-    /// Fires when the instance starts draining.
-    pub shutdown: CancellationToken,
-    pub sse_retry_ms: u64,
-}
+use self::{
+    city::City, cli::DemoArgs, client::OriginClient, feed::FleetFeed, fleet::Fleet, http::Demo, simulator::Simulation,
+};
 
 /// The demo for one instance configured by `config`: its routes in dev mode only (they hand out
 /// tokens to anyone), and the fleet feed and `args`' simulated drivers once it listens. With a

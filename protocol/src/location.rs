@@ -5,7 +5,14 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Id, messages::LatLng};
+use crate::Id;
+
+/// A point on the map, as used by pickups and drop-offs.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LatLng {
+    pub lat: f64,
+    pub lng: f64,
+}
 
 /// How far ahead of the receiver's clock a device timestamp may be, in milliseconds.
 ///

@@ -2,14 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ErrorCode, LocationReport, ride::RideStep};
-
-/// A point on the map, as used by pickups and drop-offs.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct LatLng {
-    pub lat: f64,
-    pub lng: f64,
-}
+pub use crate::location::LatLng;
+use crate::{ErrorCode, location::LocationReport, ride::RideStep};
 
 /// What a driver's app sends on `/ws/rides`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -20,7 +20,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Id, InvalidLocation, messages::LatLng};
+use crate::{
+    Id,
+    location::{InvalidLocation, LatLng},
+};
 
 /// Where a ride stands. Every ride starts `searching`; `no_driver`, `cancelled` and
 /// `completed` are final (see the module docs for the order).
