@@ -128,7 +128,12 @@ impl TestApi {
     /// Stores `report` as `driver`'s latest location, as the driver socket would after
     /// validating it.
     async fn locate(&self, driver: &str, report: LocationReport) {
-        self.instance.state.ingestor.ingest(&id(driver), report).await.expect("the embedded store takes a location");
+        self.instance
+            .state
+            .ingestor
+            .ingest(&id(driver), report, &mut ridecast_origin::ingest::DriverTrack::default())
+            .await
+            .expect("the embedded store takes a location");
     }
 
     /// Counter `ridecast_<name>` as `/metrics` shows it.

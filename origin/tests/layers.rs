@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | 4 app | `app/` | everything below; imported only by `main.rs` and outside binaries |
 //! | 3 api | `api/` | the engine, bus, base |
-//! | 2 engine | `auth.rs`, `ingest.rs`, `fanout/`, `rides/`, `dispatch/`, `chat/`, `limits/` | one another, bus, base |
+//! | 2 engine | `auth.rs`, `ingest/`, `fanout/`, `rides/`, `dispatch/`, `chat/`, `limits/` | one another, bus, base |
 //! | 1 bus | `bus/` | base |
 //! | 0 base | `base/` | nothing of the origin |
 //!
@@ -58,7 +58,7 @@ const LAYERS: &[(&str, Layer)] = &[
     ("app/", APP),
     ("api/", API),
     ("auth.rs", ENGINE),
-    ("ingest.rs", ENGINE),
+    ("ingest/", ENGINE),
     ("fanout/", ENGINE),
     ("rides/", ENGINE),
     ("dispatch/", ENGINE),

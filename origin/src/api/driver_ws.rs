@@ -46,6 +46,7 @@ use crate::{
     },
     bus::BackendError,
     dispatch::post::{Mailbox, Posted},
+    ingest::{DriverTrack, StoreUnavailable},
     limits::{RefusedRun, token_streams::StreamKey},
 };
 
@@ -114,6 +115,8 @@ struct DriverSession {
     last_ts: Option<u64>,
     /// A validated update waiting for the ingest interval; newer ones replace it.
     pending: Option<LocationReport>,
+    /// What the ingestor remembers of this driver's fixes.
+    track: DriverTrack,
     next_ingest: Instant,
     last_heard: Instant,
     /// Whether the driver has been told the store is failing (told once per outage).
@@ -140,6 +143,7 @@ impl DriverSession {
             state,
             last_ts: None,
             pending: None,
+            track: DriverTrack::default(),
             next_ingest: now,
             last_heard: now,
             told_unavailable: false,
@@ -503,10 +507,9 @@ impl DriverSession {
     async fn ingest_pending(&mut self, socket: &mut WebSocket) {
         let Some(report) = self.pending.take() else { return };
         self.next_ingest = Instant::now() + self.state.config.ingest_interval;
-        match self.state.ingestor.ingest(&self.driver, report).await {
-            Ok(_) => self.told_unavailable = false,
-            Err(error) => {
-                tracing::warn!(driver.id = %self.driver, %error, "location not stored");
+        match self.state.ingestor.ingest(&self.driver, report, &mut self.track).await {
+            Ok(()) => self.told_unavailable = false,
+            Err(StoreUnavailable) => {
                 if !self.told_unavailable {
                     self.told_unavailable = true;
                     let message = "locations cannot be stored right now; keep sending, the next one is retried";

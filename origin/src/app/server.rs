@@ -148,7 +148,7 @@ impl Instance {
         let (drain_limit, max_connections) = (config.drain, config.max_connections);
         let state = AppState {
             auth: Authenticator::new(config.secrets.keys.clone()),
-            ingestor: Ingestor::new(backend.clone(), metrics.clone()),
+            ingestor: Ingestor::new(backend.clone(), metrics.clone(), shutdown.clone()),
             rides: Arc::new(rides),
             dispatcher: Arc::new(dispatcher),
             chat: Arc::new(chat),

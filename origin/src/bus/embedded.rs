@@ -13,7 +13,7 @@ use std::{
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use ridecast_protocol::{GridCell, Id, Multiplier, Surge, surge::next_ts};
+use ridecast_protocol::{GridCell, Id, Multiplier, Surge, channels, surge::next_ts};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -60,6 +60,46 @@ impl EmbeddedBackend {
         let now = Instant::now();
         lock(&self.locations).retain(|_, stored| stored.expires_at > now);
     }
+
+    /// One update: stored if newer, handed to the hubs if its cell changed. The stored entry is
+    /// updated in place, so a driver's fixes after its first allocate nothing here.
+    fn ingest(&self, update: &LocationUpdate) -> IngestOutcome {
+        let now = Instant::now();
+        let expires_at = now + self.location_ttl;
+        let outcome = {
+            let mut locations = lock(&self.locations);
+            match locations.get_mut(update.driver.as_str()) {
+                Some(stored) if stored.expires_at > now && stored.ts >= update.ts => return IngestOutcome::Stale,
+                Some(stored) => {
+                    let live = stored.expires_at > now;
+                    let moved = !live || stored.published_cell != update.cell;
+                    stored.ts = update.ts;
+                    stored.json = update.json.clone();
+                    stored.expires_at = expires_at;
+                    if moved {
+                        stored.published_cell = update.cell;
+                        IngestOutcome::Published
+                    } else {
+                        IngestOutcome::Stored
+                    }
+                }
+                None => {
+                    let stored = StoredLocation {
+                        ts: update.ts,
+                        json: update.json.clone(),
+                        published_cell: update.cell,
+                        expires_at,
+                    };
+                    locations.insert(update.driver.as_str().to_owned(), stored);
+                    IngestOutcome::Published
+                }
+            }
+        };
+        if outcome == IngestOutcome::Published {
+            self.deliveries.deliver(&channels::driver_location(&update.driver), &update.json);
+        }
+        outcome
+    }
 }
 
 fn lock<T>(map: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -69,33 +109,12 @@ fn lock<T>(map: &Mutex<T>) -> MutexGuard<'_, T> {
 
 #[async_trait]
 impl Backend for EmbeddedBackend {
-    async fn ingest_location(&self, update: &LocationUpdate) -> Result<IngestOutcome, BackendError> {
-        let now = Instant::now();
-        let outcome = {
-            let mut locations = lock(&self.locations);
-            let key = update.driver.as_str();
-            let current = locations.get(key).filter(|stored| stored.expires_at > now);
-            if current.is_some_and(|stored| stored.ts >= update.ts) {
-                return Ok(IngestOutcome::Stale);
-            }
-            let moved = current.is_none_or(|stored| stored.published_cell != update.cell);
-            let published_cell = match current {
-                Some(stored) if !moved => stored.published_cell,
-                _ => update.cell,
-            };
-            let stored = StoredLocation {
-                ts: update.ts,
-                json: update.json.clone(),
-                published_cell,
-                expires_at: now + self.location_ttl,
-            };
-            locations.insert(key.to_owned(), stored);
-            if moved { IngestOutcome::Published } else { IngestOutcome::Stored }
-        };
-        if outcome == IngestOutcome::Published {
-            self.deliveries.deliver(&Topic::DriverLocation(update.driver.clone()).channel(), &update.json);
-        }
-        Ok(outcome)
+    async fn ingest_locations(&self, updates: &[LocationUpdate]) -> Vec<Result<IngestOutcome, BackendError>> {
+        updates.iter().map(|update| Ok(self.ingest(update))).collect()
+    }
+
+    fn stores_in_process(&self) -> bool {
+        true
     }
 
     async fn set_surge(&self, zone: &Id, multiplier: Multiplier, now_ms: u64) -> Result<Bytes, BackendError> {

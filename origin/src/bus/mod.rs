@@ -74,12 +74,27 @@ pub enum IngestOutcome {
     Published,
 }
 
+impl IngestOutcome {
+    /// The outcome a store script answers with: 0 stale, 1 stored, 2 published.
+    ///
+    /// # Errors
+    /// [`BackendError::UnexpectedReply`] for any other number.
+    pub fn from_code(code: i64) -> Result<Self, BackendError> {
+        match code {
+            0 => Ok(Self::Stale),
+            1 => Ok(Self::Stored),
+            2 => Ok(Self::Published),
+            other => Err(BackendError::UnexpectedReply(other.to_string())),
+        }
+    }
+}
+
 /// Why the backend could not do what was asked.
 ///
 /// Server failures are logged, so the texts here name keys, fields and shapes, never the values
 /// stored under them: a ride's hash holds its tracking token, a chat its messages, and a Redis
 /// URL may hold a password.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum BackendError {
     #[error("redis: {0}")]
     Redis(#[from] fred::error::Error),
@@ -103,9 +118,15 @@ pub fn reply_shape(reply: &[String]) -> String {
 /// Storage and pub/sub shared between instances.
 #[async_trait]
 pub trait Backend: Send + Sync + Debug + 'static {
-    /// Stores `update` as its driver's latest if it is newer, and publishes it on the driver's
-    /// channel if its grid cell differs from the last published one. Atomic per driver.
-    async fn ingest_location(&self, update: &LocationUpdate) -> Result<IngestOutcome, BackendError>;
+    /// Stores each update as its driver's latest if it is newer, and publishes it on the
+    /// driver's channel if its grid cell differs from the last published one: atomically per
+    /// driver, in order (a driver's later update in `updates` is newer). Returns one result per
+    /// update, in order: some may fail while others are stored (a cluster node down, say).
+    async fn ingest_locations(&self, updates: &[LocationUpdate]) -> Vec<Result<IngestOutcome, BackendError>>;
+
+    /// Whether the store is in this process, so that a call completes without waiting on I/O:
+    /// the ingestor then writes each update inline instead of batching them.
+    fn stores_in_process(&self) -> bool;
 
     /// Stores `multiplier` as `zone`'s current surge and publishes it on the zone's channel,
     /// atomically. Its `ts` is `now_ms`, or one more than the stored surge's `ts` if that is not
