@@ -211,7 +211,7 @@ async fn drive(shared: &Shared, driver: usize, ws: &mut Ws) -> Ended {
     let offset = interval.mul_f64(driver as f64 / shared.total_drivers.max(1) as f64);
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + offset, interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut trip = Trip::new(shared.motion, shared.seed, driver, interval);
+    let mut trip = Trip::new(&shared.trip_recipe(), driver);
     let stop = shared.stop.cancelled();
     tokio::pin!(stop);
     let mut stopped = false;
@@ -222,10 +222,10 @@ async fn drive(shared: &Shared, driver: usize, ws: &mut Ws) -> Ended {
             _ = &mut exit => return Ended::Exit,
             _ = &mut stop, if !stopped => stopped = true,
             _ = ticker.tick(), if !stopped => {
-                let fix = trip.next_at(epoch_us());
+                let Some(fix) = trip.next_at(epoch_us()) else { continue };
                 let Ok(text) = serde_json::to_string(&DriverMessage::Location(fix.report.clone())) else { continue };
                 // Noted before it goes on the wire: a rider may see it before `send` returns.
-                shared.book.record_send(driver, fix.report.ts, fix.send_us, fix.pushed);
+                shared.book.record_send(driver, fix.report.ts, fix.send_us, fix.pushed, fix.changed_cell);
                 if ws.send(Message::text(text)).await.is_err() {
                     shared.driver_sends_failed.inc();
                     shared.driver_disconnects.inc();
