@@ -93,6 +93,13 @@ impl Trip {
         Self { motion, server: recipe.server, dt: recipe.interval.as_secs_f64(), last_ts: 0, last_cell: None }
     }
 
+    /// Whether the driver's location exists before the measured window: a fleet was on the road
+    /// (or parked) before anyone measured it, so its first fix is sent before `go` and counts
+    /// neither as a send nor as news. Other motions start their trip at `go`.
+    pub fn reports_before_go(&self) -> bool {
+        matches!(self.motion, Motion::Fleet(_))
+    }
+
     /// The fix to send at `now_us` (µs since the epoch), or `None` when the driver's phone
     /// sends nothing this tick (a standing fleet driver).
     pub fn next_at(&mut self, now_us: u64) -> Option<Stamped> {
@@ -165,8 +172,10 @@ mod tests {
     fn a_fleet_trip_skips_the_ticks_of_a_standing_phone() {
         let mut standing =
             Trip::new(&TripRecipe { standing_share: 1.0, ..recipe(MotionKind::Fleet, ServerKind::Origin, 2) }, 0);
+        assert!(standing.reports_before_go());
         let sent = (0..=120).filter_map(|i| standing.next_at(1_000_000_000 + i * 1_000_000)).count();
         assert_eq!(sent, 5, "the first fix, then one every 30 s for 120 s");
+        assert!(!trip(MotionKind::Street, 1, 0).reports_before_go());
     }
 
     #[test]
