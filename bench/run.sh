@@ -61,8 +61,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-ROWS="idle-sse idle-drivers fanout nchan fanout-vs-nchan reference polling-vs-push polling-vs-push-reference one-to-500
-  cross-instance scale-100k reference-100k edge-fanout edge-restart edge-idle"
+ROWS="idle-sse idle-drivers fanout nchan fanout-vs-nchan reference polling-vs-push polling-vs-push-reference"
+ROWS+=" one-to-500 cross-instance scale-100k reference-100k edge-fanout edge-restart edge-idle"
 usage() {
   sed -n '2,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//' >&2
   exit 2
@@ -71,7 +71,7 @@ usage() {
 ROW=$1
 shift
 EXTRA=("$@")
-case " $(echo $ROWS) " in *" $ROW "*) ;; *) usage ;; esac
+case " $ROWS " in *" $ROW "*) ;; *) usage ;; esac
 
 SECRET=${RIDECAST_TOKEN_SECRET:-ridecast-bench-secret}
 export RIDECAST_TOKEN_SECRET=$SECRET
