@@ -8,7 +8,7 @@
 //!   turning at intersections and waiting at some of them (lights, traffic), with ~5 m of GPS
 //!   noise that drifts slowly as phones' fixes do; only some fixes change cell.
 //!
-//! Both are pure and seeded, so a run can be repeated and the paths can be tested.
+//! All are pure and seeded, so a run can be repeated and the paths can be tested.
 
 use ridecast_protocol::grid::CELL_DEGREES;
 use ridecast_rng::Rng;
@@ -53,7 +53,7 @@ impl CellHopper {
     }
 }
 
-/// Fan-out motion at walking-into-traffic pace: 10 m north per fix along a straight line, so
+/// Fan-out motion at crawling-traffic pace: 10 m north per fix along a straight line, so
 /// that a fix changes its ~50 m cell about once in five and the generator knows which ones do.
 #[derive(Debug, Clone)]
 pub struct CellCreeper {
