@@ -10,17 +10,34 @@
 #
 #   idle-sse         RIDERS=19000 HOLD=30               rider SSE streams held open, one origin
 #   idle-drivers     DRIVERS=15000 HOLD=75              idle driver WebSockets (pings answered), one origin
-#   fanout           DRIVERS=20 RIDERS_PER_DRIVER=500 DURATION=30
+#   fanout           DRIVERS=20 RIDERS_PER_DRIVER=500 DURATION=30 MOTION=hop
 #                                                       a cell change per driver per second, embedded origin
+#                                                       (MOTION=creep: one fix in five changes cell)
 #   nchan            the same sizes as fanout           the same workload against nginx + Nchan
+#   fanout-vs-nchan  as fanout, ROUNDS=2                per round: fanout (embedded origin), then nchan, fresh
+#                                                       servers; a summary of p99 and CPU per event with ratios
+#   reference        DRIVERS=5000 RIDERS_PER_DRIVER=1 INTERVAL_MS=1000 DURATION=30 ROUNDS=2
+#                                                       the reference design's shape (a rider per driver): per
+#                                                       round, for --motion hop then creep, Nchan, Ridecast
+#                                                       embedded, Ridecast + one redis-server (both measured),
+#                                                       fresh servers each run; a summary of p99 and CPU µs per
+#                                                       fix, with Ridecast's over Nchan's in the same round
 #   polling-vs-push  DRIVERS=1000 RIDERS=10000 DURATION=60 SEED=1
 #                                                       street-driving drivers; riders stream, then poll every 2 s
+#   polling-vs-push-reference  as polling-vs-push, STANDING_SHARE=0.91
+#                                                       the same on a fleet (--motion fleet): drivers mostly
+#                                                       stand, sending a fix every 30 s, so ~85 % of polls get
+#                                                       304; CPU and wire bytes per useful update, push's savings
 #   one-to-500       RIDERS=500 ORIGINS=3 DURATION=30   one driver, riders over 3 origins sharing Redis
 #   cross-instance   DRIVERS=200 RIDERS_PER_DRIVER=25 ORIGINS=3 DURATION=30
 #                                                       many drivers (many channels, over every shard with
 #                                                       REDIS=cluster), riders round-robin over the origins
 #   scale-100k       RIDERS=50000 DRIVERS=50000 ORIGINS=6 PROCS=6 DURATION=60 CONNECT_RATE=500
 #                    INTERVAL_MS=1000                   Redis + origins on one port (--reuse-port)
+#   reference-100k   as scale-100k, but INTERVAL_MS=2000
+#                                                       the reference design's pace (drivers wait at lights as
+#                                                       street motion does); ends with a LOSS line: events lost,
+#                                                       connections refused or dropped
 #   edge-fanout      RIDERS=500 DURATION=30             one driver on an embedded origin, riders through the edge
 #                                                       worker in workerd: all on one Durable Object
 #   edge-restart     RIDERS=500 DOWN=5                  Redis, the driver on one origin, riders through the edge on
@@ -37,12 +54,15 @@
 # primaries, three replicas; the origins then use sharded Pub/Sub).
 #
 # Other settings: RIDECAST_TOKEN_SECRET (default: a fixed bench secret), RESULTS_DIR (default
-# bench/results), NO_BUILD=1 (skip `cargo build --release`), KEEP_WORK=1 (keep the logs).
+# bench/results), NO_BUILD=1 (skip `cargo build --release`), KEEP_WORK=1 (keep the logs),
+# CARGO_TARGET_DIR (where the release binaries are built and run from; default target/).
+# The summaries of the rows that alternate servers need jq (bench_label in each JSON line).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-ROWS="idle-sse idle-drivers fanout nchan polling-vs-push one-to-500 cross-instance scale-100k edge-fanout edge-restart edge-idle"
+ROWS="idle-sse idle-drivers fanout nchan fanout-vs-nchan reference polling-vs-push polling-vs-push-reference"
+ROWS+=" one-to-500 cross-instance scale-100k reference-100k edge-fanout edge-restart edge-idle"
 usage() {
   sed -n '2,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//' >&2
   exit 2
@@ -56,8 +76,12 @@ case " $ROWS " in *" $ROW "*) ;; *) usage ;; esac
 SECRET=${RIDECAST_TOKEN_SECRET:-ridecast-bench-secret}
 export RIDECAST_TOKEN_SECRET=$SECRET
 RESULTS_DIR=${RESULTS_DIR:-$ROOT/bench/results}
-ORIGIN=$ROOT/target/release/ridecast-origin
-LOADGEN=$ROOT/target/release/ridecast-loadgen
+# cargo puts the binaries under CARGO_TARGET_DIR when it is set (relative to this checkout, as
+# cargo reads it from here), else under target/.
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+case "$TARGET_DIR" in /*) ;; *) TARGET_DIR=$ROOT/$TARGET_DIR ;; esac
+ORIGIN=$TARGET_DIR/release/ridecast-origin
+LOADGEN=$TARGET_DIR/release/ridecast-loadgen
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 RESULT_JSON=$RESULTS_DIR/$ROW-$STAMP.json
 RESULT_TXT=$RESULTS_DIR/$ROW-$STAMP.txt
@@ -236,6 +260,30 @@ stop_origins() {
   ORIGIN_PIDS=()
 }
 
+# stop_redis: stops the redis-server(s) started so far (between the runs of a row).
+stop_redis() {
+  local pid
+  for pid in "${REDIS_PIDS[@]}"; do
+    stop_pid "$pid"
+    wait "$pid" 2>/dev/null || true
+  done
+  REDIS_PIDS=()
+}
+
+# start_nchan: a fresh nginx + Nchan on a free port; sets NCHAN_PORT and NCHAN_PIDS.
+start_nchan() {
+  NCHAN_PORT=$(free_port)
+  NCHAN_PIDS=$("$ROOT/bench/nchan.sh" start "$NCHAN_PORT")
+}
+
+# stop_nchan: stops the nginx + Nchan started by start_nchan.
+stop_nchan() {
+  if [ -n "$NCHAN_PORT" ]; then
+    "$ROOT/bench/nchan.sh" stop "$NCHAN_PORT" || true
+    NCHAN_PORT=""
+  fi
+}
+
 # pid_flags PID...: sets PID_FLAGS to `--server-pid PID` for each.
 pid_flags() {
   PID_FLAGS=()
@@ -266,7 +314,13 @@ loadgen() {
   # stdout (the JSON line) to $out; stderr (progress and table) to the terminal and $err.
   { "$LOADGEN" "$@" "${EXTRA[@]}" 2>&1 1>&3 3>&- | tee "$err" >&2; } 3>"$out" || status=$?
   [ -s "$out" ] || die "ridecast-loadgen printed no report (exit $status); its output is in $err"
-  cat "$out" >>"$RESULT_JSON"
+  # The label goes into the saved line (as bench_label) when jq is there: the summaries of
+  # the rows that alternate servers find each run by it.
+  if command -v jq >/dev/null; then
+    jq -c --arg run "$label" '{bench_label: $run} + .' "$out" >>"$RESULT_JSON"
+  else
+    cat "$out" >>"$RESULT_JSON"
+  fi
   grep -v '^\[' "$err" >>"$RESULT_TXT" || true
   echo >>"$RESULT_TXT"
 }
@@ -338,7 +392,7 @@ row_fanout() {
   pid_flags "${ORIGIN_PIDS[@]}"
   loadgen fanout fanout --url "http://127.0.0.1:$port" --secret "$SECRET" \
     --drivers "${DRIVERS:-20}" --riders-per-driver "${RIDERS_PER_DRIVER:-500}" \
-    --duration-secs "${DURATION:-30}" --interval-ms 1000 "${PID_FLAGS[@]}"
+    --duration-secs "${DURATION:-30}" --interval-ms 1000 --motion "${MOTION:-hop}" "${PID_FLAGS[@]}"
 }
 
 row_nchan() {
@@ -349,49 +403,179 @@ row_nchan() {
   pid_flags $pids
   loadgen nchan fanout --target nchan --url "http://127.0.0.1:$NCHAN_PORT" \
     --drivers "${DRIVERS:-20}" --riders-per-driver "${RIDERS_PER_DRIVER:-500}" \
-    --duration-secs "${DURATION:-30}" --interval-ms 1000 "${PID_FLAGS[@]}"
+    --duration-secs "${DURATION:-30}" --interval-ms 1000 --motion "${MOTION:-hop}" "${PID_FLAGS[@]}"
+}
+
+# ---- servers side by side: Ridecast and Nchan, alternating, fresh servers for every run ------
+
+# fanout_run LABEL SERVER MOTION DRIVERS RIDERS_PER_DRIVER: one fan-out run on fresh servers.
+# SERVER: nchan, embedded (one origin, in-process bus) or redis (one origin with --redis-url and
+# one redis-server, both measured).
+fanout_run() {
+  local label=$1 server=$2 motion=$3 drivers=$4 riders=$5 port
+  local common=(--drivers "$drivers" --riders-per-driver "$riders" --duration-secs "${DURATION:-30}"
+    --interval-ms "${INTERVAL_MS:-1000}" --motion "$motion" --id-prefix "${label//-/}")
+  case "$server" in
+    nchan)
+      start_nchan
+      # shellcheck disable=SC2086 # one pid per word
+      pid_flags $NCHAN_PIDS
+      loadgen "$label" fanout --target nchan --url "http://127.0.0.1:$NCHAN_PORT" "${common[@]}" "${PID_FLAGS[@]}"
+      stop_nchan
+      ;;
+    embedded)
+      port=$(free_port)
+      start_origin "origin-$label" "$port"
+      pid_flags "${ORIGIN_PIDS[@]}"
+      loadgen "$label" fanout --url "http://127.0.0.1:$port" --secret "$SECRET" "${common[@]}" "${PID_FLAGS[@]}"
+      stop_origins
+      ;;
+    redis)
+      start_redis
+      port=$(free_port)
+      start_origin "origin-$label" "$port" --redis-url "$REDIS_URL"
+      wait_ready "$port"
+      pid_flags "${ORIGIN_PIDS[@]}" "${REDIS_PIDS[@]}"
+      loadgen "$label" fanout --url "http://127.0.0.1:$port" --secret "$SECRET" "${common[@]}" "${PID_FLAGS[@]}"
+      stop_origins
+      stop_redis
+      ;;
+  esac
+}
+
+# The reference design's shape: every rider follows its own driver. Each round runs, for hop
+# then creep, Nchan, Ridecast embedded and Ridecast + Redis, one after the other, so that a
+# drift of the machine over time hits all three alike.
+row_reference() {
+  local rounds=${ROUNDS:-2} drivers=${DRIVERS:-5000} riders=${RIDERS_PER_DRIVER:-1} round motion server
+  for round in $(seq "$rounds"); do
+    for motion in hop creep; do
+      for server in nchan embedded redis; do
+        fanout_run "r$round-$motion-$server" "$server" "$motion" "$drivers" "$riders"
+      done
+    done
+  done
+  compare_with_nchan "the reference design's shape: $drivers drivers, $riders rider(s) each, a fix every ${INTERVAL_MS:-1000} ms"
+}
+
+# The fan-out row against Nchan, alternating, to compare cost per delivered event.
+row_fanout_vs_nchan() {
+  local rounds=${ROUNDS:-2} drivers=${DRIVERS:-20} riders=${RIDERS_PER_DRIVER:-500} round server
+  for round in $(seq "$rounds"); do
+    for server in embedded nchan; do
+      fanout_run "r$round-hop-$server" "$server" hop "$drivers" "$riders"
+    done
+  done
+  compare_with_nchan "fan-out: $drivers drivers, $riders riders each, a cell change per fix"
+}
+
+# compare_with_nchan TITLE: per motion and round, each server's p99 and CPU, and Ridecast's
+# over Nchan's in the same round (needs jq and the bench_label of each line: rROUND-MOTION-SERVER).
+compare_with_nchan() {
+  command -v jq >/dev/null || {
+    log "jq is missing: no side-by-side summary (the JSON lines are complete)"
+    return
+  }
+  jq -rs --arg title "$1" '
+    def num(x; n): if x == null then "n/a" else (x * pow(10; n) | round / pow(10; n) | tostring) end;
+    def pad(w): tostring | . + (" " * ([w - length, 1] | max));
+    def times(a; b): if a == null or b == null or b == 0 then "n/a" else num(a / b; 2) + "x" end;
+    def name: {nchan: "nchan", embedded: "ridecast", redis: "ridecast+redis"}[.] // .;
+    map(select(.bench_label != null) | (.bench_label | split("-")) as $l
+        | {round: $l[0], motion: $l[1], server: $l[2],
+           p99: (.latency_us.p99 // null), cpu_fix: .server.cpu_us_per_fix,
+           cpu_event: .server.cpu_us_per_delivered_event,
+           fixes: .drivers.sends, cell_changes: .drivers.cell_changes,
+           lost: (.delivery.lost // null), ratio: (.delivery.ratio // null)}) as $runs
+    | $title,
+      ("motion" | pad(8)) + ("round" | pad(7)) + ("server" | pad(16)) + ("p99 ms" | pad(9))
+        + ("cpu µs/fix" | pad(12)) + ("cpu µs/event" | pad(14)) + ("fixes" | pad(9)) + ("cell chg" | pad(10))
+        + ("lost" | pad(8)) + ("p99 vs nchan" | pad(14)) + ("cpu/fix vs nchan" | pad(18)) + "cpu/event vs nchan",
+      ($runs[] as $r
+        | ($runs | map(select(.round == $r.round and .motion == $r.motion and .server == "nchan")) | first) as $n
+        | ($r.motion | pad(8)) + ($r.round | ltrimstr("r") | pad(7)) + ($r.server | name | pad(16))
+          + (num($r.p99 / 1000; 2) | pad(9)) + (num($r.cpu_fix; 1) | pad(12)) + (num($r.cpu_event; 1) | pad(14))
+          + ($r.fixes | pad(9)) + ($r.cell_changes | pad(10)) + ($r.lost // "n/a" | pad(8))
+          + (if $r.server == "nchan" then ("-" | pad(14)) + ("-" | pad(18)) + "-"
+             else (times($r.p99; $n.p99) | pad(14)) + (times($r.cpu_fix; $n.cpu_fix) | pad(18))
+               + times($r.cpu_event; $n.cpu_event) end)),
+      "p99: driver→rider latency of delivered events; cpu: server CPU (Redis included for ridecast+redis)",
+      "over the window and drain, per driver fix sent / per event delivered. Nchan pushes every fix;",
+      "the origin only cell changes (all of them with hop, about one in five with creep)."
+  ' "$RESULT_JSON" | tee -a "$RESULT_TXT" >&2
 }
 
 row_polling_vs_push() {
-  local drivers=${DRIVERS:-1000} riders=${RIDERS:-10000} duration=${DURATION:-60} seed=${SEED:-1} port
+  push_then_poll street "polling vs push: the same street-driving drivers, the same number of riders"
+}
+
+# The reference design's workload: a fleet that mostly stands (a standing phone sends a fix every
+# 30 s), so that most 2 s polls find nothing new.
+row_polling_vs_push_reference() {
+  push_then_poll fleet "polling vs push at the reference design's workload: a fleet standing ${STANDING_SHARE:-0.91} of the time" \
+    --standing-share "${STANDING_SHARE:-0.91}"
+}
+
+# push_then_poll MOTION TITLE [generator flags...]: riders stream (realistic), then, on a fresh
+# origin, the same riders poll every 2 s; then the comparison.
+push_then_poll() {
+  local motion=$1 title=$2 drivers=${DRIVERS:-1000} riders=${RIDERS:-10000} duration=${DURATION:-60} seed=${SEED:-1} port
+  shift 2
   # A fresh origin for each half, so that neither inherits the other's state.
   port=$(free_port)
   start_origin origin-push "$port"
   pid_flags "${ORIGIN_PIDS[@]}"
   loadgen push realistic --url "http://127.0.0.1:$port" --secret "$SECRET" \
     --drivers "$drivers" --riders "$riders" --duration-secs "$duration" --interval-ms 1000 --seed "$seed" \
-    "${PID_FLAGS[@]}"
+    --motion "$motion" "$@" "${PID_FLAGS[@]}"
   stop_origins
   port=$(free_port)
   start_origin origin-poll "$port"
   pid_flags "${ORIGIN_PIDS[@]}"
   loadgen poll poll --url "http://127.0.0.1:$port" --secret "$SECRET" \
     --drivers "$drivers" --riders "$riders" --duration-secs "$duration" --driver-interval-ms 1000 \
-    --interval-ms 2000 --motion street --seed "$seed" "${PID_FLAGS[@]}"
-  compare_polling_and_push
+    --interval-ms 2000 --motion "$motion" --seed "$seed" "$@" "${PID_FLAGS[@]}"
+  compare_polling_and_push "$title"
 }
 
-# Puts the two halves side by side (needs jq; the JSON lines hold everything anyway).
+# compare_polling_and_push TITLE: the two halves side by side (needs jq; the JSON lines hold
+# everything anyway).
 compare_polling_and_push() {
   command -v jq >/dev/null || {
     log "jq is missing: no side-by-side summary (the JSON lines are complete)"
     return
   }
-  jq -rs '
+  jq -rs --arg title "$1" '
     def num(x; n): if x == null then "n/a" else (x * pow(10; n) | round / pow(10; n) | tostring) end;
     def ms(x): if x == null then "n/a" else num(x / 1000; 1) end;
     def pad(w): . + (" " * ([w - length, 1] | max));
     def row(name; a; b): (name | pad(30)) + (a | pad(18)) + b;
+    def per(a; b): if a == null or b == null or b == 0 then null else a / b end;
+    def pct(a; b): if a == null or b == null or b <= 0 then "n/a" else num(a / b * 100; 1) + " %" end;
+    def saving(push; poll): if push == null or poll == null or poll == 0 then "n/a"
+      else num((1 - push / poll) * 100; 1) + " %" end;
     .[0] as $push | .[1] as $poll |
-    "polling vs push: the same street-driving drivers, the same number of riders",
+    per($push.server.cpu_us; $push.events.received) as $push_cpu |
+    per($poll.server.cpu_us; $poll.poll.fresh_200) as $poll_cpu |
+    $push.events.wire_bytes_per_useful_update as $push_bytes |
+    $poll.poll.wire_bytes_per_useful_update as $poll_bytes |
+    $title,
     row(""; "push (SSE)"; "poll (every 2 s)"),
+    row("fixes sent (changed cell)"; "\($push.drivers.sends) (\($push.drivers.cell_changes))";
+        "\($poll.drivers.sends) (\($poll.drivers.cell_changes))"),
     row("requests/s"; "-"; num($poll.poll.requests_per_sec; 1)),
+    row("polls finding nothing (304)"; "-"; (if $poll.poll.ratio_304 == null then "n/a" else num($poll.poll.ratio_304 * 100; 1) + " %" end)),
+    row("  after first answers"; "-"; pct($poll.poll.not_modified_304; $poll.poll.responses - $poll.riders.connected)),
     row("useful updates/s"; num($push.delivery.per_sec; 1); num($poll.poll.fresh_200 / $poll.window_secs; 1)),
     row("server CPU, % of one core"; num($push.server.cpu_percent_of_one_core; 1); num($poll.server.cpu_percent_of_one_core; 1)),
-    row("wire bytes / useful update"; num($push.events.wire_bytes_per_useful_update; 0); num($poll.poll.wire_bytes_per_useful_update; 0)),
+    row("server CPU µs / useful update"; num($push_cpu; 1); num($poll_cpu; 1)),
+    row("server CPU µs / fix"; num($push.server.cpu_us_per_fix; 1); num($poll.server.cpu_us_per_fix; 1)),
+    row("wire bytes / useful update"; num($push_bytes; 0); num($poll_bytes; 0)),
     row("staleness p50, ms"; ms($push.latency_us.p50); ms($poll.poll.staleness_us.p50)),
     row("staleness p99, ms"; ms($push.latency_us.p99); ms($poll.poll.staleness_us.p99)),
     row("  cell changes only, p99 ms"; ms($push.latency_us.p99); ms($poll.poll.staleness_cell_change_us.p99)),
+    row("push lost events"; "\($push.delivery.lost // "n/a")"; "-"),
+    "push saves \(saving($push_cpu; $poll_cpu)) of the server CPU and \(saving($push_bytes; $poll_bytes)) of the wire bytes per useful update.",
     "useful update: push = a delivered event; poll = an answer showing a newer location.",
     "staleness: push = delivery latency of the cell changes it pushes (other fixes are never pushed);",
     "poll = from each driver fix to the first answer showing it or a newer one."
@@ -424,7 +608,19 @@ row_one_to_500() {
 }
 
 row_scale_100k() {
-  local origins=${ORIGINS:-6} procs=${PROCS:-6} port i
+  scale_run scale-100k "${INTERVAL_MS:-1000}"
+}
+
+# As scale-100k, at the reference design's pace: a fix every 2 s, drivers waiting at lights.
+row_reference_100k() {
+  scale_run reference-100k "${INTERVAL_MS:-2000}"
+  say_what_was_lost
+}
+
+# scale_run LABEL INTERVAL_MS: Redis and ORIGINS origins on one port, RIDERS rider streams and
+# DRIVERS street-driving drivers from PROCS generator processes.
+scale_run() {
+  local label=$1 interval=$2 origins=${ORIGINS:-6} procs=${PROCS:-6} port i
   start_redis
   port=$(free_port)
   for i in $(seq "$origins"); do
@@ -436,14 +632,29 @@ row_scale_100k() {
   watch_origin_fds &
   STARTED+=($!)
   pid_flags "${ORIGIN_PIDS[@]}" "${REDIS_PIDS[@]}"
-  loadgen scale-100k realistic --url "http://127.0.0.1:$port" --secret "$SECRET" \
+  loadgen "$label" realistic --url "http://127.0.0.1:$port" --secret "$SECRET" \
     --riders "${RIDERS:-50000}" --drivers "${DRIVERS:-50000}" --procs "$procs" \
     --connect-rate "${CONNECT_RATE:-500}" --connect-concurrency 64 --connect-timeout-ms 30000 \
-    --duration-secs "${DURATION:-60}" --interval-ms "${INTERVAL_MS:-1000}" --seed "${SEED:-1}" \
+    --duration-secs "${DURATION:-60}" --interval-ms "$interval" --seed "${SEED:-1}" \
     "${PID_FLAGS[@]}"
   if [ -s "$WORK/origin-fds" ]; then
     echo "# open files per origin at the busiest sample (pid:fds): $(cat "$WORK/origin-fds")" | tee -a "$RESULT_TXT" >&2
   fi
+}
+
+# say_what_was_lost: one line saying whether the last run lost anything (events, connections).
+say_what_was_lost() {
+  command -v jq >/dev/null || {
+    log "jq is missing: see the delivery line of the table for lost events"
+    return
+  }
+  tail -n 1 "$RESULT_JSON" | jq -r '
+    (.delivery.lost // 0) as $lost
+    | (.riders.failed + (.drivers.failures | add // 0)) as $refused
+    | (.riders.closed_during_run + .drivers.disconnects) as $dropped
+    | if $lost == 0 and $refused == 0 and $dropped == 0 then "# LOSS: none (\(.delivery.received) of \(.delivery.expected) events delivered, every connection held)"
+      else "# LOSS: \($lost) of \(.delivery.expected) events lost, \($refused) connections refused, \($dropped) dropped during the run" end
+  ' | tee -a "$RESULT_TXT" >&2
 }
 
 row_edge_fanout() {

@@ -32,6 +32,18 @@ struct DriverRecord {
     ring: Mutex<SendRing>,
     sends: AtomicU64,
     pushes: AtomicU64,
+    cell_changes: AtomicU64,
+}
+
+/// What one driver of this process sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DriverSends {
+    pub driver: u32,
+    pub sends: u64,
+    /// Sends the server under test pushes.
+    pub pushes: u64,
+    /// Sends that changed grid cell (for Nchan fewer than the pushes).
+    pub cell_changes: u64,
 }
 
 /// The send records of the drivers simulated in this process, indexed by driver.
@@ -50,6 +62,7 @@ impl DriverBook {
                     ring: Mutex::new(SendRing { entries: [(0, 0, false); RING], next: 0 }),
                     sends: AtomicU64::new(0),
                     pushes: AtomicU64::new(0),
+                    cell_changes: AtomicU64::new(0),
                 };
                 (d, record)
             })
@@ -58,12 +71,15 @@ impl DriverBook {
     }
 
     /// Notes a send before it goes on the wire (a rider may see it before `send` returns).
-    pub fn record_send(&self, driver: usize, ts: u64, send_us: u64, pushed: bool) {
+    pub fn record_send(&self, driver: usize, ts: u64, send_us: u64, pushed: bool, changed_cell: bool) {
         if let Some(record) = self.records.get(&driver) {
             record.ring.lock().unwrap_or_else(PoisonError::into_inner).push((ts, send_us, pushed));
             record.sends.fetch_add(1, Ordering::Relaxed);
             if pushed {
                 record.pushes.fetch_add(1, Ordering::Relaxed);
+            }
+            if changed_cell {
+                record.cell_changes.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -95,11 +111,16 @@ impl DriverBook {
         true
     }
 
-    /// `(driver, sends, pushes)` of every driver of this process.
-    pub(crate) fn tallies(&self) -> Vec<(u32, u64, u64)> {
+    /// What every driver of this process sent.
+    pub(crate) fn tallies(&self) -> Vec<DriverSends> {
         self.records
             .iter()
-            .map(|(&d, r)| (d as u32, r.sends.load(Ordering::Relaxed), r.pushes.load(Ordering::Relaxed)))
+            .map(|(&d, r)| DriverSends {
+                driver: d as u32,
+                sends: r.sends.load(Ordering::Relaxed),
+                pushes: r.pushes.load(Ordering::Relaxed),
+                cell_changes: r.cell_changes.load(Ordering::Relaxed),
+            })
             .collect()
     }
 }
@@ -112,13 +133,13 @@ mod tests {
     fn the_book_finds_recent_sends_and_forgets_old_ones() {
         let book = DriverBook::new(&[3]);
         for i in 1..=100u64 {
-            book.record_send(3, 1000 + i, 5_000 + i, i % 2 == 0);
+            book.record_send(3, 1000 + i, 5_000 + i, i % 2 == 0, i % 4 == 0);
         }
         assert_eq!(book.lookup(3, 1100), Some((5_100, true)));
         assert_eq!(book.lookup(3, 1099), Some((5_099, false)));
         assert_eq!(book.lookup(3, 1010), None, "evicted after {RING} newer sends");
         assert_eq!(book.lookup(4, 1100), None, "not simulated here");
-        assert_eq!(book.tallies(), vec![(3, 100, 50)]);
+        assert_eq!(book.tallies(), vec![DriverSends { driver: 3, sends: 100, pushes: 50, cell_changes: 25 }]);
         let mut seen = Vec::new();
         assert!(book.each_send_between(3, 1095, 1098, 1097, |us, pushed| seen.push((us, pushed))));
         seen.sort_unstable();

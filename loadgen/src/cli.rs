@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use ridecast_protocol::{Id, TokenError, TokenKeys};
 use serde_json::json;
 
+use crate::fleet::DEFAULT_STANDING_SHARE;
 use crate::http::{Target, UrlError};
 use crate::job::{Job, Mode, MotionKind, ServerKind};
 use crate::plan::{Layout, MAX_SOURCE_ADDRS, Names};
@@ -33,9 +34,11 @@ pub enum ModeArgs {
     /// Open rider SSE streams and/or idle driver WebSockets and hold them: connection capacity
     /// and memory per connection.
     Idle(IdleArgs),
-    /// Drivers move to a new cell on every update; measure push latency and delivery.
+    /// Drivers move to a new cell on every update (or every fifth, `--motion creep`); measure
+    /// push latency and delivery.
     Fanout(FanoutArgs),
-    /// Drivers drive along streets with GPS noise; only cell changes are pushed.
+    /// Drivers drive along streets with GPS noise (or as a fleet that mostly stands); only cell
+    /// changes are pushed.
     Realistic(RealisticArgs),
     /// Riders poll the location endpoint with If-None-Match instead of streaming.
     Poll(PollArgs),
@@ -129,6 +132,10 @@ pub struct FanoutArgs {
     /// After the drivers stop, how long to wait for events still in flight.
     #[arg(long, default_value_t = 3000)]
     pub drain_ms: u64,
+    /// How drivers move: `hop` (a new cell every update) or `creep` (10 m per update, about one
+    /// in five changes cell; Nchan is still sent, and pushes, every update).
+    #[arg(long, value_enum, default_value_t = MotionKind::Hop)]
+    pub motion: MotionKind,
 }
 
 /// Also the mixed scale run: `--riders 50000 --drivers 50000 --procs 6` holds 100,000
@@ -153,6 +160,13 @@ pub struct RealisticArgs {
     /// Seed of the street paths.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// How drivers move: `street` (driving, waiting at some lights) or `fleet` (driving as
+    /// `street`, or standing for minutes and sending a fix every 30 s only).
+    #[arg(long, value_enum, default_value_t = MotionKind::Street)]
+    pub motion: MotionKind,
+    /// Share of time fleet drivers stand (`--motion fleet`).
+    #[arg(long, default_value_t = DEFAULT_STANDING_SHARE)]
+    pub standing_share: f64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -171,12 +185,16 @@ pub struct PollArgs {
     pub driver_interval_ms: u64,
     #[arg(long, default_value_t = 30)]
     pub duration_secs: u64,
-    /// How drivers move: `hop` (a new cell every update) or `street` (as in `realistic`).
+    /// How drivers move: `hop` (a new cell every update), `creep`, `street` or `fleet` (as in
+    /// `fanout` and `realistic`).
     #[arg(long, value_enum, default_value_t = MotionKind::Hop)]
     pub motion: MotionKind,
-    /// Seed of the street paths (`--motion street`).
+    /// Seed of the street paths (`--motion street` or `fleet`).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Share of time fleet drivers stand (`--motion fleet`).
+    #[arg(long, default_value_t = DEFAULT_STANDING_SHARE)]
+    pub standing_share: f64,
 }
 
 /// Why the command line cannot be run.
@@ -239,15 +257,17 @@ impl ModeArgs {
             Self::Fanout(a) => json!({
                 "target": a.target.as_str(), "drivers": a.drivers, "riders_per_driver": a.riders_per_driver,
                 "duration_secs": a.duration_secs, "interval_ms": a.interval_ms, "drain_ms": a.drain_ms,
+                "motion": a.motion.as_str(),
             }),
             Self::Realistic(a) => json!({
                 "drivers": a.drivers, "riders": a.riders, "duration_secs": a.duration_secs,
                 "interval_ms": a.interval_ms, "drain_ms": a.drain_ms, "seed": a.seed,
+                "motion": a.motion.as_str(), "standing_share": a.standing_share,
             }),
             Self::Poll(a) => json!({
                 "riders": a.riders, "drivers": a.drivers, "interval_ms": a.interval_ms,
                 "driver_interval_ms": a.driver_interval_ms, "duration_secs": a.duration_secs,
-                "motion": a.motion.as_str(), "seed": a.seed,
+                "motion": a.motion.as_str(), "seed": a.seed, "standing_share": a.standing_share,
             }),
         }
     }
@@ -272,10 +292,44 @@ impl ModeArgs {
     /// How the simulated drivers move.
     pub fn motion(&self) -> MotionKind {
         match self {
-            Self::Idle(_) | Self::Fanout(_) => MotionKind::Hop,
-            Self::Realistic(_) => MotionKind::Street,
+            Self::Idle(_) => MotionKind::Hop,
+            Self::Fanout(a) => a.motion,
+            Self::Realistic(a) => a.motion,
             Self::Poll(a) => a.motion,
         }
+    }
+
+    /// Share of time fleet drivers stand.
+    pub fn standing_share(&self) -> f64 {
+        match self {
+            Self::Realistic(a) => a.standing_share,
+            Self::Poll(a) => a.standing_share,
+            Self::Idle(_) | Self::Fanout(_) => DEFAULT_STANDING_SHARE,
+        }
+    }
+
+    /// Refuses a motion the mode does not measure well: fan-out's delivery counts rely on a
+    /// motion without GPS noise, and streaming riders of a fleet are `realistic`'s.
+    fn check_motion(&self) -> Result<(), CliError> {
+        let allowed: &[MotionKind] = match self {
+            Self::Idle(_) => return Ok(()),
+            Self::Fanout(_) => &[MotionKind::Hop, MotionKind::Creep],
+            Self::Realistic(_) => &[MotionKind::Street, MotionKind::Fleet],
+            Self::Poll(_) => &[MotionKind::Hop, MotionKind::Creep, MotionKind::Street, MotionKind::Fleet],
+        };
+        if !allowed.contains(&self.motion()) {
+            let names: Vec<&str> = allowed.iter().map(|m| m.as_str()).collect();
+            return Err(CliError::Invalid(format!(
+                "{} takes --motion {}, not {}",
+                self.mode().as_str(),
+                names.join("|"),
+                self.motion().as_str()
+            )));
+        }
+        if !(0.0..=1.0).contains(&self.standing_share()) {
+            return Err(CliError::Invalid("--standing-share is a share, from 0 to 1".into()));
+        }
+        Ok(())
     }
 
     /// The job of worker `worker` in a run tagged `run_tag`.
@@ -306,6 +360,7 @@ impl ModeArgs {
         if common.procs == 0 {
             return Err(CliError::Invalid("--procs must be at least 1".into()));
         }
+        self.check_motion()?;
         let source_addrs = common.source_addrs.unwrap_or(common.procs);
         if source_addrs > MAX_SOURCE_ADDRS {
             return Err(CliError::Invalid(format!("--source-addrs is at most {MAX_SOURCE_ADDRS}")));
@@ -354,6 +409,7 @@ impl ModeArgs {
             drain,
             names,
             seed,
+            standing_share: self.standing_share(),
             // Long enough for any connect phase plus the window.
             token_ttl_secs: self.window().as_secs() + 3600,
             port_seed: run_tag.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b))),
@@ -485,6 +541,29 @@ mod tests {
                 .expect("parses");
         let job = poll.mode.job(0, "t").expect("valid");
         assert_eq!((job.motion, job.seed), (MotionKind::Street, 9));
+    }
+
+    #[test]
+    fn each_mode_takes_the_motions_it_can_measure() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args).expect("parses").mode;
+        let creep = parse(&["x", "fanout", "--drivers", "2", "--riders-per-driver", "1", "--motion", "creep"]);
+        assert_eq!(creep.job(0, "t").expect("valid").motion, MotionKind::Creep);
+        assert_eq!(creep.params()["motion"], "creep");
+        let fleet = parse(&["x", "realistic", "--drivers", "2", "--riders", "2", "--motion", "fleet"]);
+        let job = fleet.job(0, "t").expect("valid");
+        assert_eq!((job.motion, job.standing_share), (MotionKind::Fleet, DEFAULT_STANDING_SHARE));
+        let poll =
+            parse(&["x", "poll", "--drivers", "2", "--riders", "2", "--motion", "fleet", "--standing-share", "0.5"]);
+        assert_eq!(poll.job(0, "t").expect("valid").standing_share, 0.5);
+        assert!(
+            parse(&["x", "fanout", "--drivers", "2", "--riders-per-driver", "1", "--motion", "street"])
+                .job(0, "t")
+                .is_err()
+        );
+        assert!(parse(&["x", "realistic", "--drivers", "2", "--riders", "2", "--motion", "hop"]).job(0, "t").is_err());
+        assert!(
+            parse(&["x", "poll", "--drivers", "2", "--riders", "2", "--standing-share", "1.5"]).job(0, "t").is_err()
+        );
     }
 
     #[test]

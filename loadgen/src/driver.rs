@@ -196,6 +196,18 @@ async fn drive(shared: &Shared, driver: usize, ws: &mut Ws) -> Ended {
     let go = shared.go.cancelled();
     tokio::pin!(go);
     let sends = shared.mode.has_drivers();
+    let mut trip = Trip::new(&shared.trip_recipe(), driver);
+    if sends && trip.reports_before_go() {
+        // Sent before the window and recorded nowhere: it is where the driver already was, so a
+        // rider's first answer shows it as old news (not a fresh update, not a 404).
+        let Some(fix) = trip.next_at(epoch_us()) else { return Ended::Exit };
+        let Ok(text) = serde_json::to_string(&DriverMessage::Location(fix.report)) else { return Ended::Exit };
+        if ws.send(Message::text(text)).await.is_err() {
+            shared.driver_sends_failed.inc();
+            shared.driver_disconnects.inc();
+            return Ended::Lost;
+        }
+    }
     loop {
         tokio::select! {
             _ = &mut exit => return Ended::Exit,
@@ -211,7 +223,6 @@ async fn drive(shared: &Shared, driver: usize, ws: &mut Ws) -> Ended {
     let offset = interval.mul_f64(driver as f64 / shared.total_drivers.max(1) as f64);
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + offset, interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut trip = Trip::new(shared.motion, shared.seed, driver, interval);
     let stop = shared.stop.cancelled();
     tokio::pin!(stop);
     let mut stopped = false;
@@ -222,10 +233,10 @@ async fn drive(shared: &Shared, driver: usize, ws: &mut Ws) -> Ended {
             _ = &mut exit => return Ended::Exit,
             _ = &mut stop, if !stopped => stopped = true,
             _ = ticker.tick(), if !stopped => {
-                let fix = trip.next_at(epoch_us());
+                let Some(fix) = trip.next_at(epoch_us()) else { continue };
                 let Ok(text) = serde_json::to_string(&DriverMessage::Location(fix.report.clone())) else { continue };
                 // Noted before it goes on the wire: a rider may see it before `send` returns.
-                shared.book.record_send(driver, fix.report.ts, fix.send_us, fix.pushed);
+                shared.book.record_send(driver, fix.report.ts, fix.send_us, fix.pushed, fix.changed_cell);
                 if ws.send(Message::text(text)).await.is_err() {
                     shared.driver_sends_failed.inc();
                     shared.driver_disconnects.inc();

@@ -65,15 +65,23 @@ impl ServerKind {
 pub enum MotionKind {
     /// A new grid cell on every update, so every update is pushed.
     Hop,
-    /// Along streets with GPS noise; only cell changes are pushed.
+    /// 10 m along a straight line per update: about one in five changes cell (the origin
+    /// pushes those; Nchan every update).
+    Creep,
+    /// Along streets, waiting at some lights, with GPS noise; only cell changes are pushed.
     Street,
+    /// A fleet: drivers alternate between driving (as `street`) and standing for minutes; a
+    /// standing driver's phone sends a fix every 30 s only.
+    Fleet,
 }
 
 impl MotionKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Hop => "hop",
+            Self::Creep => "creep",
             Self::Street => "street",
+            Self::Fleet => "fleet",
         }
     }
 }
@@ -108,6 +116,8 @@ pub struct Job {
     pub drain: Duration,
     pub names: Names,
     pub seed: u64,
+    /// Share of time fleet drivers stand (`MotionKind::Fleet`).
+    pub standing_share: f64,
     pub token_ttl_secs: u64,
     /// Picks where in the source-port range this run starts (the same in every worker).
     pub port_seed: u64,

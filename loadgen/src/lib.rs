@@ -13,7 +13,8 @@
 //! | [`shared`] | what every task of a worker shares (phase signals, pacing, counters), and each connection's [`shared::Outcome`] |
 //! | [`book`] | the send records of this process's drivers, for riders to look up send instants |
 //! | [`trip`] | the fixes a driver sends: stamped, and marked as pushed or not, for both kinds of server |
-//! | [`motion`] | how drivers move: a cell hopper (every update pushed) and a street walker with GPS noise |
+//! | [`fleet`] | a fleet's drivers: driving as the street walker does, or standing for minutes with a phone that reports every 30 s |
+//! | [`motion`] | how drivers move: a cell hopper (every update pushed), a 10 m creeper, and a street walker that waits at lights, with GPS noise |
 //! | [`report`] | per-worker tallies, their merge, and the final JSON line and table |
 //! | [`job`] | what a worker is asked to do: the mode, the server under test, how drivers move, where to connect |
 //! | [`plan`] | who connects where: riders grouped by driver, split over processes, source addresses |
@@ -30,6 +31,7 @@ pub mod cli;
 pub mod clock;
 pub mod coordinator;
 pub mod driver;
+pub mod fleet;
 pub mod http;
 pub mod job;
 pub mod motion;

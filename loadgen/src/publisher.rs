@@ -175,7 +175,7 @@ pub async fn run(shared: Arc<Shared>, spec: PublisherSpec, outcomes: mpsc::Unbou
     let offset = interval.mul_f64(spec.driver as f64 / shared.total_drivers.max(1) as f64);
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + offset, interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut trip = Trip::new(shared.motion, shared.seed, spec.driver, interval);
+    let mut trip = Trip::new(&shared.trip_recipe(), spec.driver);
     let stop = shared.stop.cancelled();
     tokio::pin!(stop);
 
@@ -185,11 +185,11 @@ pub async fn run(shared: Arc<Shared>, spec: PublisherSpec, outcomes: mpsc::Unbou
             _ = &mut stop => break,
             _ = ticker.tick() => {}
         }
-        let fix = trip.next_at(epoch_us());
+        let Some(fix) = trip.next_at(epoch_us()) else { continue };
         let ts = fix.report.ts;
         let Ok(request) = spec.request(fix.report) else { continue };
         // Noted before it goes on the wire: a rider may see it before the answer arrives.
-        shared.book.record_send(spec.driver, ts, fix.send_us, fix.pushed);
+        shared.book.record_send(spec.driver, ts, fix.send_us, fix.pushed, fix.changed_cell);
         match publish(&shared, &spec, &mut conn, &request).await {
             Ok(status) if (200..300).contains(&status) => {}
             Ok(status) => {

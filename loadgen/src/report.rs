@@ -33,8 +33,12 @@ pub struct DriverTally {
     pub connected: u64,
     pub failures: BTreeMap<String, u64>,
     pub sends: u64,
-    /// Sends that changed grid cell, which the server should push.
+    /// Sends the server under test should push: those that changed grid cell (origin), every
+    /// one (Nchan).
     pub pushes: u64,
+    /// Sends that changed grid cell.
+    #[serde(default)]
+    pub cell_changes: u64,
     pub send_errors: u64,
     /// `{"type":"error",...}` frames from the server (Nchan: publish answers other than 2xx).
     pub error_frames: u64,
@@ -151,6 +155,7 @@ impl WorkerReport {
         add_map(&mut d.failures, &o.failures);
         d.sends += o.sends;
         d.pushes += o.pushes;
+        d.cell_changes += o.cell_changes;
         d.send_errors += o.send_errors;
         d.error_frames += o.error_frames;
         d.disconnects += o.disconnects;
@@ -230,6 +235,8 @@ pub struct RunFacts {
 struct Delivery {
     expected: u64,
     received: u64,
+    /// Expected events that never arrived (0 when nothing was lost).
+    lost: u64,
     ratio: Option<f64>,
     /// Events delivered per second of the window, over all riders.
     per_sec: Option<f64>,
@@ -247,6 +254,8 @@ struct ServerOut {
     cpu_us: Option<u64>,
     cpu_percent_of_one_core: Option<f64>,
     cpu_us_per_delivered_event: Option<f64>,
+    /// Server CPU / driver fixes sent: what one driver update costs, whether pushed or not.
+    cpu_us_per_fix: Option<f64>,
     cpu_us_per_request: Option<f64>,
     samples: ServerReadingsOut,
 }
@@ -328,6 +337,7 @@ struct DriverOut {
     failures: BTreeMap<String, u64>,
     sends: u64,
     pushes: u64,
+    cell_changes: u64,
     send_errors: u64,
     error_frames: u64,
     disconnects: u64,
@@ -407,6 +417,9 @@ impl RunReport {
                 .filter(|_| facts.window_secs > 0.0)
                 .map(|us| us as f64 / (facts.window_secs * 1e6) * 100.0),
             cpu_us_per_delivered_event: if pushes { per(cpu_us, all.events.received) } else { None },
+            // The same CPU reading (from `go` to the end of the drain) over the fixes sent
+            // between `go` and `stop`: the drain only finishes delivering those fixes.
+            cpu_us_per_fix: if facts.mode.has_drivers() { per(cpu_us, all.drivers.sends) } else { None },
             cpu_us_per_request: if facts.mode == Mode::Poll { per(cpu_us, p.requests) } else { None },
             samples: ServerReadingsOut {
                 before: server.before.clone(),
@@ -434,6 +447,7 @@ impl RunReport {
                 failures: all.drivers.failures.clone(),
                 sends: all.drivers.sends,
                 pushes: all.drivers.pushes,
+                cell_changes: all.drivers.cell_changes,
                 send_errors: all.drivers.send_errors,
                 error_frames: all.drivers.error_frames,
                 disconnects: all.drivers.disconnects,
@@ -446,6 +460,7 @@ impl RunReport {
                 Delivery {
                     expected,
                     received: e.received,
+                    lost: expected.saturating_sub(e.received),
                     ratio: ratio(e.received, expected),
                     per_sec: (facts.window_secs > 0.0).then(|| e.received as f64 / facts.window_secs),
                 }
@@ -516,13 +531,25 @@ impl RunReport {
                 let _ = writeln!(t, "             failures {}", kinds(&d.failures));
             }
             let _ = writeln!(t, "  connect    {}", ms_line(&d.connect_us));
+            if f.mode.has_drivers() {
+                let _ = writeln!(
+                    t,
+                    "  fixes      sent {:>8}  changed cell {:>8} ({} %)  pushed by the server {:>8}",
+                    d.sends,
+                    d.cell_changes,
+                    opt(ratio(d.cell_changes, d.sends).map(|r| r * 100.0), 1),
+                    d.pushes
+                );
+            }
         }
         if let Some(delivery) = &self.delivery {
             let _ = writeln!(
                 t,
-                "  delivery   expected {:>8}  received {:>8}  ratio {}  ({}/s)",
+                "  delivery   expected {:>8}  received {:>8}  lost {:>8}{}  ratio {}  ({}/s)",
                 delivery.expected,
                 delivery.received,
+                delivery.lost,
+                if delivery.lost == 0 { " (nothing lost)" } else { " (SOME LOST)" },
                 delivery.ratio.map_or("n/a".into(), |r| format!("{:.4}", r)),
                 opt(delivery.per_sec, 1)
             );
@@ -593,10 +620,11 @@ impl RunReport {
             );
             let _ = writeln!(
                 t,
-                "             cpu {} ms ({} % of one core){}{}",
+                "             cpu {} ms ({} % of one core){}{}{}",
                 s.cpu_us.map_or("n/a".into(), |us| format!("{:.0}", us as f64 / 1000.0)),
                 opt(s.cpu_percent_of_one_core, 1),
                 s.cpu_us_per_delivered_event.map_or(String::new(), |us| format!("  = {us:.2} µs per delivered event")),
+                s.cpu_us_per_fix.map_or(String::new(), |us| format!("  = {us:.2} µs per fix")),
                 s.cpu_us_per_request.map_or(String::new(), |us| format!("  = {us:.2} µs per request")),
             );
         }
@@ -668,6 +696,9 @@ mod tests {
     fn the_report_derives_ratios_and_server_costs() {
         let mut all = worker(&[(0, 2)], &[(0, 2)], &[1000, 2000, 3000, 4000]);
         all.riders.open_at_end = 2;
+        all.drivers.sends = 8;
+        all.drivers.pushes = 2;
+        all.drivers.cell_changes = 2;
         let sample = |rss, cpu| ServerSample {
             processes: vec![crate::procfs::ProcSample { pid: 1, rss_kb: Some(rss), cpu_us: Some(cpu) }],
         };
@@ -691,10 +722,16 @@ mod tests {
         assert_eq!(json["delivery"]["ratio"], 1.0);
         assert_eq!(json["server"]["cpu_us"], 4000);
         assert_eq!(json["server"]["cpu_us_per_delivered_event"], 1000.0);
+        assert_eq!(json["server"]["cpu_us_per_fix"], 4000.0 / 8.0);
+        assert_eq!(json["drivers"]["cell_changes"], 2);
+        assert_eq!(json["delivery"]["lost"], 0);
         assert_eq!(json["server"]["rss_bytes_per_connection"], 200.0 * 1024.0 / 2.0);
         assert_eq!(json["mode"], "fanout");
         assert_eq!(json["delivery"]["per_sec"], 2.0);
-        assert!(report.table().contains("delivery   expected        4"));
+        let table = report.table();
+        assert!(table.contains("delivery   expected        4"), "{table}");
+        assert!(table.contains("(nothing lost)") && table.contains("500.00 µs per fix"), "{table}");
+        assert!(table.contains("changed cell        2 (25.0 %)"), "{table}");
     }
 
     fn facts(mode: Mode) -> RunFacts {

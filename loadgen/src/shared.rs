@@ -13,6 +13,7 @@ use crate::job::{Job, Mode, MotionKind, ServerKind};
 use crate::net::{Pacer, SourcePorts};
 use crate::plan::source_ips;
 use crate::stats::AtomicHistogram;
+use crate::trip::TripRecipe;
 
 /// How one connection attempt ended, sent by each rider and driver task once.
 #[derive(Debug)]
@@ -76,6 +77,8 @@ pub struct Shared {
     pub poll_interval: Duration,
     pub total_drivers: usize,
     pub seed: u64,
+    /// Share of time fleet drivers stand.
+    pub standing_share: f64,
     /// Cancelled at `go`.
     pub go: CancellationToken,
     /// Cancelled at `stop`.
@@ -129,6 +132,17 @@ impl Shared {
         (result, started)
     }
 
+    /// What every driver trip of this run shares.
+    pub fn trip_recipe(&self) -> TripRecipe {
+        TripRecipe {
+            motion: self.motion,
+            server: self.server,
+            seed: self.seed,
+            interval: self.send_interval.max(Duration::from_millis(1)),
+            standing_share: self.standing_share,
+        }
+    }
+
     /// The state of a worker running `job`, whose drivers are `owned`.
     pub(crate) fn new(job: &Job, owned: &[usize]) -> Self {
         Self {
@@ -142,6 +156,7 @@ impl Shared {
             poll_interval: job.poll_interval,
             total_drivers: job.layout.drivers,
             seed: job.seed,
+            standing_share: job.standing_share,
             go: CancellationToken::new(),
             stop: CancellationToken::new(),
             exit: CancellationToken::new(),

@@ -206,8 +206,9 @@ fn build_report(shared: &Shared, setup: &SetupTally) -> WorkerReport {
             attempted: setup.drivers_attempted,
             connected: setup.drivers_connected,
             failures: setup.driver_failures.clone(),
-            sends: tallies.iter().map(|t| t.1).sum(),
-            pushes: tallies.iter().map(|t| t.2).sum(),
+            sends: tallies.iter().map(|t| t.sends).sum(),
+            pushes: tallies.iter().map(|t| t.pushes).sum(),
+            cell_changes: tallies.iter().map(|t| t.cell_changes).sum(),
             send_errors: shared.driver_sends_failed.get(),
             error_frames: shared.driver_error_frames.get(),
             disconnects: shared.driver_disconnects.get(),
@@ -242,7 +243,7 @@ fn build_report(shared: &Shared, setup: &SetupTally) -> WorkerReport {
             staleness_estimated: poll.staleness_estimated.get(),
         },
         riders_by_driver: setup.riders_by_driver.iter().map(|(&d, &n)| (d as u32, n)).collect(),
-        pushes_by_driver: tallies.iter().map(|t| (t.0, t.2)).collect(),
+        pushes_by_driver: tallies.iter().map(|t| (t.driver, t.pushes)).collect(),
         generator: GeneratorTally { rss_kb: me.rss_kb.unwrap_or(0), cpu_us: me.cpu_us.unwrap_or(0) },
     }
 }
