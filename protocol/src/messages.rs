@@ -127,6 +127,9 @@ pub fn parse_driver_message(text: &str) -> Result<DriverMessage, MessageError> {
     if !crate::is_json_object(text) {
         return Err(MessageError::NotAnObject);
     }
+    if let Some(report) = parse_location_directly(text) {
+        return Ok(DriverMessage::Location(report));
+    }
     let message: DriverMessage = serde_json::from_str(text)?;
     if let DriverMessage::OfferAck { offer_id }
     | DriverMessage::Accept { offer_id }
@@ -138,6 +141,27 @@ pub fn parse_driver_message(text: &str) -> Result<DriverMessage, MessageError> {
         crate::Id::parse(ride_id).map_err(MessageError::RideId)?;
     }
     Ok(message)
+}
+
+/// A location frame read straight into its fields, or `None` for anything else (another
+/// `type`, a field missing or of the wrong kind, a `type` with escapes), which the general parser
+/// then reads and, if it must, explains. Locations are nearly every frame a driver sends, and an
+/// internally tagged enum makes serde buffer the whole object before it reads a field.
+fn parse_location_directly(text: &str) -> Option<LocationReport> {
+    #[derive(Deserialize)]
+    struct Flat<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: &'a str,
+        lat: f64,
+        lng: f64,
+        #[serde(default)]
+        heading: Option<f64>,
+        #[serde(default)]
+        speed: Option<f64>,
+        ts: u64,
+    }
+    let Flat { kind, lat, lng, heading, speed, ts } = serde_json::from_str(text).ok()?;
+    (kind == "location").then_some(LocationReport { lat, lng, heading, speed, ts })
 }
 
 #[cfg(test)]
@@ -159,6 +183,37 @@ mod tests {
         }
         let unreadable = parse_driver_message(r#"{"type":"accept"}"#).expect_err("no offerId");
         assert_eq!(unreadable.code(), ErrorCode::InvalidMessage);
+    }
+
+    #[test]
+    fn a_location_read_directly_is_what_the_general_parser_reads_and_nothing_else_is_read_directly() {
+        let frames = [
+            r#"{"type":"location","lat":1.5,"lng":2.5,"ts":7}"#,
+            r#"{"lat":1.5,"lng":2.5,"ts":7,"type":"location"}"#,
+            r#"{"type":"location","lat":-90,"lng":180,"heading":null,"speed":3,"ts":1764240000123}"#,
+            r#"{"type":"location","lat":1.5,"lng":2.5,"heading":90.5,"ts":7,"extra":{"a":[1,2]}}"#,
+            r#"{"type":"location","lat":1.5,"lng":2.5,"ts":7.5}"#,
+            r#"{"type":"location","lat":"1.5","lng":2.5,"ts":7}"#,
+            r#"{"type":"location","lng":2.5,"ts":7}"#,
+            r#"{"type":"location","lat":1.5,"lng":2.5,"ts":7}"#,
+            r#"{"type":"availability","available":true,"lat":1.5,"lng":2.5,"ts":7}"#,
+            r#"{"type":"location","type":"accept","lat":1.5,"lng":2.5,"ts":7}"#,
+            r#"{"type":"location","lat":1.5,"lat":2.5,"lng":2.5,"ts":7}"#,
+            r#"{"type":"location","lat":1.5,"lng":2.5,"ts":-7}"#,
+        ];
+        for frame in frames {
+            let general: Result<DriverMessage, _> = serde_json::from_str(frame);
+            match parse_location_directly(frame) {
+                Some(report) => assert_eq!(general.as_ref().ok(), Some(&DriverMessage::Location(report)), "{frame}"),
+                None => assert!(
+                    !matches!(general, Ok(DriverMessage::Location(_))),
+                    "{frame}: a location the direct path missed: {general:?}"
+                ),
+            }
+            let parsed = parse_driver_message(frame).map_err(|error| error.to_string());
+            let expected = general.map_err(|error| MessageError::from(error).to_string());
+            assert_eq!(parsed, expected, "{frame}: the same answer either way");
+        }
     }
 
     #[test]

@@ -165,3 +165,28 @@ async fn coordinates_reach_riders_and_polling_exactly_as_the_driver_sent_them() 
         );
     }
 }
+
+/// `--threads 1` runs the origin on one thread (a current-thread runtime), the Redis client's
+/// tasks included: a task that blocked it, or one that needed another thread to make progress,
+/// would stall everything here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_origin_thread_carries_drivers_riders_and_redis_alike() {
+    let redis = ridecast_tests::RedisServer::start().await;
+    for with_redis in [false, true] {
+        let builder = ridecast_tests::Origin::builder().flag("--threads", 1);
+        let origin = if with_redis { builder.redis(&redis).start().await } else { builder.start().await };
+        let driver = if with_redis { "d-one-thread-redis" } else { "d-one-thread" };
+        let token = rider_token("r1", driver);
+        let (route, mut clock) = (Route::san_francisco(), TsClock::new());
+        let mut rider = RiderStream::open(&origin, driver, &token).await;
+        let mut socket = DriverSocket::connect(&origin, &driver_token(driver)).await;
+        for k in 0..3 {
+            let fix = Fix::at(route.point(k), clock.tick());
+            socket.send_location(fix).await;
+            rider.expect_location(driver, &fix, &format!("cell change {k} on one thread (redis: {with_redis})")).await;
+        }
+        let in_cell = Fix::at(route.nudge(2, 1), clock.tick());
+        socket.send_location(in_cell).await;
+        wait_until_stored(&origin, driver, &token, &in_cell, "an in-cell move on one thread").await;
+    }
+}

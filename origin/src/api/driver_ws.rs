@@ -91,7 +91,9 @@ pub async fn upgrade(
         .on_upgrade(move |socket| async move {
             // The socket keeps its place in the connection limit until it closes.
             let (_slot, _permit) = (slot, permit);
-            DriverSession::new(driver, state).run(socket).instrument(span).await;
+            let session = DriverSession::new(driver, state).run(socket);
+            // Entering even a disabled span costs every frame a little; skip it when it is off.
+            if span.is_disabled() { session.await } else { session.instrument(span).await }
         }))
 }
 
@@ -178,6 +180,10 @@ impl DriverSession {
         let mut next_ping = Instant::now() + self.state.config.ws_ping;
         let timer = tokio::time::sleep_until(next_ping);
         let mut timer = std::pin::pin!(timer);
+        // Made once and polled on every turn: making them per turn registered and unregistered
+        // a waiter on the drain token and the inbox for every frame a driver sends.
+        let mut draining = std::pin::pin!(shutdown.cancelled());
+        let mut posted = std::pin::pin!(next_posted(inbox.as_deref()));
         tracing::debug!("driver connected");
         let close = loop {
             let mut deadline = match self.pending {
@@ -194,7 +200,7 @@ impl DriverSession {
                 timer.as_mut().reset(deadline);
             }
             let next = tokio::select! {
-                () = shutdown.cancelled() => Next::Close(close_code::RESTART, "server restarting; reconnect"),
+                () = &mut draining => Next::Close(close_code::RESTART, "server restarting; reconnect"),
                 frame = socket.recv() => match frame {
                     None | Some(Ok(Message::Close(_))) => break None,
                     Some(Ok(message)) => {
@@ -203,10 +209,13 @@ impl DriverSession {
                     }
                     Some(Err(error)) => break transport_close(&error),
                 },
-                posted = next_posted(inbox.as_deref()) => match posted {
-                    Posted::Frame(frame) => Box::pin(self.on_post(frame, &mut socket)).await,
-                    // Frames may have been lost on the way: the store knows what is pending.
-                    Posted::LookUpOffer => Box::pin(self.look_up_offer(&mut socket, Acknowledged::Skip)).await,
+                parcel = &mut posted => {
+                    posted.set(next_posted(inbox.as_deref()));
+                    match parcel {
+                        Posted::Frame(frame) => Box::pin(self.on_post(frame, &mut socket)).await,
+                        // Frames may have been lost on the way: the store knows what is pending.
+                        Posted::LookUpOffer => Box::pin(self.look_up_offer(&mut socket, Acknowledged::Skip)).await,
+                    }
                 },
                 () = timer.as_mut() => {
                     let now = Instant::now();

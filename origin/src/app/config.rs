@@ -187,6 +187,12 @@ pub struct ServeArgs {
     #[arg(long, env = "RIDECAST_REUSE_PORT")]
     pub reuse_port: bool,
 
+    /// Threads that serve connections; 0 = one per core. With 1, everything runs on one
+    /// thread: no event is handed from one thread to another, which is the least CPU per event.
+    /// To use more cores that way, run one process per core on one port (`--reuse-port`).
+    #[arg(long, env = "RIDECAST_THREADS", default_value_t = 0)]
+    pub threads: usize,
+
     /// Time a client has to send a complete request head.
     #[arg(long, env = "RIDECAST_HEADER_TIMEOUT_SECS", default_value_t = 10)]
     pub header_timeout_secs: u64,
@@ -331,6 +337,8 @@ pub struct Config {
     pub ride_token_ttl: Duration,
     pub max_connections: Option<usize>,
     pub reuse_port: bool,
+    /// Runtime threads; 0 = one per core.
+    pub threads: usize,
     pub secrets: Secrets,
     /// What the handlers need: streams, sockets, limits per connection.
     pub api: ApiConfig,
@@ -410,6 +418,7 @@ impl Config {
             },
             max_connections: args.max_connections,
             reuse_port: args.reuse_port,
+            threads: args.threads,
             secrets,
             api,
         }

@@ -111,7 +111,7 @@ fn serve(args: ServeArgs, secrets: Secrets, extension: impl FnOnce(&Config) -> E
     config.check_safe()?;
     raise_fd_limit(config.max_connections);
     let extension = extension(&config);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(LaunchError::Runtime)?;
+    let runtime = runtime(config.threads).map_err(LaunchError::Runtime)?;
     runtime.block_on(async move {
         let bind_error = |source| LaunchError::Bind { addr: config.listen, source };
         let listener = bind(config.listen, config.reuse_port).map_err(bind_error)?;
@@ -128,6 +128,21 @@ fn serve(args: ServeArgs, secrets: Secrets, extension: impl FnOnce(&Config) -> E
         server::run_with(listener, config, extension, shutdown_signal()).await?;
         Ok(())
     })
+}
+
+/// The runtime for `threads` (0 = one per core): one thread is a current-thread runtime, whose
+/// tasks wake one another without a cross-thread hand-off or a parked worker woken to steal.
+fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = match threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        0 => tokio::runtime::Builder::new_multi_thread(),
+        n => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(n);
+            builder
+        }
+    };
+    builder.enable_all().build()
 }
 
 fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
