@@ -21,7 +21,10 @@
 #                                                       round, for --motion hop then creep, Nchan, Ridecast
 #                                                       embedded, Ridecast + one redis-server (both measured),
 #                                                       fresh servers each run; a summary of p99 and CPU µs per
-#                                                       fix, with Ridecast's over Nchan's in the same round
+#                                                       fix, with Ridecast's over Nchan's in the same round.
+#                                                       BEFORE_BIN=<an older ridecast-origin> adds it as
+#                                                       "before" (embedded and + Redis) to every round;
+#                                                       MOTIONS="hop creep" picks the motions
 #   polling-vs-push  DRIVERS=1000 RIDERS=10000 DURATION=60 SEED=1
 #                                                       street-driving drivers; riders stream, then poll every 2 s
 #   polling-vs-push-reference  as polling-vs-push, STANDING_SHARE=0.91
@@ -55,7 +58,8 @@
 #
 # Other settings: RIDECAST_TOKEN_SECRET (default: a fixed bench secret), RESULTS_DIR (default
 # bench/results), NO_BUILD=1 (skip `cargo build --release`), KEEP_WORK=1 (keep the logs),
-# CARGO_TARGET_DIR (where the release binaries are built and run from; default target/).
+# CARGO_TARGET_DIR (where the release binaries are built and run from; default target/),
+# ORIGIN_FLAGS (flags every origin gets; default `--threads 1`: one thread per origin process).
 # The summaries of the rows that alternate servers need jq (bench_label in each JSON line).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -81,6 +85,13 @@ RESULTS_DIR=${RESULTS_DIR:-$ROOT/bench/results}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 case "$TARGET_DIR" in /*) ;; *) TARGET_DIR=$ROOT/$TARGET_DIR ;; esac
 ORIGIN=$TARGET_DIR/release/ridecast-origin
+# Flags every origin gets. One thread per origin process: the least CPU per event (see
+# origin/CLI.md, --threads); rows that need more cores run more origins.
+read -r -a ORIGIN_FLAGS <<<"${ORIGIN_FLAGS---threads 1}"
+# BEFORE_BIN: an older ridecast-origin (a release build of an earlier commit) that the reference
+# row runs too, as `embedded-before` and `redis-before`, alternating with the others in the same
+# run; it gets BEFORE_FLAGS (default none: older builds may not know --threads).
+read -r -a BEFORE_FLAGS <<<"${BEFORE_FLAGS-}"
 LOADGEN=$TARGET_DIR/release/ridecast-loadgen
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 RESULT_JSON=$RESULTS_DIR/$ROW-$STAMP.json
@@ -222,7 +233,11 @@ start_redis_node() {
 start_origin() {
   local name=$1 port=$2
   shift 2
-  "$ORIGIN" --listen "127.0.0.1:$port" --max-connections 19500 --drain-secs 2 "$@" \
+  local binary=$ORIGIN flags=("${ORIGIN_FLAGS[@]}")
+  if [ -n "${USE_BEFORE:-}" ]; then
+    binary=$BEFORE_BIN flags=("${BEFORE_FLAGS[@]}")
+  fi
+  "$binary" --listen "127.0.0.1:$port" --max-connections 19500 --drain-secs 2 "${flags[@]}" "$@" \
     >"$WORK/$name.out" 2>"$WORK/$name.log" &
   local pid=$!
   STARTED+=("$pid")
@@ -423,17 +438,17 @@ fanout_run() {
       loadgen "$label" fanout --target nchan --url "http://127.0.0.1:$NCHAN_PORT" "${common[@]}" "${PID_FLAGS[@]}"
       stop_nchan
       ;;
-    embedded)
+    embedded | embedded-before)
       port=$(free_port)
-      start_origin "origin-$label" "$port"
+      USE_BEFORE=${server#embedded} start_origin "origin-$label" "$port"
       pid_flags "${ORIGIN_PIDS[@]}"
       loadgen "$label" fanout --url "http://127.0.0.1:$port" --secret "$SECRET" "${common[@]}" "${PID_FLAGS[@]}"
       stop_origins
       ;;
-    redis)
+    redis | redis-before)
       start_redis
       port=$(free_port)
-      start_origin "origin-$label" "$port" --redis-url "$REDIS_URL"
+      USE_BEFORE=${server#redis} start_origin "origin-$label" "$port" --redis-url "$REDIS_URL"
       wait_ready "$port"
       pid_flags "${ORIGIN_PIDS[@]}" "${REDIS_PIDS[@]}"
       loadgen "$label" fanout --url "http://127.0.0.1:$port" --secret "$SECRET" "${common[@]}" "${PID_FLAGS[@]}"
@@ -448,9 +463,14 @@ fanout_run() {
 # drift of the machine over time hits all three alike.
 row_reference() {
   local rounds=${ROUNDS:-2} drivers=${DRIVERS:-5000} riders=${RIDERS_PER_DRIVER:-1} round motion server
+  local servers=(nchan embedded redis)
+  if [ -n "${BEFORE_BIN:-}" ]; then
+    [ -x "$BEFORE_BIN" ] || die "BEFORE_BIN=$BEFORE_BIN is not an executable"
+    servers=(nchan embedded-before embedded redis-before redis)
+  fi
   for round in $(seq "$rounds"); do
-    for motion in hop creep; do
-      for server in nchan embedded redis; do
+    for motion in ${MOTIONS:-hop creep}; do
+      for server in "${servers[@]}"; do
         fanout_run "r$round-$motion-$server" "$server" "$motion" "$drivers" "$riders"
       done
     done
@@ -480,9 +500,10 @@ compare_with_nchan() {
     def num(x; n): if x == null then "n/a" else (x * pow(10; n) | round / pow(10; n) | tostring) end;
     def pad(w): tostring | . + (" " * ([w - length, 1] | max));
     def times(a; b): if a == null or b == null or b == 0 then "n/a" else num(a / b; 2) + "x" end;
-    def name: {nchan: "nchan", embedded: "ridecast", redis: "ridecast+redis"}[.] // .;
+    def name: {nchan: "nchan", embedded: "ridecast", redis: "ridecast+redis",
+      "embedded-before": "before", "redis-before": "before+redis"}[.] // .;
     map(select(.bench_label != null) | (.bench_label | split("-")) as $l
-        | {round: $l[0], motion: $l[1], server: $l[2],
+        | {round: $l[0], motion: $l[1], server: ($l[2:] | join("-")),
            p99: (.latency_us.p99 // null), cpu_fix: .server.cpu_us_per_fix,
            cpu_event: .server.cpu_us_per_delivered_event,
            fixes: .drivers.sends, cell_changes: .drivers.cell_changes,
