@@ -23,7 +23,8 @@
 //! # How a location travels, and where each step lives
 //!
 //! 1. [`api::driver_ws`] reads a driver's frames, validates them and coalesces floods.
-//! 2. [`ingest`] stores each accepted update once and publishes it only when its grid cell changed.
+//! 2. [`ingest`] stores each accepted update once and publishes it only when its grid cell changed:
+//!    inline on the embedded store, in batches (one round trip for many drivers) on Redis.
 //! 3. [`bus`] carries it to every instance (Redis) or straight to local hubs (embedded).
 //! 4. [`fanout::hubs`] keeps one latest-value hub per channel with local subscribers;
 //!    [`fanout::subscriptions`] holds the instance's single bus subscription for it.

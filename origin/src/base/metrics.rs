@@ -57,7 +57,7 @@ metric_set! {
     counter updates_suppressed_total;
     /// Location updates published to the bus (grid cell changed).
     counter updates_published_total;
-    /// Location updates that could not be stored (backend unavailable).
+    /// Location updates that could not be stored (backend unavailable, or too many waiting for it).
     counter updates_failed_total;
     /// Surge multipliers set by operators through this instance (stored and published).
     counter surge_updates_total;
@@ -110,7 +110,7 @@ impl Metrics {
         self.0.ingest_latency.render(
             &mut out,
             "ingest_seconds",
-            "Time to store (and publish) one location update in the backend.",
+            "Time to store (and publish) location updates in the backend: one update on the embedded store, one batch of them on Redis.",
         );
         self.0.delivery_age.render(
             &mut out,
@@ -120,7 +120,7 @@ impl Metrics {
         out
     }
 
-    /// Backend store-and-publish time of one update.
+    /// Backend store-and-publish time of one update (embedded) or one batch of them (Redis).
     pub fn ingest_latency(&self) -> &LatencyHistogram {
         &self.0.ingest_latency
     }

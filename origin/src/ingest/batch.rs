@@ -5,12 +5,16 @@
 //! on its way, the fix joins the next one, which leaves as soon as the first is answered: under
 //! load batches grow, and no fix waits longer than one round trip behind another. A fix that
 //! stays in its cell (stored, not pushed) does not wake the writer; it leaves with the next
-//! batch, or after [`BatchSettings::in_cell_delay`] (50 ms) at the latest. So a rider connecting, or a client polling,
-//! may read a position up to that much older than the newest: never an older cell than the
-//! one pushed.
+//! batch, or after [`BatchSettings::in_cell_delay`] (50 ms) at the latest. So a rider
+//! connecting, or a client polling, may read a position up to that much older than the newest:
+//! never an older cell than the one pushed.
 //!
-//! Memory is bounded: at most [`BatchSettings::max_waiting`] fixes wait. Past that (the store is stalled), new
-//! fixes are dropped and counted as failed; each driver's next fix takes its place.
+//! Order between batches does not matter for correctness: the store keeps a driver's newest
+//! `ts` whatever order its updates arrive in.
+//!
+//! Memory is bounded: at most [`BatchSettings::max_waiting`] fixes wait. Past that (the store
+//! is stalled), new fixes are dropped and counted as failed; each driver's next fix takes its
+//! place.
 
 use std::{
     sync::{

@@ -8,8 +8,8 @@
 //!   own task: no hand-off, no wake-up of another task;
 //! * a remote one (Redis) is written in batches by one task per instance ([`batch`]): a fix that
 //!   changes cell is written at once (with whatever else waits, in one round trip), one that
-//!   stays in its cell waits up to [`batch::BatchSettings::in_cell_delay`] for company. Round trips and
-//!   wake-ups, not Lua, are what a fix cost when each went alone.
+//!   stays in its cell waits up to [`batch::BatchSettings::in_cell_delay`] for company. Round
+//!   trips and wake-ups, not Lua, were what a fix cost when each went alone.
 //!
 //! The session tells which kind a fix is from its own [`DriverTrack`]; the store still decides
 //! (stale `ts`, the cell it last published), so a wrong guess costs at most the delay.
