@@ -43,6 +43,10 @@
 #                                                       connections refused or dropped
 #   edge-fanout      RIDERS=500 DURATION=30             one driver on an embedded origin, riders through the edge
 #                                                       worker in workerd: all on one Durable Object
+#   edge-trips       DRIVERS=2000 RIDERS_PER_DRIVER=1 DURATION=30
+#                                                       the production shape at the edge: a rider per driver,
+#                                                       so DRIVERS Durable Objects each with its own origin link;
+#                                                       ends with RSS per trip and CPU per event, per process
 #   edge-restart     RIDERS=500 DOWN=5                  Redis, the driver on one origin, riders through the edge on
 #                                                       another, which is killed for DOWN s mid-run: the events
 #                                                       after its restart show how soon riders have the latest
@@ -66,7 +70,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 ROWS="idle-sse idle-drivers fanout nchan fanout-vs-nchan reference polling-vs-push polling-vs-push-reference"
-ROWS+=" one-to-500 cross-instance scale-100k reference-100k edge-fanout edge-restart edge-idle"
+ROWS+=" one-to-500 cross-instance scale-100k reference-100k edge-fanout edge-trips edge-restart edge-idle"
 usage() {
   sed -n '2,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//' >&2
   exit 2
@@ -689,6 +693,41 @@ row_edge_fanout() {
   loadgen edge-fanout fanout --url "http://127.0.0.1:$port" --rider-url "http://127.0.0.1:$edge_port" \
     --secret "$SECRET" --drivers 1 --riders-per-driver "${RIDERS:-500}" --duration-secs "${DURATION:-30}" \
     --interval-ms 1000 --connect-concurrency 32 "${PID_FLAGS[@]}"
+}
+
+# The production shape at the edge: many trips, each a driver followed by one rider, so DRIVERS
+# Durable Objects, each with its own link to the origin. Ends with what one trip costs each
+# process: memory (RSS growth from before connecting to the end, per trip) and CPU per
+# delivered event.
+row_edge_trips() {
+  local port edge_port
+  port=$(free_port)
+  start_origin origin "$port"
+  edge_port=$(free_port)
+  start_edge "$edge_port" "http://127.0.0.1:$port"
+  pid_flags "${ORIGIN_PIDS[@]}" "$WORKERD_PID"
+  loadgen edge-trips fanout --url "http://127.0.0.1:$port" --rider-url "http://127.0.0.1:$edge_port" \
+    --secret "$SECRET" --drivers "${DRIVERS:-2000}" --riders-per-driver "${RIDERS_PER_DRIVER:-1}" \
+    --duration-secs "${DURATION:-30}" --interval-ms 1000 --connect-concurrency 32 "${PID_FLAGS[@]}"
+  per_process_costs "origin ${ORIGIN_PIDS[0]} workerd $WORKERD_PID"
+}
+
+# per_process_costs "NAME PID ...": each named process's RSS growth per driver (a trip, with
+# RIDERS_PER_DRIVER riders) and CPU per delivered event, from the last JSON line's samples.
+per_process_costs() {
+  command -v jq >/dev/null || return 0
+  jq -r --arg names "$1" '
+    ($names | split(" ")) as $n
+    | ([range(0; $n | length; 2) as $i | {key: $n[$i + 1], value: $n[$i]}] | from_entries) as $name
+    | . as $run
+    | $run.server.samples as $s
+    | $s.at_end.processes[] as $last
+    | ($s.before.processes[] | select(.pid == $last.pid)) as $first
+    | ($s.at_go.processes[] | select(.pid == $last.pid)) as $go
+    | "\($name[$last.pid | tostring] // $last.pid): RSS \((($last.rss_kb - $first.rss_kb) * 1024 / $run.params.drivers) | round) B per driver"
+      + " (\($run.params.drivers) drivers, \($run.params.riders_per_driver) rider(s) each),"
+      + " CPU \((($last.cpu_us - $go.cpu_us) / ([$run.delivery.received, 1] | max) * 10 | round) / 10) µs per delivered event"
+  ' <(tail -1 "$RESULT_JSON") | tee -a "$RESULT_TXT" >&2
 }
 
 row_edge_restart() {

@@ -51,3 +51,31 @@ async fn only_edge_tokens_open_the_link_and_bad_ids_are_400() {
     let bad = origin.ws_url("/edge/v1/drivers/a.b");
     assert_eq!(open_link(&bad, &mint(&claims(Role::Edge, "edge-1"))).await.err(), Some(400), "a bad driver id is 400");
 }
+
+/// Links per edge token are not capped on the origin (an edge holds one per object), so what
+/// one open link costs the origin is what thousands of trips cost it. A link holds a small read
+/// buffer, not tungstenite's 128 KiB default, which alone made each cost ~130 KB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_edge_link_costs_the_origin_kilobytes_not_a_default_sized_buffer() {
+    const LINKS: usize = 300;
+    let origin = ridecast_tests::Origin::builder().start().await;
+    let pid = origin.pid().expect("the origin runs");
+    let edge = mint(&claims(Role::Edge, "edge-memory"));
+    // Warm up: the first links pay for the allocator's and the runtime's own growth.
+    let mut warm_up = Vec::new();
+    for n in 0..50 {
+        warm_up.push(open_link(&origin.ws_url(&format!("/edge/v1/drivers/warm-{n}")), &edge).await.expect("opens"));
+    }
+    let before = ridecast_tests::process::rss(pid);
+    let mut links = Vec::new();
+    for n in 0..LINKS {
+        let url = origin.ws_url(&format!("/edge/v1/drivers/d-mem-{n}"));
+        links.push(open_link(&url, &edge).await.expect("an edge token opens the link"));
+    }
+    // Every link served: its session is up and has read from its socket (a ping goes both ways).
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let after = ridecast_tests::process::rss(pid);
+    let per_link = after.0.saturating_sub(before.0) / LINKS as u64;
+    assert!(per_link < 40_000, "{per_link} B of origin memory per open edge link ({LINKS} links)");
+    drop((warm_up, links));
+}

@@ -37,7 +37,7 @@ use crate::{
         extract::RidePath,
         front::ConnectionSlot,
         state::AppState,
-        websocket::{FLOODING, Incoming, Next, TRANSPORT_FRAME_LIMIT, incoming, transport_close},
+        websocket::{self, FLOODING, Incoming, Next, TRANSPORT_FRAME_LIMIT, incoming, transport_close},
     },
     auth::{AuthError, Principal},
     base::metrics::GaugeGuard,
@@ -77,13 +77,11 @@ pub async fn upgrade(
     // Seated before the upgrade answer: a notice sent once the client sees it is not missed.
     let seat = state.chat.join(&ride_id);
     let span = tracing::debug_span!("chat", ride.id = %ride_id, from = role.as_str());
-    Ok(ws.max_message_size(TRANSPORT_FRAME_LIMIT).max_frame_size(TRANSPORT_FRAME_LIMIT).on_upgrade(
-        move |socket| async move {
-            // The socket keeps its place in the connection limit until it closes.
-            let (_slot, _permit) = (slot, permit);
-            ChatSession::new(ride_id, role, since, state).run(socket, seat).instrument(span).await;
-        },
-    ))
+    Ok(websocket::sized(ws, TRANSPORT_FRAME_LIMIT).on_upgrade(move |socket| async move {
+        // The socket keeps its place in the connection limit until it closes.
+        let (_slot, _permit) = (slot, permit);
+        ChatSession::new(ride_id, role, since, state).run(socket, seat).instrument(span).await;
+    }))
 }
 
 /// `?since=<messageId>`, if given.

@@ -37,7 +37,7 @@ use crate::{
         error::ApiError,
         front::ConnectionSlot,
         state::AppState,
-        websocket::{FLOODING, Incoming, Next, TRANSPORT_FRAME_LIMIT, incoming, transport_close},
+        websocket::{self, FLOODING, Incoming, Next, TRANSPORT_FRAME_LIMIT, incoming, transport_close},
     },
     auth::Principal,
     base::{
@@ -49,9 +49,6 @@ use crate::{
     ingest::{DriverTrack, StoreUnavailable},
     limits::{RefusedRun, token_streams::StreamKey},
 };
-
-/// Initial read buffer of a driver socket.
-const READ_BUFFER_BYTES: usize = 512;
 
 /// An online driver's position is written to the dispatch store when its grid cell changes,
 /// or at least this often (which also keeps it from counting as stale).
@@ -81,20 +78,13 @@ pub async fn upgrade(
     // Debug level: an enabled span costs every connected driver ~400 bytes of span data, so
     // at the default level events carry `driver.id` themselves instead.
     let span = tracing::debug_span!("driver", driver.id = %driver);
-    Ok(ws
-        // Sized for a typical frame (~150 bytes); it grows for the rare large one. Every
-        // connected driver holds this buffer for its whole session.
-        .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(0)
-        .max_message_size(TRANSPORT_FRAME_LIMIT)
-        .max_frame_size(TRANSPORT_FRAME_LIMIT)
-        .on_upgrade(move |socket| async move {
-            // The socket keeps its place in the connection limit until it closes.
-            let (_slot, _permit) = (slot, permit);
-            let session = DriverSession::new(driver, state).run(socket);
-            // Entering even a disabled span costs every frame a little; skip it when it is off.
-            if span.is_disabled() { session.await } else { session.instrument(span).await }
-        }))
+    Ok(websocket::sized(ws, TRANSPORT_FRAME_LIMIT).on_upgrade(move |socket| async move {
+        // The socket keeps its place in the connection limit until it closes.
+        let (_slot, _permit) = (slot, permit);
+        let session = DriverSession::new(driver, state).run(socket);
+        // Entering even a disabled span costs every frame a little; skip it when it is off.
+        if span.is_disabled() { session.await } else { session.instrument(span).await }
+    }))
 }
 
 /// An offer sent and not yet acknowledged.

@@ -20,7 +20,7 @@ use axum::{
 use ridecast_protocol::{Id, Role};
 
 use crate::{
-    api::{error::ApiError, extract::ZonePath, front::ConnectionSlot, state::AppState},
+    api::{error::ApiError, extract::ZonePath, front::ConnectionSlot, state::AppState, websocket},
     auth::Principal,
     base::metrics::GaugeGuard,
     bus::Topic,
@@ -67,7 +67,7 @@ fn upgrade(
         return Err(ApiError::Unavailable("the instance is draining"));
     }
     let ws = ws?;
-    Ok(ws.max_message_size(LINK_FRAME_LIMIT).max_frame_size(LINK_FRAME_LIMIT).on_upgrade(move |socket| async move {
+    Ok(websocket::sized(ws, LINK_FRAME_LIMIT).on_upgrade(move |socket| async move {
         let _slot = slot;
         serve(state, topic, socket).await;
     }))

@@ -1,13 +1,28 @@
-//! What the WebSockets participants hold (driver, chat) have in common: the transport's own
-//! limits, and how a session loop ends.
+//! What the origin's WebSockets (driver, chat, edge link) have in common: the transport's own
+//! limits and buffers, and how a session loop ends.
 
-use axum::extract::ws::{Message, Utf8Bytes, close_code};
+use axum::extract::ws::{Message, Utf8Bytes, WebSocketUpgrade, close_code};
 use ridecast_protocol::{ErrorCode, MAX_FRAME_BYTES};
 
 /// tungstenite's own cap, far above the contract's 4 KiB so that oversized frames reach the
 /// sessions' checks and get a proper error and close code; beyond it tungstenite refuses the
 /// frame itself.
 pub const TRANSPORT_FRAME_LIMIT: usize = 64 * 1024;
+
+/// Initial read buffer of a socket, sized for a typical frame (~150 bytes); it grows for the
+/// rare large one. Every open socket holds it for its whole life: tungstenite's default
+/// (128 KiB) made each edge link and chat socket cost ~130 KB of origin memory.
+pub const READ_BUFFER_BYTES: usize = 512;
+
+/// `ws` with the buffers and frame limit every origin socket uses: a small read buffer, no
+/// write buffer (each frame is written at once; a send waits for the socket, so nothing queues
+/// here), and `frame_limit` on messages and frames.
+pub fn sized(ws: WebSocketUpgrade, frame_limit: usize) -> WebSocketUpgrade {
+    ws.read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(0)
+        .max_message_size(frame_limit)
+        .max_frame_size(frame_limit)
+}
 
 /// What a session loop does after handling a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
