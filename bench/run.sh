@@ -493,16 +493,32 @@ row_fanout_vs_nchan() {
   compare_with_nchan "fan-out: $drivers drivers, $riders riders each, a cell change per fix"
 }
 
+# The jq definitions every summary uses: a number to n places (or n/a), a padded cell.
+JQ_HELPERS='
+  def num(x; n): if x == null then "n/a" else (x * pow(10; n) | round / pow(10; n) | tostring) end;
+  def pad(w): tostring | . + (" " * ([w - length, 1] | max));
+'
+
+# summarise all|last PROGRAM [jq flags...]: runs the jq PROGRAM (after JQ_HELPERS) over this
+# run's JSON lines as one array (all) or over the last line (last), and appends what it prints
+# to the table. Without jq there is no summary; the JSON lines are complete anyway.
+summarise() {
+  local lines=$1 program=$2
+  shift 2
+  command -v jq >/dev/null || {
+    log "jq is missing: no summary (the JSON lines are complete)"
+    return 0
+  }
+  case "$lines" in
+    all) jq -rs "$@" "$JQ_HELPERS $program" "$RESULT_JSON" ;;
+    last) tail -n 1 "$RESULT_JSON" | jq -r "$@" "$JQ_HELPERS $program" ;;
+  esac | tee -a "$RESULT_TXT" >&2
+}
+
 # compare_with_nchan TITLE: per motion and round, each server's p99 and CPU, and Ridecast's
 # over Nchan's in the same round (needs jq and the bench_label of each line: rROUND-MOTION-SERVER).
 compare_with_nchan() {
-  command -v jq >/dev/null || {
-    log "jq is missing: no side-by-side summary (the JSON lines are complete)"
-    return
-  }
-  jq -rs --arg title "$1" '
-    def num(x; n): if x == null then "n/a" else (x * pow(10; n) | round / pow(10; n) | tostring) end;
-    def pad(w): tostring | . + (" " * ([w - length, 1] | max));
+  summarise all '
     def times(a; b): if a == null or b == null or b == 0 then "n/a" else num(a / b; 2) + "x" end;
     def name: {nchan: "nchan", embedded: "ridecast", redis: "ridecast+redis",
       "embedded-before": "before", "redis-before": "before+redis"}[.] // .;
@@ -527,7 +543,7 @@ compare_with_nchan() {
       "p99: driver→rider latency of delivered events; cpu: server CPU (Redis included for ridecast+redis)",
       "over the window and drain, per driver fix sent / per event delivered. Nchan pushes every fix;",
       "the origin only cell changes (all of them with hop, about one in five with creep)."
-  ' "$RESULT_JSON" | tee -a "$RESULT_TXT" >&2
+  ' --arg title "$1"
 }
 
 row_polling_vs_push() {
@@ -566,14 +582,8 @@ push_then_poll() {
 # compare_polling_and_push TITLE: the two halves side by side (needs jq; the JSON lines hold
 # everything anyway).
 compare_polling_and_push() {
-  command -v jq >/dev/null || {
-    log "jq is missing: no side-by-side summary (the JSON lines are complete)"
-    return
-  }
-  jq -rs --arg title "$1" '
-    def num(x; n): if x == null then "n/a" else (x * pow(10; n) | round / pow(10; n) | tostring) end;
+  summarise all '
     def ms(x): if x == null then "n/a" else num(x / 1000; 1) end;
-    def pad(w): . + (" " * ([w - length, 1] | max));
     def row(name; a; b): (name | pad(30)) + (a | pad(18)) + b;
     def per(a; b): if a == null or b == null or b == 0 then null else a / b end;
     def pct(a; b): if a == null or b == null or b <= 0 then "n/a" else num(a / b * 100; 1) + " %" end;
@@ -604,7 +614,7 @@ compare_polling_and_push() {
     "useful update: push = a delivered event; poll = an answer showing a newer location.",
     "staleness: push = delivery latency of the cell changes it pushes (other fixes are never pushed);",
     "poll = from each driver fix to the first answer showing it or a newer one."
-' "$RESULT_JSON" | tee -a "$RESULT_TXT" >&2
+  ' --arg title "$1"
 }
 
 # fanout_over_origins LABEL DRIVERS RIDERS_PER_DRIVER: Redis and ORIGINS (3) origins sharing it,
@@ -669,17 +679,13 @@ scale_run() {
 
 # say_what_was_lost: one line saying whether the last run lost anything (events, connections).
 say_what_was_lost() {
-  command -v jq >/dev/null || {
-    log "jq is missing: see the delivery line of the table for lost events"
-    return
-  }
-  tail -n 1 "$RESULT_JSON" | jq -r '
+  summarise last '
     (.delivery.lost // 0) as $lost
     | (.riders.failed + (.drivers.failures | add // 0)) as $refused
     | (.riders.closed_during_run + .drivers.disconnects) as $dropped
     | if $lost == 0 and $refused == 0 and $dropped == 0 then "# LOSS: none (\(.delivery.received) of \(.delivery.expected) events delivered, every connection held)"
       else "# LOSS: \($lost) of \(.delivery.expected) events lost, \($refused) connections refused, \($dropped) dropped during the run" end
-  ' | tee -a "$RESULT_TXT" >&2
+  '
 }
 
 row_edge_fanout() {
@@ -715,8 +721,7 @@ row_edge_trips() {
 # per_process_costs "NAME PID ...": each named process's RSS growth per driver (a trip, with
 # RIDERS_PER_DRIVER riders) and CPU per delivered event, from the last JSON line's samples.
 per_process_costs() {
-  command -v jq >/dev/null || return 0
-  jq -r --arg names "$1" '
+  summarise last '
     ($names | split(" ")) as $n
     | ([range(0; $n | length; 2) as $i | {key: $n[$i + 1], value: $n[$i]}] | from_entries) as $name
     | . as $run
@@ -727,7 +732,7 @@ per_process_costs() {
     | "\($name[$last.pid | tostring] // $last.pid): RSS \((($last.rss_kb - $first.rss_kb) * 1024 / $run.params.drivers) | round) B per driver"
       + " (\($run.params.drivers) drivers, \($run.params.riders_per_driver) rider(s) each),"
       + " CPU \((($last.cpu_us - $go.cpu_us) / ([$run.delivery.received, 1] | max) * 10 | round) / 10) µs per delivered event"
-  ' <(tail -1 "$RESULT_JSON") | tee -a "$RESULT_TXT" >&2
+  ' --arg names "$1"
 }
 
 row_edge_restart() {
