@@ -53,16 +53,18 @@ impl Drain {
     }
 }
 
-/// Runs `tick` every `period` (10 ms at the least) until `shutdown` fires: how each embedded
-/// store's sweeper forgets what has expired, without a task that outlives the instance.
-pub fn every_until(period: Duration, shutdown: CancellationToken, mut tick: impl FnMut() + Send + 'static) {
-    let period = period.max(Duration::from_millis(10));
+/// Runs `sweep` until `shutdown` fires, often enough that what expires `ttl` after its last
+/// change is forgotten soon after: every `ttl`, but at least every 30 s (a long TTL must not
+/// leave expired entries for hours) and at most every 10 ms. How each embedded store forgets
+/// what has expired, without a task that outlives the instance.
+pub fn sweep_until(ttl: Duration, shutdown: CancellationToken, mut sweep: impl FnMut() + Send + 'static) {
+    let period = ttl.clamp(Duration::from_millis(10), Duration::from_secs(30));
     tokio::spawn(async move {
         let mut every = tokio::time::interval(period);
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                _ = every.tick() => tick(),
+                _ = every.tick() => sweep(),
             }
         }
     });

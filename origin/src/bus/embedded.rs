@@ -51,8 +51,7 @@ impl EmbeddedBackend {
     pub fn new(deliveries: Arc<dyn Deliveries>, location_ttl: Duration, shutdown: CancellationToken) -> Self {
         let backend = Self { locations: Arc::default(), surges: Arc::default(), deliveries, location_ttl };
         let sweeper = backend.clone();
-        let period = location_ttl.min(Duration::from_secs(30));
-        shutdown::every_until(period, shutdown, move || sweeper.sweep());
+        shutdown::sweep_until(location_ttl, shutdown, move || sweeper.sweep());
         backend
     }
 

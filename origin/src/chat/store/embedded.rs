@@ -47,8 +47,7 @@ impl EmbeddedChat {
     pub fn new(max_len: usize, ttl: Duration, shutdown: CancellationToken) -> Self {
         let store = Self { rides: Arc::default(), max_len: max_len.max(1), ttl };
         let sweeper = store.clone();
-        let period = ttl.min(Duration::from_secs(30));
-        shutdown::every_until(period, shutdown, move || sweeper.sweep());
+        shutdown::sweep_until(ttl, shutdown, move || sweeper.sweep());
         store
     }
 

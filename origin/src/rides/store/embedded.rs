@@ -63,8 +63,7 @@ impl EmbeddedRides {
     pub fn new(bus: Arc<dyn Backend>, ttl: Duration, shutdown: CancellationToken) -> Self {
         let store = Self { book: Arc::default(), bus, ttl };
         let sweeper = store.clone();
-        let period = ttl.min(Duration::from_secs(30));
-        shutdown::every_until(period, shutdown, move || sweeper.sweep());
+        shutdown::sweep_until(ttl, shutdown, move || sweeper.sweep());
         store
     }
 
