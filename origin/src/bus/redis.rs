@@ -297,30 +297,27 @@ impl Backend for RedisBackend {
             let reply = self.ingest.evalsha_with_reload::<Vec<i64>, _, _>(&self.commands, keys, args).await;
             (call, reply)
         });
-        let mut results: Vec<Result<IngestOutcome, BackendError>> =
-            vec![Err(BackendError::UnexpectedReply("no reply".into())); updates.len()];
+        // Every update is in exactly one call, so each slot is filled below.
+        let mut results: Vec<Option<Result<IngestOutcome, BackendError>>> = vec![None; updates.len()];
         for (call, reply) in futures_util::future::join_all(calls).await {
-            match reply {
+            let outcomes = match reply {
                 Ok(outcomes) if outcomes.len() == call.len() => {
-                    for (&index, outcome) in call.iter().zip(outcomes) {
-                        results[index] = IngestOutcome::from_code(outcome);
-                    }
+                    outcomes.into_iter().map(IngestOutcome::from_code).collect()
                 }
                 Ok(outcomes) => {
-                    let error = BackendError::UnexpectedReply(format!(
-                        "{} outcomes for {} drivers",
-                        outcomes.len(),
-                        call.len()
-                    ));
-                    call.iter().for_each(|&index| results[index] = Err(error.clone()));
+                    let error = format!("{} outcomes for {} drivers", outcomes.len(), call.len());
+                    vec![Err(BackendError::UnexpectedReply(error)); call.len()]
                 }
-                Err(error) => {
-                    let error = BackendError::from(error);
-                    call.iter().for_each(|&index| results[index] = Err(error.clone()));
-                }
+                Err(error) => vec![Err(BackendError::from(error)); call.len()],
+            };
+            for (index, outcome) in call.into_iter().zip(outcomes) {
+                results[index] = Some(outcome);
             }
         }
         results
+            .into_iter()
+            .map(|result| result.unwrap_or_else(|| Err(BackendError::UnexpectedReply("no reply".into()))))
+            .collect()
     }
 
     fn stores_in_process(&self) -> bool {
