@@ -190,8 +190,9 @@ pub struct ServeArgs {
     /// Threads that serve connections; 0 = one per core. With 1, everything runs on one
     /// thread: no event is handed from one thread to another, which is the least CPU per event.
     /// To use more cores that way, run one process per core on one port (`--reuse-port`).
-    #[arg(long, env = "RIDECAST_THREADS", default_value_t = 0)]
-    pub threads: usize,
+    /// At most 1,024: a typo such as `10000` would otherwise start that many threads.
+    #[arg(long, env = "RIDECAST_THREADS", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=1024))]
+    pub threads: u16,
 
     /// Time a client has to send a complete request head.
     #[arg(long, env = "RIDECAST_HEADER_TIMEOUT_SECS", default_value_t = 10)]
@@ -418,7 +419,7 @@ impl Config {
             },
             max_connections: args.max_connections,
             reuse_port: args.reuse_port,
-            threads: args.threads,
+            threads: usize::from(args.threads),
             secrets,
             api,
         }
@@ -510,6 +511,10 @@ mod tests {
         assert_eq!(cli.serve.heartbeat_secs, 15);
         assert_eq!((cli.serve.ride_ttl_secs, cli.serve.ride_token_ttl_secs), (86_400, 7_200));
         assert!(Cli::try_parse_from(["ridecast-origin", "--heartbeat-secs", "16"]).is_err());
+        assert_eq!(cli.serve.threads, 0, "one thread per core");
+        assert_eq!(Cli::parse_from(["ridecast-origin", "--threads", "1"]).serve.threads, 1);
+        let too_many = Cli::try_parse_from(["ridecast-origin", "--threads", "10000"]).expect_err("past 1,024");
+        assert!(too_many.to_string().contains("--threads"), "{too_many}");
     }
 
     #[test]
