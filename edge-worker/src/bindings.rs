@@ -20,9 +20,13 @@ pub const CORS_ORIGINS: &str = "CORS_ORIGINS";
 /// Optional var: streams one token may hold open on one Durable Object; default 8 (the origin's
 /// `--max-streams-per-token`).
 pub const EDGE_MAX_STREAMS_PER_TOKEN: &str = "EDGE_MAX_STREAMS_PER_TOKEN";
-/// Optional var: rider streams one Durable Object holds; default 500 (~122 KB each in a 128 MB
+/// Optional var: riders the fan-out tree puts on one Durable Object before the next (`crate::tree`;
+/// an eighth more for returning tokens); default 500 (~122 KB each in a 128 MB
 /// isolate, with room to spare).
 pub const EDGE_MAX_RIDERS_PER_OBJECT: &str = "EDGE_MAX_RIDERS_PER_OBJECT";
+/// Optional var: shard objects one key may grow when its riders outnumber
+/// `EDGE_MAX_RIDERS_PER_OBJECT` (`crate::tree`); default 200, 0 = the root object only.
+pub const EDGE_MAX_SHARDS_PER_KEY: &str = "EDGE_MAX_SHARDS_PER_KEY";
 /// Optional var: distinct Durable Objects one token may open through one worker isolate per
 /// minute; default 20.
 pub const EDGE_MAX_OBJECTS_PER_TOKEN: &str = "EDGE_MAX_OBJECTS_PER_TOKEN";

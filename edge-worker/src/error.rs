@@ -28,10 +28,20 @@ pub enum EdgeError {
     OriginCannotConfirm(String),
     #[error("this token already has {max} streams open here (EDGE_MAX_STREAMS_PER_TOKEN); close one first")]
     TooManyStreams { max: u32 },
-    #[error("this stream's object is full ({max} riders, EDGE_MAX_RIDERS_PER_OBJECT); try again shortly")]
+    #[error(
+        "this stream's object is full ({max} riders, EDGE_MAX_RIDERS_PER_OBJECT, an eighth more for returning tokens); try again shortly"
+    )]
     ObjectFull { max: u32 },
+    #[error(
+        "this stream's {objects} objects are all full ({max} riders each: EDGE_MAX_RIDERS_PER_OBJECT, \
+         EDGE_MAX_SHARDS_PER_KEY); try again shortly"
+    )]
+    TreeFull { objects: u32, max: u32 },
     #[error("this token opened {max} streams' objects within a minute (EDGE_MAX_OBJECTS_PER_TOKEN); try again later")]
     TooManyObjects { max: u32 },
+    /// A shard could not link to its key's root object.
+    #[error("{0}")]
+    TreeLink(String),
     #[error("edge configuration is missing `{0}`")]
     Config(&'static str),
     #[error("the Workers runtime failed")]
@@ -53,11 +63,12 @@ impl EdgeError {
             Self::InvalidId(_) => ErrorCode::InvalidId,
             Self::Forbidden => ErrorCode::Forbidden,
             Self::NotFound => ErrorCode::NotFound,
-            Self::OriginUnreachable(_) | Self::OriginCannotConfirm(_) | Self::ObjectFull { .. } => {
-                ErrorCode::Unavailable
-            }
+            Self::OriginUnreachable(_)
+            | Self::OriginCannotConfirm(_)
+            | Self::ObjectFull { .. }
+            | Self::TreeFull { .. } => ErrorCode::Unavailable,
             Self::TooManyStreams { .. } | Self::TooManyObjects { .. } => ErrorCode::RateLimited,
-            Self::Config(_) | Self::Runtime(_) => ErrorCode::Internal,
+            Self::Config(_) | Self::Runtime(_) | Self::TreeLink(_) => ErrorCode::Internal,
         }
     }
 

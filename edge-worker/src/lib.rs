@@ -16,6 +16,7 @@
 //! | [`passthrough`] | streaming proxy of other `/api/` requests to `ORIGIN_URL` |
 //! | [`rider_stream`] | one rider's SSE body: a latest-only cell, never more than one pending frame |
 //! | [`hub`] | "the latest value of a key": fan-out, heartbeat probe, upstream link, grace alarm |
+//! | [`tree`] | a key's riders over several objects: the root, its shards, the paths between them |
 //! | [`objects`] | the `DriverHub` and `SurgeHub` Durable Objects, thin wrappers over [`hub`] |
 #![forbid(unsafe_code)]
 
@@ -30,3 +31,4 @@ pub mod passthrough;
 pub mod rider_stream;
 pub mod router;
 pub mod tracking;
+pub mod tree;

@@ -33,6 +33,8 @@ pub struct Limits {
     pub streams_per_token: u32,
     pub riders_per_object: u32,
     pub objects_per_token: u32,
+    /// Shards one key's tree may grow besides its root ([`crate::tree`]).
+    pub shards_per_key: u32,
 }
 
 impl Default for Limits {
@@ -41,6 +43,7 @@ impl Default for Limits {
             streams_per_token: STREAMS_PER_TOKEN,
             riders_per_object: RIDERS_PER_OBJECT,
             objects_per_token: OBJECTS_PER_TOKEN,
+            shards_per_key: crate::tree::SHARDS_PER_KEY,
         }
     }
 }
@@ -55,17 +58,30 @@ impl Limits {
             streams_per_token: parse(bindings::EDGE_MAX_STREAMS_PER_TOKEN, var, defaults.streams_per_token),
             riders_per_object: parse(bindings::EDGE_MAX_RIDERS_PER_OBJECT, var, defaults.riders_per_object),
             objects_per_token: parse(bindings::EDGE_MAX_OBJECTS_PER_TOKEN, var, defaults.objects_per_token),
+            shards_per_key: parse_in(bindings::EDGE_MAX_SHARDS_PER_KEY, var, defaults.shards_per_key, 0..=MAX_SHARDS),
         }
     }
 }
 
+/// The most shards a key may be configured to grow (a root forwards each value to each).
+pub const MAX_SHARDS: u32 = 10_000;
+
 fn parse(name: &str, var: impl Fn(&str) -> Option<String>, default: u32) -> u32 {
+    parse_in(name, var, default, 1..=u32::MAX)
+}
+
+fn parse_in(
+    name: &str,
+    var: impl Fn(&str) -> Option<String>,
+    default: u32,
+    allowed: std::ops::RangeInclusive<u32>,
+) -> u32 {
     match var(name) {
         None => default,
         Some(raw) => match raw.trim().parse::<u32>() {
-            Ok(n) if n >= 1 => n,
+            Ok(n) if allowed.contains(&n) => n,
             _ => {
-                worker::console_warn!("{name}={raw:?} is not a whole number >= 1; using {default}");
+                worker::console_warn!("{name}={raw:?} is not a whole number in {allowed:?}; using {default}");
                 default
             }
         },

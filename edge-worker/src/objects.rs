@@ -1,5 +1,6 @@
-//! The Durable Objects: one `DriverHub` per driver id and one `SurgeHub` per zone id, both thin
-//! wrappers over [`crate::hub::Hub`] so the mechanism exists once.
+//! The Durable Objects: one `DriverHub` per driver id and one `SurgeHub` per zone id (plus their
+//! shards, `<id>#<k>`, when a key outgrows one object: [`crate::tree`]), both thin wrappers over
+//! [`crate::hub::Hub`] so the mechanism exists once.
 
 use worker::{DurableObject, Env, Request, Response, Result, State, durable_object};
 
@@ -18,7 +19,7 @@ impl DurableObject for DriverHub {
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
-        match self.hub.subscribe(&req).await {
+        match self.hub.handle(&req).await {
             Ok(response) => Ok(response),
             Err(refused) => refused.into_sse_response(RETRY_MS),
         }
@@ -43,7 +44,7 @@ impl DurableObject for SurgeHub {
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
-        match self.hub.subscribe(&req).await {
+        match self.hub.handle(&req).await {
             Ok(response) => Ok(response),
             Err(refused) => refused.into_sse_response(RETRY_MS),
         }

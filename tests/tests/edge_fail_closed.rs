@@ -145,13 +145,12 @@ async fn a_confirmation_is_reused_for_at_most_five_seconds() {
     );
 }
 
-/// A real origin, and an edge with small caps so that the tests can reach them.
-async fn start_with_caps(streams_per_token: u32, riders_per_object: u32) -> (Origin, Edge) {
+/// A real origin, and an edge with a small per-token cap so that the tests can reach it.
+async fn start_with_token_cap(streams_per_token: u32) -> (Origin, Edge) {
     let origin = Origin::builder().start().await;
     let edge = Edge::builder(&origin)
         .var("EDGE_HEARTBEAT_SECS", 1)
         .var("EDGE_MAX_STREAMS_PER_TOKEN", streams_per_token)
-        .var("EDGE_MAX_RIDERS_PER_OBJECT", riders_per_object)
         .start()
         .await;
     (origin, edge)
@@ -161,7 +160,7 @@ async fn start_with_caps(streams_per_token: u32, riders_per_object: u32) -> (Ori
 /// object's streams (the third stream here was served).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_token_holds_at_most_its_cap_of_streams_on_an_object_and_others_are_unaffected() {
-    let (_origin, edge) = start_with_caps(2, 100).await;
+    let (_origin, edge) = start_with_token_cap(2).await;
     let driver = "d-token-cap";
     let path = location_path(driver);
     let leaked = rider_token("r-leaked", driver);
@@ -186,20 +185,28 @@ async fn one_token_holds_at_most_its_cap_of_streams_on_an_object_and_others_are_
 }
 
 /// Old behaviour caught: no cap on an object's riders, so enough streams on one driver would
-/// exhaust the isolate's 128 MB for every object in it.
+/// exhaust the isolate's 128 MB for every object in it. Past the cap the key's fan-out tree takes
+/// riders on shard objects, up to `EDGE_MAX_SHARDS_PER_KEY` of them, and no further.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_object_holds_at_most_its_cap_of_riders() {
-    let (_origin, edge) = start_with_caps(8, 3).await;
+async fn a_keys_objects_hold_at_most_their_cap_of_riders_each() {
+    let origin = Origin::builder().start().await;
+    let edge =
+        Edge::builder(&origin).var("EDGE_MAX_RIDERS_PER_OBJECT", 3).var("EDGE_MAX_SHARDS_PER_KEY", 1).start().await;
     let driver = "d-object-cap";
     let path = location_path(driver);
     let mut riders = Vec::new();
-    for i in 0..3 {
+    for i in 0..6 {
         let token = rider_token(&format!("r-cap-{i}"), driver);
-        riders.push(expect_live_stream(&edge, &path, &token, &format!("rider {i} of 3")).await);
+        riders.push(
+            expect_live_stream(&edge, &path, &token, &format!("rider {i} of 6: the root's 3, the shard's 3")).await,
+        );
     }
-    let fourth = rider_token("r-cap-3", driver);
-    let why = expect_refusal_stream(&edge, &path, &fourth, "a fourth rider on an object capped at 3").await;
-    assert!(why.contains("EDGE_MAX_RIDERS_PER_OBJECT"), "the refusal names the cap: {why:?}");
+    let seventh = rider_token("r-cap-6", driver);
+    let why = expect_refusal_stream(&edge, &path, &seventh, "a seventh rider on a root and one shard of 3").await;
+    assert!(
+        why.contains("EDGE_MAX_RIDERS_PER_OBJECT") && why.contains("EDGE_MAX_SHARDS_PER_KEY"),
+        "the refusal names both caps: {why:?}"
+    );
     // Another driver's object has its own room.
     let other = rider_token("r-cap-other", "d-object-cap-2");
     expect_live_stream(&edge, &location_path("d-object-cap-2"), &other, "a rider of another driver").await;

@@ -24,19 +24,39 @@
 //! The upstream reconnects with exponential backoff and full jitter while riders remain; riders
 //! keep their streams meanwhile and get the latest value as soon as the link is back (the origin
 //! sends its current value first on every link).
+//!
+//! A key with more riders than one object holds grows a fan-out tree ([`crate::tree`]): the
+//! key's root hub keeps the origin link and forwards each value to its shards, each a hub whose
+//! upstream is the root.
+//!
+//! | file | what it holds |
+//! |---|---|
+//! | `mod.rs` | the hub's state, a rider's subscription, fan-out, heartbeat, grace alarm |
+//! | [`upstream`] | the link a hub takes its values from: the origin's edge link, or a shard's root |
+//! | [`branches`] | the tree at the root (shard links, their reports, the operators' view) and a shard's reports |
+//! | [`recheck`] | tracking tokens: confirming one, asking the origin again while its streams are open |
 
-use std::{cell::RefCell, collections::HashMap, rc::Rc, time::Duration};
+mod branches;
+mod recheck;
+mod upstream;
 
-use futures_util::{StreamExt, future::join_all};
-use ridecast_protocol::{Claims, Id, Role, sse};
-use worker::{Delay, Env, Request, Response, State, Url, WebSocket, WebsocketEvent};
+use std::{
+    cell::RefCell,
+    collections::{BTreeMap, HashMap},
+    rc::Rc,
+    time::Duration,
+};
+
+use ridecast_protocol::{Id, sse};
+use worker::{Delay, Env, Request, Response, State, WebSocket};
 
 use crate::{
     auth, bindings,
     error::EdgeError,
     limits::{self, Limits, TokenKey},
     rider_stream::{self, RiderSlot},
-    tracking::{self, Confirmation, ConfirmationCache},
+    tracking::{self, ConfirmationCache},
+    tree::{self, Choice, ObjectRequest, Place, Report, ShardTable},
 };
 
 /// The comment that ends a stream whose tracking token the origin now refuses (the origin's own).
@@ -83,6 +103,22 @@ impl HubKind {
         match self {
             Self::Driver => format!("/edge/v1/drivers/{key}"),
             Self::Surge => format!("/edge/v1/surge/{key}"),
+        }
+    }
+
+    /// The namespace binding of this kind's objects (a shard links to its root through it).
+    pub fn binding(self) -> &'static str {
+        match self {
+            Self::Driver => bindings::DRIVER_HUB,
+            Self::Surge => bindings::SURGE_HUB,
+        }
+    }
+
+    /// The rider path of `key` (what a shard's link names its key by).
+    pub fn rider_path(self, key: &Id) -> String {
+        match self {
+            Self::Driver => format!("/api/sse/drivers/{key}/location"),
+            Self::Surge => format!("/api/sse/surge/{key}"),
         }
     }
 
@@ -134,6 +170,8 @@ impl Timings {
 #[derive(Debug, Default)]
 struct Inner {
     key: Option<Id>,
+    /// Root or shard of the key's tree: fixed by the first request.
+    place: Option<Place>,
     /// The latest value: its event id (`ts`) and its JSON as the origin sent it.
     latest: Option<(u64, String)>,
     riders: Vec<Rider>,
@@ -145,6 +183,12 @@ struct Inner {
     /// The tracking tokens of the open streams, kept to ask the origin again.
     tracked: HashMap<TokenKey, Tracked>,
     recheck_task: bool,
+    /// At the root: where riders go, and each linked shard's WebSocket.
+    shards: ShardTable,
+    downstream: BTreeMap<u32, WebSocket>,
+    /// At a shard: rider requests received, and the last count told to the root.
+    arrived: u32,
+    reported: Option<Report>,
 }
 
 /// A tracking token with open streams.
@@ -161,6 +205,9 @@ struct Tracked {
 struct Rider {
     token: TokenKey,
     slot: RiderSlot,
+    /// The `Last-Event-ID` it came with, until the hub's first value arrives: a hub that had no
+    /// value yet (a new object, a new shard) must not replay the one the rider already has.
+    resumed_at: Option<u64>,
 }
 
 impl Inner {
@@ -168,10 +215,27 @@ impl Inner {
         self.riders.retain(|r| !r.slot.is_gone());
     }
 
+    /// Whether anyone still takes this hub's values: its riders, or (at a root) linked shards.
+    fn has_listeners(&mut self) -> bool {
+        self.drop_gone_riders();
+        !self.riders.is_empty() || !self.downstream.is_empty()
+    }
+
+    /// Records this object's place in its key's tree; a request for another place is refused
+    /// (the worker never sends one: an object's name fixes its place).
+    fn take_place(&mut self, place: Place) -> Result<(), EdgeError> {
+        match *self.place.get_or_insert(place) {
+            held if held == place => Ok(()),
+            _ => Err(EdgeError::NotFound),
+        }
+    }
+
     /// Whether one more stream of `token` fits, after dropping the gone riders.
     fn room_for(&mut self, token: TokenKey, limits: &Limits) -> Result<(), EdgeError> {
         self.drop_gone_riders();
-        if self.riders.len() >= limits.riders_per_object as usize {
+        // Up to the hard cap: the tree sends no new token past `riders_per_object`, only tokens
+        // coming back to this object (`tree::hard_cap`).
+        if self.riders.len() >= tree::hard_cap(limits.riders_per_object) as usize {
             return Err(EdgeError::ObjectFull { max: limits.riders_per_object });
         }
         if self.riders.iter().filter(|r| r.token == token).count() >= limits.streams_per_token as usize {
@@ -231,21 +295,60 @@ impl Hub {
         }
     }
 
-    /// Opens a rider stream, or refuses it: an error here is answered in its SSE form.
+    /// Answers a request to this object: a rider (at the root or a shard), a shard's link, or an
+    /// operator's look at the tree ([`ObjectRequest`]). An error is answered in its SSE form by
+    /// the caller.
     ///
     /// # Errors
-    /// [`EdgeError::ObjectFull`] or [`EdgeError::TooManyStreams`] past the caps; for a tracking
-    /// token, [`EdgeError::Forbidden`] when the origin refuses it and
-    /// [`EdgeError::OriginCannotConfirm`] when it cannot answer; 401s like the worker's (the
-    /// object checks the token again rather than trust what reached it).
-    pub async fn subscribe(&self, req: &Request) -> Result<Response, EdgeError> {
+    /// As [`Hub::subscribe`]; [`EdgeError::NotFound`] for a path no object serves.
+    pub async fn handle(&self, req: &Request) -> Result<Response, EdgeError> {
         let path = req.path();
-        let key = self.kind.key_from_path(&path).ok_or(EdgeError::NotFound)?;
+        match ObjectRequest::parse(&path).ok_or(EdgeError::NotFound)? {
+            ObjectRequest::Subscribe(rider_path) => self.subscribe(req, rider_path, Place::Root).await,
+            ObjectRequest::ShardSubscribe { shard, rider_path } => {
+                self.subscribe(req, rider_path, Place::Shard(shard)).await
+            }
+            ObjectRequest::Link { shard, rider_path } => self.accept_shard_link(req, shard, rider_path),
+            ObjectRequest::Stats(rider_path) => self.stats(rider_path),
+        }
+    }
+
+    /// Opens a rider stream here, sends the rider to a shard (at a root without room), or
+    /// refuses it.
+    ///
+    /// # Errors
+    /// [`EdgeError::ObjectFull`] when the key's whole tree is full, [`EdgeError::TooManyStreams`]
+    /// past the per-token cap; for a tracking token, [`EdgeError::Forbidden`] when the origin
+    /// refuses it and [`EdgeError::OriginCannotConfirm`] when it cannot answer; 401s like the
+    /// worker's (the object checks the token again rather than trust what reached it).
+    async fn subscribe(&self, req: &Request, rider_path: &str, place: Place) -> Result<Response, EdgeError> {
+        let key = self.kind.key_from_path(rider_path).ok_or(EdgeError::NotFound)?;
         let claims = auth::verify(req, &auth::keys(&self.env)?)?;
         let raw_token = auth::bearer(req).unwrap_or_default();
         let token = TokenKey::new(self.salt, &raw_token);
-        // Cheap refusals first, so that a token at its cap costs the origin nothing.
-        self.inner.borrow_mut().room_for(token, &self.limits)?;
+        {
+            let mut inner = self.inner.borrow_mut();
+            inner.take_place(place)?;
+            inner.key.get_or_insert(key.clone());
+            match place {
+                Place::Root => match self.choose(&mut inner, token) {
+                    Choice::Here => {}
+                    Choice::Shard(k) => return tree::send_to_shard(k),
+                    Choice::Full => {
+                        let (max, objects) = (self.limits.riders_per_object, self.limits.shards_per_key + 1);
+                        return Err(EdgeError::TreeFull { objects, max });
+                    }
+                },
+                Place::Shard(_) => inner.arrived = inner.arrived.saturating_add(1),
+            }
+            // Cheap refusals first, so that a token at its cap costs the origin nothing.
+            let room = inner.room_for(token, &self.limits);
+            drop(inner);
+            if room.is_err() {
+                self.report_to_root();
+            }
+            room?;
+        }
         let tracking = self.kind == HubKind::Driver && claims.ride.is_some();
         if tracking {
             self.confirm_tracking(&raw_token, token, &key).await?;
@@ -257,14 +360,14 @@ impl Hub {
             let mut inner = self.inner.borrow_mut();
             // Again: other riders may have come in while the origin was being asked.
             inner.room_for(token, &self.limits)?;
-            inner.key.get_or_insert(key);
             if let Some((id, data)) = &inner.latest
                 && last_event_id != Some(*id)
             {
                 first.push_str(&sse::event(self.kind.event_name(), &id.to_string(), data));
             }
+            let resumed_at = if inner.latest.is_none() { last_event_id } else { None };
             let (slot, stream) = rider_stream::open(first);
-            inner.riders.push(Rider { token, slot });
+            inner.riders.push(Rider { token, slot, resumed_at });
             if tracking {
                 let now = tracking::now_ms();
                 inner.tracked.entry(token).or_insert(Tracked { raw: raw_token, last_asked_ms: now });
@@ -274,102 +377,24 @@ impl Hub {
         if tracking {
             self.ensure_recheck();
         }
+        self.report_to_root();
         self.ensure_heartbeat();
         self.ensure_upstream();
         Ok(Response::from_stream(stream)?.with_headers(rider_stream::sse_headers()?))
     }
 
-    /// A tracking token is honoured only once the origin confirmed it, and a confirmation is
-    /// reused for at most [`tracking::CONFIRMATION_TTL`]. Fails closed: no answer is a refusal
-    /// (with a retry), never a pass.
-    async fn confirm_tracking(&self, raw_token: &str, token: TokenKey, driver: &Id) -> Result<(), EdgeError> {
-        if self.inner.borrow().confirmed.is_fresh(token) {
-            return Ok(());
-        }
-        let asked_at = tracking::now_ms();
-        let answer = tracking::ask_origin(&self.env, raw_token, driver).await;
-        let mut inner = self.inner.borrow_mut();
-        match answer {
-            Confirmation::Confirmed => inner.confirmed.remember(token, asked_at),
-            // The same token's open streams end too, without waiting for their own question.
-            Confirmation::Refused(_) => inner.end_token(token),
-            Confirmation::Unanswered(_) => {}
-        }
-        answer.into_result()
+    /// The root's choice for a new stream of `token`.
+    fn choose(&self, inner: &mut Inner, token: TokenKey) -> Choice {
+        inner.drop_gone_riders();
+        let own = u32::try_from(inner.riders.len()).unwrap_or(u32::MAX);
+        let limits = &self.limits;
+        inner.shards.choose(token, own, limits.riders_per_object, limits.shards_per_key, tracking::now_ms())
     }
 
-    /// Starts the task that asks the origin again about the tracking tokens of open streams, unless
-    /// it runs. One task per object, sleeping until the next confirmation runs out: an idle stream
-    /// costs nothing between questions. It ends when no tracking token has a stream left.
-    fn ensure_recheck(&self) {
-        if std::mem::replace(&mut self.inner.borrow_mut().recheck_task, true) {
-            return;
-        }
-        let hub = self.clone();
-        wasm_bindgen_futures::spawn_local(async move {
-            loop {
-                let wait_ms = {
-                    let mut inner = hub.inner.borrow_mut();
-                    inner.prune_tracked();
-                    let now = tracking::now_ms();
-                    let next = inner.tracked.iter().map(|(token, t)| inner.due_ms(*token, t)).min();
-                    let Some(next) = next else {
-                        inner.recheck_task = false;
-                        return;
-                    };
-                    next.saturating_sub(now)
-                };
-                Delay::from(Duration::from_millis(wait_ms).max(RECHECK_MIN_WAIT)).await;
-                hub.recheck_due().await;
-            }
-        });
-    }
-
-    /// Asks the origin, all at once, about every tracking token whose confirmation ran out.
-    async fn recheck_due(&self) {
-        let (driver, due) = {
-            let mut inner = self.inner.borrow_mut();
-            inner.prune_tracked();
-            let now = tracking::now_ms();
-            let due: Vec<(TokenKey, String)> = inner
-                .tracked
-                .iter()
-                .filter(|(token, t)| inner.due_ms(**token, t) <= now)
-                .map(|(token, t)| (*token, t.raw.clone()))
-                .collect();
-            for (token, _) in &due {
-                if let Some(t) = inner.tracked.get_mut(token) {
-                    t.last_asked_ms = now;
-                }
-            }
-            (inner.key.clone(), due)
-        };
-        let Some(driver) = driver else { return };
-        let questions = due.into_iter().map(|(token, raw)| {
-            let (env, driver) = (&self.env, &driver);
-            async move {
-                let asked_at = tracking::now_ms();
-                (token, asked_at, tracking::ask_origin(env, &raw, driver).await)
-            }
-        });
-        for (token, asked_at, answer) in join_all(questions).await {
-            let mut inner = self.inner.borrow_mut();
-            match answer {
-                Confirmation::Confirmed => inner.confirmed.remember(token, asked_at),
-                Confirmation::Refused(_) => inner.end_token(token),
-                // Kept open, asked again in 5 s (see the module's documentation).
-                Confirmation::Unanswered(why) => {
-                    worker::console_warn!("the origin could not confirm a tracking token again: {why}");
-                }
-            }
-        }
-    }
-
-    /// The grace alarm: closes the upstream link if no rider came back meanwhile.
+    /// The grace alarm: closes the upstream link if no rider (and no shard) came back meanwhile.
     pub fn on_alarm(&self) {
         let mut inner = self.inner.borrow_mut();
-        inner.drop_gone_riders();
-        if inner.riders.is_empty()
+        if !inner.has_listeners()
             && let Some(ws) = inner.upstream.take()
         {
             // The upstream task sees the close and, with no riders, does not reconnect.
@@ -377,7 +402,15 @@ impl Hub {
         }
     }
 
-    /// Takes a value from the upstream link and fans it out if it is newer than the latest.
+    /// Sets the grace alarm, after which [`Hub::on_alarm`] closes an unused upstream link.
+    async fn set_grace_alarm(&self) {
+        if let Err(e) = self.state.storage().set_alarm(self.timings.grace).await {
+            worker::console_error!("could not set the grace alarm: {e}");
+        }
+    }
+
+    /// Takes a value from the upstream link and fans it out if it is newer than the latest: to
+    /// the riders here and, at a root, to every linked shard.
     fn publish(&self, json: String) {
         let Some(id) = serde_json::from_str::<serde_json::Value>(&json).ok().and_then(|v| v.get("ts")?.as_u64()) else {
             worker::console_warn!("edge link sent a value without a numeric ts; ignored");
@@ -388,10 +421,16 @@ impl Hub {
             return; // ids only grow; a relinked origin resends what riders already have
         }
         let frame = sse::event(self.kind.event_name(), &id.to_string(), &json);
+        for shard in inner.downstream.values() {
+            // A failed send is a closing link: its reader task sees the close and unlinks it.
+            let _ = shard.send_with_str(&json);
+        }
         inner.latest = Some((id, json));
         inner.drop_gone_riders();
-        for rider in &inner.riders {
-            rider.slot.push_event(&frame);
+        for rider in &mut inner.riders {
+            if rider.resumed_at.take() != Some(id) {
+                rider.slot.push_event(&frame);
+            }
         }
     }
 
@@ -411,86 +450,14 @@ impl Hub {
                     }
                     inner.riders.is_empty()
                 };
+                // The heartbeat finds the riders that left: a shard tells its root.
+                hub.report_to_root();
                 if empty {
                     hub.inner.borrow_mut().heartbeat_task = false;
-                    if let Err(e) = hub.state.storage().set_alarm(hub.timings.grace).await {
-                        worker::console_error!("could not set the grace alarm: {e}");
-                    }
+                    hub.set_grace_alarm().await;
                     return;
                 }
             }
         });
-    }
-
-    fn ensure_upstream(&self) {
-        if std::mem::replace(&mut self.inner.borrow_mut().upstream_task, true) {
-            return;
-        }
-        let hub = self.clone();
-        wasm_bindgen_futures::spawn_local(async move {
-            let mut backoff = BACKOFF_MIN;
-            loop {
-                match hub.run_upstream_once().await {
-                    Ok(()) => backoff = BACKOFF_MIN,
-                    Err(e) => worker::console_warn!("edge link failed: {e}"),
-                }
-                let riders_left = {
-                    let mut inner = hub.inner.borrow_mut();
-                    inner.upstream = None;
-                    inner.drop_gone_riders();
-                    !inner.riders.is_empty()
-                };
-                if !riders_left {
-                    hub.inner.borrow_mut().upstream_task = false;
-                    return;
-                }
-                // Full jitter: a restarted origin is not hit by every object at once.
-                let wait = backoff.mul_f64(js_sys::Math::random());
-                Delay::from(wait).await;
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-            }
-        });
-    }
-
-    /// One life of the upstream link: connect, feed every value to [`Hub::publish`], return when
-    /// it closes.
-    async fn run_upstream_once(&self) -> Result<(), EdgeError> {
-        let Some(key) = self.inner.borrow().key.clone() else {
-            return Ok(());
-        };
-        let url = self.upstream_url(&key)?;
-        let ws = WebSocket::connect(url).await?;
-        let mut events = ws.events()?;
-        ws.accept()?;
-        self.inner.borrow_mut().upstream = Some(ws.clone());
-        while let Some(event) = events.next().await {
-            match event? {
-                WebsocketEvent::Message(msg) => {
-                    if let Some(text) = msg.text() {
-                        self.publish(text);
-                    }
-                }
-                WebsocketEvent::Close(_) => break,
-            }
-        }
-        Ok(())
-    }
-
-    fn upstream_url(&self, key: &Id) -> Result<Url, EdgeError> {
-        let origin =
-            self.env.var(bindings::ORIGIN_URL).map_err(|_| EdgeError::Config(bindings::ORIGIN_URL))?.to_string();
-        let keys = auth::keys(&self.env)?;
-        let claims = Claims {
-            sub: Id::parse("edge").map_err(EdgeError::InvalidId)?,
-            role: Role::Edge,
-            exp: auth::now_secs() + EDGE_TOKEN_TTL_SECS,
-            drv: None,
-            ride: None,
-        };
-        let token = keys.mint(&claims).map_err(EdgeError::BadToken)?;
-        let mut url = Url::parse(&format!("{}{}", origin.trim_end_matches('/'), self.kind.upstream_path(key)))
-            .map_err(|_| EdgeError::Config(bindings::ORIGIN_URL))?;
-        url.query_pairs_mut().append_pair("token", &token);
-        Ok(url)
     }
 }
