@@ -48,13 +48,13 @@ use std::{
 };
 
 use ridecast_protocol::{Id, sse};
-use worker::{Delay, Env, Request, Response, State, WebSocket};
+use worker::{Delay, Env, Request, Response, ResponseBody, State, WebSocket};
 
 use crate::{
     auth, bindings,
     error::EdgeError,
     limits::{self, Limits, TokenKey},
-    rider_stream::{self, RiderSlot},
+    rider_stream::{self, Frame, RiderSlot},
     tracking::{self, ConfirmationCache},
     tree::{self, Choice, ObjectRequest, Place, Report, ShardTable},
 };
@@ -366,7 +366,7 @@ impl Hub {
                 first.push_str(&sse::event(self.kind.event_name(), &id.to_string(), data));
             }
             let resumed_at = if inner.latest.is_none() { last_event_id } else { None };
-            let (slot, stream) = rider_stream::open(first);
+            let (slot, stream) = rider_stream::open(&first)?;
             inner.riders.push(Rider { token, slot, resumed_at });
             if tracking {
                 let now = tracking::now_ms();
@@ -380,7 +380,7 @@ impl Hub {
         self.report_to_root();
         self.ensure_heartbeat();
         self.ensure_upstream();
-        Ok(Response::from_stream(stream)?.with_headers(rider_stream::sse_headers()?))
+        Ok(Response::from_body(ResponseBody::Stream(stream))?.with_headers(rider_stream::sse_headers()?))
     }
 
     /// The root's choice for a new stream of `token`.
@@ -420,7 +420,8 @@ impl Hub {
         if inner.latest.as_ref().is_some_and(|(latest, _)| *latest >= id) {
             return; // ids only grow; a relinked origin resends what riders already have
         }
-        let frame = sse::event(self.kind.event_name(), &id.to_string(), &json);
+        // Encoded once for every rider of this object.
+        let frame = Frame::new(&sse::event(self.kind.event_name(), &id.to_string(), &json));
         for shard in inner.downstream.values() {
             // A failed send is a closing link: its reader task sees the close and unlinks it.
             let _ = shard.send_with_str(&json);
