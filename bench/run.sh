@@ -51,11 +51,20 @@
 #                                                       another, which is killed for DOWN s mid-run: the events
 #                                                       after its restart show how soon riders have the latest
 #   edge-idle        RIDERS=1000 HOLD=30                rider streams held open on one Durable Object: workerd
-#                                                       memory per stream
+#                                                       memory per stream. SHARED_DRIVER=0: each stream on its
+#                                                       own driver's object (memory per object + rider + link);
+#                                                       DEAD_ORIGIN=1 as well: the same without the link
+#   edge-bare-objects OBJECTS=2000                      Durable Objects touched once each (an operator's tree
+#                                                       view: no rider, no link): workerd memory per object
+#   edge-floor       FLOOR_MODE=stream RIDERS=1000 PUSHES=50 HOLD=15
+#                                                       the same two hops in plain JavaScript, no Rust or wasm
+#                                                       (bench/edge-floor/): workerd memory per stream and CPU
+#                                                       per event; FLOOR_MODE=pipe: an IdentityTransformStream
 #
 # The edge rows need the built worker and the npm tools: run scripts/edge-setup first. They run
 # workerd through Miniflare's API (scripts/edge-serve.mjs); EDGE_RUNNER=wrangler puts wrangler dev's
-# proxy in front, as `wrangler dev` users see it.
+# proxy in front, as `wrangler dev` users see it. EDGE_BUILD=<a copy of edge-worker/build> runs
+# another build of the worker (an older one, to alternate builds in one session).
 #
 # Rows with Redis run on one redis-server, or with REDIS=cluster on a local Redis Cluster (three
 # primaries, three replicas; the origins then use sharded Pub/Sub).
@@ -70,7 +79,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 ROWS="idle-sse idle-drivers fanout nchan fanout-vs-nchan reference polling-vs-push polling-vs-push-reference"
-ROWS+=" one-to-500 cross-instance scale-100k reference-100k edge-fanout edge-trips edge-restart edge-idle"
+ROWS+=" one-to-500 cross-instance scale-100k reference-100k edge-fanout edge-trips edge-restart edge-idle edge-bare-objects edge-floor"
 usage() {
   sed -n '2,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//' >&2
   exit 2
@@ -364,7 +373,7 @@ start_edge() {
       --log-level warn --var "ORIGIN_URL:$origin_url" --var "RIDECAST_TOKEN_SECRET:$SECRET" \
       </dev/null >"$WORK/edge.log" 2>&1 &
   else
-    CLOUDFLARE_CF_FETCH_ENABLED=false WRANGLER_SEND_METRICS=false setsid \
+    RIDECAST_EDGE_BUILD=${EDGE_BUILD:-} CLOUDFLARE_CF_FETCH_ENABLED=false WRANGLER_SEND_METRICS=false setsid \
       node "$ROOT/scripts/edge-serve.mjs" "$port" "$origin_url" "$SECRET" </dev/null >"$WORK/edge.log" 2>&1 &
   fi
   EDGE_PGID=$!
@@ -769,16 +778,72 @@ row_edge_restart() {
 }
 
 row_edge_idle() {
-  local port edge_port
+  local port edge_port origin_url shared=(--shared-driver)
   port=$(free_port)
   start_origin origin "$port"
   edge_port=$(free_port)
-  start_edge "$edge_port" "http://127.0.0.1:$port"
+  origin_url="http://127.0.0.1:$port"
+  # Port 9 (discard) answers nothing: the objects keep retrying their link and never hold one.
+  [ "${DEAD_ORIGIN:-0}" = 1 ] && origin_url="http://127.0.0.1:9"
+  [ "${SHARED_DRIVER:-1}" = 0 ] && shared=()
+  start_edge "$edge_port" "$origin_url"
   # Memory is measured on workerd alone (wrangler's node proxy in front of it is a dev tool).
   pid_flags "$WORKERD_PID"
   loadgen edge-idle idle --url "http://127.0.0.1:$port" --rider-url "http://127.0.0.1:$edge_port" \
-    --secret "$SECRET" --riders "${RIDERS:-1000}" --shared-driver --hold-secs "${HOLD:-30}" \
+    --secret "$SECRET" --riders "${RIDERS:-1000}" "${shared[@]}" --hold-secs "${HOLD:-30}" \
     --connect-concurrency 32 "${PID_FLAGS[@]}"
+}
+
+# rss_kb PID: a process's resident memory in KiB.
+rss_kb() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
+
+# cpu_us PID: a process's user + system CPU time so far, in µs.
+cpu_us() { awk -v hz="$(getconf CLK_TCK)" '{ sub(/.*\) /, ""); print ($12 + $13) * 1000000 / hz }' "/proc/$1/stat"; }
+
+row_edge_bare_objects() {
+  local edge_port objects=${OBJECTS:-2000} ops list before after
+  edge_port=$(free_port)
+  start_edge "$edge_port" "http://127.0.0.1:9"
+  ops=$(RIDECAST_TOKEN_SECRET=$SECRET "$ORIGIN" token --role ops --sub bench)
+  list=$WORK/bare-objects.curl
+  for i in $(seq "$objects"); do
+    printf 'url = "http://127.0.0.1:%s/edge/v1/tree/drivers/bare-%s"\noutput = "/dev/null"\n' "$edge_port" "$i"
+  done >"$list"
+  # One object first: the isolate and the wasm module are loaded before the count starts.
+  curl -sf -o /dev/null -H "authorization: Bearer $ops" "http://127.0.0.1:$edge_port/edge/v1/tree/drivers/warm-up"
+  before=$(rss_kb "$WORKERD_PID")
+  curl -sf -H "authorization: Bearer $ops" -K "$list" || die "a tree view was refused"
+  sleep 2
+  after=$(rss_kb "$WORKERD_PID")
+  echo "# edge-bare-objects: $objects objects touched once, workerd RSS $before -> $after KiB = $(((after - before) * 1024 / objects)) B per object" |
+    tee -a "$RESULT_TXT" >&2
+}
+
+row_edge_floor() {
+  local port mode=${FLOOR_MODE:-stream} riders=${RIDERS:-1000} pushes=${PUSHES:-50} workerd cpu0 cpu1
+  port=$(free_port)
+  CLOUDFLARE_CF_FETCH_ENABLED=false WRANGLER_SEND_METRICS=false setsid \
+    node "$ROOT/bench/edge-floor/serve.mjs" "$port" "$mode" </dev/null >"$WORK/edge.log" 2>&1 &
+  EDGE_PGID=$!
+  for _ in $(seq 300); do grep -q RIDECAST_EDGE_READY "$WORK/edge.log" && break; sleep 0.2; done
+  workerd=$(pgrep -g "$EDGE_PGID" -x workerd | head -1)
+  [ -n "$workerd" ] || die "the floor worker did not start: $(cat "$WORK/edge.log")"
+  WORKERD_PID=$workerd
+  # The pushes run while the streams are held: CPU per event is workerd's over them alone.
+  (
+    sleep "${PUSH_AFTER:-8}"
+    cpu0=$(cpu_us "$workerd")
+    for _ in $(seq "$pushes"); do curl -sf -o /dev/null "http://127.0.0.1:$port/push"; sleep 0.1; done
+    sleep 1
+    cpu1=$(cpu_us "$workerd")
+    echo "# edge-floor ($mode): $pushes pushes to $riders streams, workerd CPU $(((cpu1 - cpu0) / (pushes * riders))) µs per stream event" |
+      tee -a "$RESULT_TXT" >&2
+  ) &
+  STARTED+=($!)
+  pid_flags "$workerd"
+  loadgen "edge-floor-$mode" idle --rider-url "http://127.0.0.1:$port" --secret "$SECRET" --riders "$riders" \
+    --shared-driver --hold-secs "${HOLD:-15}" --connect-concurrency 32 "${PID_FLAGS[@]}"
+  wait "${STARTED[-1]}" 2>/dev/null || true
 }
 
 # Every 10 s, counts each origin's open files (about its connections: how evenly --reuse-port

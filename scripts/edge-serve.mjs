@@ -2,7 +2,8 @@
 // in front (which costs a hop and ~4 file descriptors per streamed connection, and buffers
 // streams without bound, so a stalled rider never pushes back): what the edge benchmark rows
 // and the edge backpressure test use. Bindings and migrations come from the repository's
-// wrangler.toml; extra NAME=value arguments become vars.
+// wrangler.toml; extra NAME=value arguments become vars. RIDECAST_EDGE_BUILD=<dir> serves another
+// build of the worker than edge-worker/build (an older one, to compare builds in one session).
 //
 //   node scripts/edge-serve.mjs <port> <origin url> <token secret> [NAME=value ...]
 //
@@ -24,7 +25,7 @@ const { workerOptions } = unstable_getMiniflareWorkerOptions(path.join(root, "wr
 const mf = new Miniflare({
   ...workerOptions,
   modules: true,
-  scriptPath: path.join(root, "edge-worker/build/index.js"),
+  scriptPath: path.join(process.env.RIDECAST_EDGE_BUILD || path.join(root, "edge-worker/build"), "index.js"),
   modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"] }],
   bindings: { ...workerOptions.bindings, ...vars, ORIGIN_URL: originUrl, RIDECAST_TOKEN_SECRET: secret },
   host: "127.0.0.1",
